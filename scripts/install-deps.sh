@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs the system packages that building and testing replytime need, and only
+# those that are missing: PostgreSQL 15 (the test harness starts throwaway
+# clusters), librocksdb-dev (the rocksdb crate links Debian's library, see
+# .cargo/config.toml), libclang-dev (bindgen), prometheus (promtool checks the
+# alert rules), build-essential, pkg-config and openssl (test TLS certificates).
+# Idempotent; runs apt-get as root, through sudo otherwise.
+set -euo pipefail
+
+log() { printf 'install-deps: %s\n' "$*"; }
+
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+has_candidate() {
+    apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'
+}
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+else
+    as_root=()
+fi
+
+missing=()
+for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl; do
+    if installed "$pkg"; then
+        log "$pkg: already installed"
+    else
+        missing+=("$pkg")
+    fi
+done
+
+# Any installed PostgreSQL server will do for the harness; 15 is the one we target.
+if installed postgresql-15 || compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+    log "postgresql server: already installed"
+else
+    missing+=(postgresql-15)
+fi
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    log "nothing to install"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ] && [ "${#as_root[@]}" -eq 0 ]; then
+    log "missing: ${missing[*]}; run this script as root or install sudo" >&2
+    exit 1
+fi
+
+log "updating the package lists"
+"${as_root[@]}" apt-get update -q
+
+# Fall back to the distribution's default server where 15 is not packaged.
+for i in "${!missing[@]}"; do
+    if [ "${missing[$i]}" = postgresql-15 ] && ! has_candidate postgresql-15; then
+        log "postgresql-15 is not packaged here; installing the default postgresql"
+        missing[i]=postgresql
+    fi
+done
+
+log "installing: ${missing[*]}"
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+log "done"

@@ -1,0 +1,123 @@
+//! Command-line interface: parses flags, loads settings, sets up tracing, and calls
+//! into the library. Thin on purpose.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{LogFormat, Overrides, Settings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "replytime",
+    version,
+    about = "Exact, fresh response-timing rows from a CRM's Postgres logical replication stream",
+    after_help = "Settings come from a TOML file (--config or REPLYTIME_CONFIG), then REPLYTIME_* environment variables, then flags.\n\nExample:\n  REPLYTIME_SOURCE_URL=postgres://replytime@db/app REPLYTIME_STATE_DIR=/var/lib/replytime replytime run"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CommonArgs {
+    /// TOML config file (default: $REPLYTIME_CONFIG).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Source database URL (overrides REPLYTIME_SOURCE_URL).
+    #[arg(long, global = true)]
+    pub source_url: Option<String>,
+    /// Sink database URL (overrides REPLYTIME_SINK_URL; default: the source).
+    #[arg(long, global = true)]
+    pub sink_url: Option<String>,
+    /// RocksDB state directory (overrides REPLYTIME_STATE_DIR).
+    #[arg(long, global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// Replication slot name (overrides REPLYTIME_SLOT).
+    #[arg(long, global = true)]
+    pub slot: Option<String>,
+    /// Publication name (overrides REPLYTIME_PUBLICATION).
+    #[arg(long, global = true)]
+    pub publication: Option<String>,
+    /// Metrics listen address (overrides REPLYTIME_METRICS_ADDR).
+    #[arg(long, global = true)]
+    pub metrics_addr: Option<String>,
+    /// Log format: pretty or json (overrides REPLYTIME_LOG_FORMAT).
+    #[arg(long, global = true)]
+    pub log_format: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: set up publication and slot, load existing rows on first
+    /// start, then stream. Stops cleanly on SIGTERM / SIGINT.
+    #[command(after_help = "Example:\n  replytime run --state-dir /var/lib/replytime")]
+    Run,
+    /// Print slot, LSNs, lag, retained WAL, outbox and state size; exit 1 when unhealthy.
+    #[command(after_help = "Example:\n  replytime status\n  replytime status --json")]
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the settings and print them with secrets removed.
+    #[command(
+        name = "validate-config",
+        after_help = "Example:\n  REPLYTIME_CONFIG=/etc/replytime.toml replytime validate-config"
+    )]
+    ValidateConfig,
+    /// Drop replytime's slot and publication (a forgotten slot pins WAL forever).
+    #[command(after_help = "Example:\n  replytime teardown --yes")]
+    Teardown {
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List quarantined rows (changes that could not be placed).
+    #[command(after_help = "Example:\n  replytime quarantine --limit 20")]
+    Quarantine {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+impl CommonArgs {
+    pub fn overrides(&self) -> Overrides {
+        let mut pairs = Vec::new();
+        let mut push = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                pairs.push((k.to_string(), v));
+            }
+        };
+        push("source_url", self.source_url.clone());
+        push("sink_url", self.sink_url.clone());
+        push(
+            "state_dir",
+            self.state_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        push("slot", self.slot.clone());
+        push("publication", self.publication.clone());
+        push("metrics_addr", self.metrics_addr.clone());
+        push("log_format", self.log_format.clone());
+        Overrides { pairs }
+    }
+
+    pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
+        Settings::from_env(self.config.as_deref(), &self.overrides())
+    }
+}
+
+/// Sets up `tracing` as configured (stderr; JSON or pretty).
+pub fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}

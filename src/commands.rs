@@ -1,0 +1,82 @@
+//! One function per subcommand. Each loads the settings it needs and calls into the
+//! library; errors carry their context up to `main`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+
+use crate::cli::{Cli, Command};
+use crate::ops::http::{self, Health};
+use crate::ops::status;
+use crate::pipeline;
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = cli.common.settings()?;
+    match cli.command {
+        Command::ValidateConfig => {
+            print!("{}", settings.redacted());
+            println!("# config ok");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            crate::cli::init_tracing(settings.log_format, &settings.log_level);
+            run(settings).await
+        }
+        Command::Status { json } => status::print(&settings, json).await,
+        Command::Teardown { yes } => {
+            if !yes {
+                anyhow::bail!(
+                    "teardown drops slot {:?} and publication {:?}: pass --yes",
+                    settings.slot,
+                    settings.publication
+                );
+            }
+            let client =
+                crate::pgconn::connect(settings.source_url(), "replytime-teardown").await?;
+            crate::source::admin::teardown(&client, &settings.slot, &settings.publication).await?;
+            println!(
+                "dropped slot {:?} and publication {:?}",
+                settings.slot, settings.publication
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quarantine { limit } => {
+            let store = pipeline::open_store(&settings)?;
+            for record in store.quarantined(limit)? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    record.commit_lsn,
+                    record.table,
+                    record.row_id.as_deref().unwrap_or("-"),
+                    record.reason
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run(settings: crate::config::Settings) -> anyhow::Result<ExitCode> {
+    let health = Arc::new(Health::default());
+    let listener = http::bind(settings.metrics_addr).await?;
+    tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");
+    health.live.store(true, Ordering::SeqCst);
+    tokio::spawn(http::serve(listener, health.clone()));
+    pipeline::run(settings, health, shutdown_signal())
+        .await
+        .context("replytime run stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

@@ -1,0 +1,432 @@
+//! Applying one row change to the state: the rows themselves and the ordered
+//! indexes the derivation navigates, and marking which anchors may have changed.
+//!
+//! A change at thread position p can only change two anchors: the message at p
+//! itself (its successor changed or it moved) and the last inbound before p (whose
+//! successor, or response window, contains p). Drafts, AI sends and jobs change the
+//! anchor they point at; a lead's `clientId` changes all anchors of the lead.
+
+use std::collections::BTreeSet;
+
+use super::keys::{self, thread_prefix};
+use super::{ApplyStats, EngineError, JobDelay, Stamp};
+use crate::change::{
+    AI_AUTO_SEND_DELAYED, CampaignRow, Change, DraftRow, JobRow, LeadRow, MessageRow, Row, Table,
+    Timestamp,
+};
+use crate::engine::delay::{DEFAULT_DELAY_MAX_SECONDS, DEFAULT_DELAY_MIN_SECONDS};
+use crate::store::{Cf, StoreTxn};
+
+pub const INBOUND: &str = "inbound";
+pub const OUTBOUND: &str = "outbound";
+
+/// State of one application of changes.
+pub(super) struct Apply<'t, 'a> {
+    pub tx: &'t StoreTxn<'a>,
+    pub dirty: &'t mut BTreeSet<String>,
+    pub stats: &'t mut ApplyStats,
+    pub stamp: Stamp,
+}
+
+/// Where a message sits: (lead, channel, sentAt) when it is in a thread.
+pub fn thread_place(m: &MessageRow) -> Option<(&str, &str, Timestamp)> {
+    let direction = m.direction.as_deref()?;
+    if direction != INBOUND && direction != OUTBOUND {
+        return None;
+    }
+    Some((m.lead_id.as_deref()?, m.channel.as_deref()?, m.sent_at?))
+}
+
+fn is_setter_response(m: &MessageRow) -> bool {
+    m.direction.as_deref() == Some(OUTBOUND)
+        && m.sent_by.as_deref() == Some("setter")
+        && m.sent_by_user_id.is_some()
+}
+
+fn ai_send_draft(m: &MessageRow) -> Option<&str> {
+    let qualifies = m.direction.as_deref() == Some(OUTBOUND)
+        && m.sent_by.as_deref() == Some("ai")
+        && m.sent_at.is_some();
+    m.ai_draft_id.as_deref().filter(|_| qualifies)
+}
+
+impl Apply<'_, '_> {
+    pub fn change(&mut self, change: &Change) -> Result<(), EngineError> {
+        match change {
+            Change::Insert(row) => self.put(row.clone(), true),
+            Change::Update {
+                row,
+                old_id,
+                unchanged,
+            } => {
+                let mut row = row.clone();
+                if !unchanged.is_empty() {
+                    self.keep_unchanged(&mut row, old_id.as_deref(), unchanged)?;
+                }
+                match old_id.as_deref().filter(|old| *old != row.id()) {
+                    Some(old) => {
+                        self.delete(row.table(), old)?;
+                        self.put(row, true)
+                    }
+                    None => self.put(row, false),
+                }
+            }
+            Change::Delete { table, id } => self.delete(*table, id),
+            Change::Truncate(tables) => tables.iter().try_for_each(|t| self.truncate(*t)),
+        }
+    }
+
+    fn put(&mut self, row: Row, is_insert: bool) -> Result<(), EngineError> {
+        match row {
+            Row::Message(m) => self.put_message(m),
+            Row::Draft(d) => self.put_draft(d),
+            Row::Job(j) => self.put_job(j, is_insert),
+            Row::Lead(l) => self.put_lead(l),
+            Row::Campaign(c) => self.put_campaign(c),
+        }
+    }
+
+    pub fn delete(&mut self, table: Table, id: &str) -> Result<(), EngineError> {
+        match table {
+            Table::Message => self.delete_message(id),
+            Table::AiDraft => self.delete_draft(id),
+            Table::BackgroundJob => self.delete_job(id),
+            Table::Lead => self.delete_lead(id),
+            Table::EmailCampaign => Ok(self.tx.delete(Cf::Campaigns, id.as_bytes())?),
+        }
+    }
+
+    fn truncate(&mut self, table: Table) -> Result<(), EngineError> {
+        let cf = match table {
+            Table::Message => Cf::Messages,
+            Table::AiDraft => Cf::Drafts,
+            Table::BackgroundJob => Cf::Jobs,
+            Table::Lead => Cf::Leads,
+            Table::EmailCampaign => Cf::Campaigns,
+        };
+        loop {
+            let ids = self.tx.keys_with_prefix(cf, &[], None, 1024)?;
+            if ids.is_empty() {
+                return Ok(());
+            }
+            for id in ids {
+                self.delete(table, &String::from_utf8_lossy(&id))?;
+            }
+        }
+    }
+
+    // ── messages ──────────────────────────────────────────────────────────────
+
+    fn put_message(&mut self, m: MessageRow) -> Result<(), EngineError> {
+        if let Some(old) = self
+            .tx
+            .get_record::<MessageRow>(Cf::Messages, m.id.as_bytes())?
+        {
+            self.unindex_message(&old)?;
+        }
+        if m.direction
+            .as_deref()
+            .is_some_and(|d| d != INBOUND && d != OUTBOUND)
+        {
+            self.stats.unknown_direction += 1;
+        }
+        self.index_message(&m)?;
+        self.tx.put_record(Cf::Messages, m.id.as_bytes(), &m)?;
+        Ok(())
+    }
+
+    fn delete_message(&mut self, id: &str) -> Result<(), EngineError> {
+        if let Some(old) = self
+            .tx
+            .get_record::<MessageRow>(Cf::Messages, id.as_bytes())?
+        {
+            self.unindex_message(&old)?;
+            self.tx.delete(Cf::Messages, id.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn index_message(&mut self, m: &MessageRow) -> Result<(), EngineError> {
+        self.dirty.insert(m.id.clone());
+        if let Some((lead, channel, sent_at)) = thread_place(m) {
+            let prefix = thread_prefix(lead, channel);
+            let mut key = prefix.clone();
+            keys::push_pos(&mut key, sent_at, &m.id);
+            let inbound = m.direction.as_deref() == Some(INBOUND);
+            self.tx
+                .put(Cf::Thread, &key, &[if inbound { b'i' } else { b'o' }])?;
+            if inbound {
+                self.tx.put(Cf::Inbound, &key, &[])?;
+            }
+            if is_setter_response(m) {
+                self.tx.put(Cf::Setter, &key, &[])?;
+            }
+            self.mark_window_owner(&prefix, &key)?;
+        }
+        if let Some(draft) = ai_send_draft(m) {
+            let mut key = keys::ai_send_prefix(draft);
+            keys::push_pos(
+                &mut key,
+                m.sent_at.expect("qualifying sends have sentAt"),
+                &m.id,
+            );
+            self.tx.put(Cf::AiSend, &key, &[])?;
+            self.mark_draft_trigger(draft)?;
+        }
+        Ok(())
+    }
+
+    fn unindex_message(&mut self, m: &MessageRow) -> Result<(), EngineError> {
+        self.dirty.insert(m.id.clone());
+        if let Some((lead, channel, sent_at)) = thread_place(m) {
+            let prefix = thread_prefix(lead, channel);
+            let mut key = prefix.clone();
+            keys::push_pos(&mut key, sent_at, &m.id);
+            self.tx.delete(Cf::Thread, &key)?;
+            self.tx.delete(Cf::Inbound, &key)?;
+            self.tx.delete(Cf::Setter, &key)?;
+            self.mark_window_owner(&prefix, &key)?;
+        }
+        if let Some(draft) = ai_send_draft(m) {
+            let mut key = keys::ai_send_prefix(draft);
+            keys::push_pos(
+                &mut key,
+                m.sent_at.expect("qualifying sends have sentAt"),
+                &m.id,
+            );
+            self.tx.delete(Cf::AiSend, &key)?;
+            self.mark_draft_trigger(draft)?;
+        }
+        Ok(())
+    }
+
+    /// Marks the last inbound strictly before `key`: its successor or its response
+    /// window is where the change happened.
+    fn mark_window_owner(&mut self, prefix: &[u8], key: &[u8]) -> Result<(), EngineError> {
+        if let Some(owner) = self.tx.prev_key(Cf::Inbound, prefix, Some(key))? {
+            self.dirty.insert(keys::id_after_pos(&owner, prefix.len()));
+        }
+        Ok(())
+    }
+
+    fn mark_draft_trigger(&mut self, draft_id: &str) -> Result<(), EngineError> {
+        if let Some(draft) = self
+            .tx
+            .get_record::<DraftRow>(Cf::Drafts, draft_id.as_bytes())?
+            && let Some(trigger) = draft.trigger_message_id
+        {
+            self.dirty.insert(trigger);
+        }
+        Ok(())
+    }
+
+    // ── drafts ────────────────────────────────────────────────────────────────
+
+    fn put_draft(&mut self, d: DraftRow) -> Result<(), EngineError> {
+        self.unindex_draft(&d.id)?;
+        if let (Some(trigger), Some(channel)) = (&d.trigger_message_id, &d.channel) {
+            let mut key = keys::draft_trigger_prefix(trigger, channel);
+            key.extend_from_slice(d.id.as_bytes());
+            self.tx.put(Cf::DraftTrigger, &key, &[])?;
+            self.dirty.insert(trigger.clone());
+        }
+        self.tx.put_record(Cf::Drafts, d.id.as_bytes(), &d)?;
+        Ok(())
+    }
+
+    fn delete_draft(&mut self, id: &str) -> Result<(), EngineError> {
+        self.unindex_draft(id)?;
+        self.tx.delete(Cf::Drafts, id.as_bytes())?;
+        Ok(())
+    }
+
+    fn unindex_draft(&mut self, id: &str) -> Result<(), EngineError> {
+        let Some(old) = self.tx.get_record::<DraftRow>(Cf::Drafts, id.as_bytes())? else {
+            return Ok(());
+        };
+        if let (Some(trigger), Some(channel)) = (old.trigger_message_id, old.channel) {
+            let mut key = keys::draft_trigger_prefix(&trigger, &channel);
+            key.extend_from_slice(id.as_bytes());
+            self.tx.delete(Cf::DraftTrigger, &key)?;
+            self.dirty.insert(trigger);
+        }
+        Ok(())
+    }
+
+    // ── jobs ──────────────────────────────────────────────────────────────────
+
+    fn job_index_key(j: &JobRow) -> Option<(Vec<u8>, &str)> {
+        if j.job_type.as_deref() != Some(AI_AUTO_SEND_DELAYED) {
+            return None;
+        }
+        let (message, draft) = (j.message_id.as_deref()?, j.draft_id.as_deref()?);
+        let mut key = keys::job_index_prefix(message, draft);
+        keys::push_created_id(&mut key, j.created_at, &j.id);
+        Some((key, message))
+    }
+
+    fn put_job(&mut self, j: JobRow, is_insert: bool) -> Result<(), EngineError> {
+        let old = self.tx.get_record::<JobRow>(Cf::Jobs, j.id.as_bytes())?;
+        if let Some(old) = &old {
+            self.unindex_job(old)?;
+        }
+        if let Some((key, message)) = Self::job_index_key(&j) {
+            self.tx.put(Cf::JobIndex, &key, &[])?;
+            self.dirty.insert(message.to_string());
+        }
+        let recorded = self
+            .tx
+            .get_record::<JobDelay>(Cf::JobDelay, j.id.as_bytes())?;
+        let record_now = match &recorded {
+            Some(rec) => is_insert && rec.stamp < self.stamp,
+            None => true,
+        };
+        if record_now {
+            let delay = self.delay_of_lead(j.lead_id.as_deref())?;
+            self.tx.put_record(Cf::JobDelay, j.id.as_bytes(), &delay)?;
+        }
+        self.tx.put_record(Cf::Jobs, j.id.as_bytes(), &j)?;
+        Ok(())
+    }
+
+    fn delete_job(&mut self, id: &str) -> Result<(), EngineError> {
+        if let Some(old) = self.tx.get_record::<JobRow>(Cf::Jobs, id.as_bytes())? {
+            self.unindex_job(&old)?;
+            self.tx.delete(Cf::Jobs, id.as_bytes())?;
+        }
+        // A record newer than this delete belongs to a later insert being re-applied.
+        if let Some(rec) = self
+            .tx
+            .get_record::<JobDelay>(Cf::JobDelay, id.as_bytes())?
+            && rec.stamp < self.stamp
+        {
+            self.tx.delete(Cf::JobDelay, id.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn unindex_job(&mut self, j: &JobRow) -> Result<(), EngineError> {
+        if let Some((key, message)) = Self::job_index_key(j) {
+            self.tx.delete(Cf::JobIndex, &key)?;
+            self.dirty.insert(message.to_string());
+        }
+        Ok(())
+    }
+
+    /// The delay bounds of the campaign the lead belongs to now (SPEC 3.6).
+    fn delay_of_lead(&self, lead: Option<&str>) -> Result<JobDelay, EngineError> {
+        let campaign = match lead {
+            Some(lead) => self
+                .tx
+                .get_record::<LeadRow>(Cf::Leads, lead.as_bytes())?
+                .and_then(|l| l.email_campaign_id),
+            None => None,
+        };
+        let campaign = match campaign {
+            Some(c) => self
+                .tx
+                .get_record::<CampaignRow>(Cf::Campaigns, c.as_bytes())?,
+            None => None,
+        };
+        Ok(JobDelay {
+            min: campaign
+                .as_ref()
+                .and_then(|c| c.delay_min_seconds)
+                .unwrap_or(DEFAULT_DELAY_MIN_SECONDS),
+            max: campaign
+                .as_ref()
+                .and_then(|c| c.delay_max_seconds)
+                .unwrap_or(DEFAULT_DELAY_MAX_SECONDS),
+            stamp: self.stamp,
+        })
+    }
+
+    // ── leads and campaigns ───────────────────────────────────────────────────
+
+    fn put_lead(&mut self, l: LeadRow) -> Result<(), EngineError> {
+        let old = self.tx.get_record::<LeadRow>(Cf::Leads, l.id.as_bytes())?;
+        if old.map(|o| o.client_id) != Some(l.client_id.clone()) {
+            self.mark_lead_anchors(&l.id)?;
+        }
+        self.tx.put_record(Cf::Leads, l.id.as_bytes(), &l)?;
+        Ok(())
+    }
+
+    fn delete_lead(&mut self, id: &str) -> Result<(), EngineError> {
+        if self.tx.contains(Cf::Leads, id.as_bytes())? {
+            self.mark_lead_anchors(id)?;
+            self.tx.delete(Cf::Leads, id.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn mark_lead_anchors(&mut self, lead: &str) -> Result<(), EngineError> {
+        let prefix = keys::lead_anchor_prefix(lead);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let batch =
+                self.tx
+                    .keys_with_prefix(Cf::LeadAnchors, &prefix, after.as_deref(), 1024)?;
+            for key in &batch {
+                self.dirty
+                    .insert(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+            }
+            match batch.last() {
+                Some(last) => after = Some(last.clone()),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn put_campaign(&mut self, c: CampaignRow) -> Result<(), EngineError> {
+        self.tx.put_record(Cf::Campaigns, c.id.as_bytes(), &c)?;
+        Ok(())
+    }
+
+    // ── unchanged TOAST values ────────────────────────────────────────────────
+
+    /// Columns sent as "unchanged TOAST" keep their stored value.
+    fn keep_unchanged(
+        &self,
+        row: &mut Row,
+        old_id: Option<&str>,
+        unchanged: &[String],
+    ) -> Result<(), EngineError> {
+        let id = old_id.unwrap_or(row.id()).to_string();
+        let keep = |name: &str| unchanged.iter().any(|u| u == name);
+        match row {
+            Row::Message(m) => {
+                if let Some(old) = self
+                    .tx
+                    .get_record::<MessageRow>(Cf::Messages, id.as_bytes())?
+                {
+                    super::toast::merge_message(m, &old, keep);
+                }
+            }
+            Row::Draft(d) => {
+                if let Some(old) = self.tx.get_record::<DraftRow>(Cf::Drafts, id.as_bytes())? {
+                    super::toast::merge_draft(d, &old, keep);
+                }
+            }
+            Row::Job(j) => {
+                if let Some(old) = self.tx.get_record::<JobRow>(Cf::Jobs, id.as_bytes())? {
+                    super::toast::merge_job(j, &old, keep);
+                }
+            }
+            Row::Lead(l) => {
+                if let Some(old) = self.tx.get_record::<LeadRow>(Cf::Leads, id.as_bytes())? {
+                    super::toast::merge_lead(l, &old, keep);
+                }
+            }
+            Row::Campaign(c) => {
+                if let Some(old) = self
+                    .tx
+                    .get_record::<CampaignRow>(Cf::Campaigns, id.as_bytes())?
+                {
+                    super::toast::merge_campaign(c, &old, keep);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,446 @@
+//! The engine: applies source transactions to the derivation state and emits the
+//! exact sink operations that keep `"ResponseTimingEvent"` equal to the rules of
+//! SPEC section 3. Pure code over the state store: no async, no IO besides RocksDB.
+//!
+//! ```text
+//!   Change ──▶ apply (rows + ordered indexes, marks dirty anchors)
+//!                 │  at the end of the transaction
+//!                 ▼
+//!            refresh each dirty anchor: derive (anchor.rs) ─▶ compare with what the
+//!            sink holds (anchors cf) ─▶ Upsert / Delete ─▶ outbox, applied LSN
+//! ```
+//!
+//! Anchors are re-derived once per transaction, after all its changes, so the sink
+//! never sees an intermediate state of a transaction. A large transaction is applied
+//! in chunks (each its own RocksDB commit; the dirty set spills to RocksDB past a
+//! bound) and its anchors are refreshed in bounded batches: memory stays bounded.
+//!
+//! Decisions where the spec leaves room (also in the README):
+//! - A job's `createdAt` NULL orders before every value ("latest" is the greatest
+//!   (`createdAt`, `id`)); several drafts for one (trigger, channel) — impossible
+//!   under the unique constraint — resolve to the smallest draft id.
+//! - A campaign whose min or max is NULL contributes the default (180 / 420) for it.
+//! - A lead whose `clientId` is NULL holds its anchors like an unknown lead.
+//! - The delay record of a job carries the stream position (commit LSN, change
+//!   number) of the insert that wrote it. Re-applying an insert or delete at or
+//!   before that position leaves it alone: re-applied suffixes and replays never
+//!   change a record.
+
+mod anchor;
+mod apply;
+pub mod delay;
+pub mod keys;
+mod toast;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::change::{Change, Operation, Table, TxnMeta};
+use crate::lsn::Lsn;
+use crate::row::{SinkOp, TimingRow};
+use crate::store::{Cf, OutboxEntry, Store, StoreError, StoreTxn, meta};
+
+pub use anchor::DerivedAnchor;
+
+/// Position of a change in the stream: (commit LSN of its transaction, its number).
+pub type Stamp = (Lsn, u32);
+
+/// The delay bounds recorded when a job's insert was applied (SPEC 3.6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDelay {
+    pub min: i32,
+    pub max: i32,
+    pub stamp: Stamp,
+}
+
+/// What the engine knows of an anchor: its lead and the row the sink holds for it
+/// (`None` while held for an unknown lead).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorRecord {
+    pub lead_id: String,
+    pub row: Option<TimingRow>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("state is inconsistent: {0}; run `replytime rebuild`")]
+    Inconsistent(String),
+}
+
+/// Counters of one application, for metrics.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyStats {
+    pub changes: HashMap<(Table, Operation), u64>,
+    pub unknown_direction: u64,
+    pub upserts: u64,
+    pub deletes: u64,
+    pub delay_mismatch: u64,
+    /// Rows upserted with a new setter or AI response time: (channel, is_ai, seconds).
+    pub response_seconds: Vec<(String, bool, f64)>,
+}
+
+impl ApplyStats {
+    pub fn merge(&mut self, other: ApplyStats) {
+        for (k, v) in other.changes {
+            *self.changes.entry(k).or_default() += v;
+        }
+        self.unknown_direction += other.unknown_direction;
+        self.upserts += other.upserts;
+        self.deletes += other.deletes;
+        self.delay_mismatch += other.delay_mismatch;
+        self.response_seconds.extend(other.response_seconds);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Keep decoded changes in the event log (off while replaying the log itself).
+    pub log_events: bool,
+    /// Dirty anchors kept in memory before spilling to RocksDB.
+    pub dirty_spill: usize,
+    /// Anchors refreshed per RocksDB commit (and per outbox entry).
+    pub refresh_batch: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            log_events: true,
+            dirty_spill: 50_000,
+            refresh_batch: 10_000,
+        }
+    }
+}
+
+/// Result of a finished transaction.
+#[derive(Clone, Debug, Default)]
+pub struct TxnOutcome {
+    /// Outbox sequence numbers written, in order.
+    pub outbox: Vec<u64>,
+    pub ops: usize,
+}
+
+pub struct Engine {
+    store: Arc<Store>,
+    options: EngineOptions,
+    dirty: BTreeSet<String>,
+    spilled: bool,
+    stats: ApplyStats,
+    /// Emit upserts of unchanged rows too (rebuild of a damaged sink).
+    force_upsert: bool,
+}
+
+impl Engine {
+    pub fn new(store: Arc<Store>, options: EngineOptions) -> Self {
+        Engine {
+            store,
+            options,
+            dirty: BTreeSet::new(),
+            spilled: false,
+            stats: ApplyStats::default(),
+            force_upsert: false,
+        }
+    }
+
+    /// Turns the event log off (initial load, replay) or back on.
+    pub fn set_log_events(&mut self, on: bool) {
+        self.options.log_events = on;
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Counters since the last call.
+    pub fn take_stats(&mut self) -> ApplyStats {
+        std::mem::take(&mut self.stats)
+    }
+
+    /// Applies a chunk of a transaction's changes (numbered from `first_seq`) and
+    /// commits it to RocksDB; anchors are refreshed by [`Engine::finish`].
+    pub fn apply_chunk(
+        &mut self,
+        commit_lsn: Lsn,
+        first_seq: u32,
+        changes: &[Change],
+    ) -> Result<(), EngineError> {
+        let store = self.store.clone();
+        let tx = store.begin();
+        self.apply_in(&tx, commit_lsn, first_seq, changes)?;
+        Ok(tx.commit()?)
+    }
+
+    /// Refreshes the anchors the transaction touched, writes their operations to the
+    /// outbox and records `meta.end_lsn` as applied.
+    pub fn finish(&mut self, meta: &TxnMeta) -> Result<TxnOutcome, EngineError> {
+        let store = self.store.clone();
+        self.finish_in(&store, store.begin(), meta)
+    }
+
+    /// A whole (small) transaction in one RocksDB commit.
+    pub fn apply_transaction(
+        &mut self,
+        meta: &TxnMeta,
+        changes: &[Change],
+    ) -> Result<TxnOutcome, EngineError> {
+        let store = self.store.clone();
+        let tx = store.begin();
+        self.apply_in(&tx, meta.commit_lsn, 0, changes)?;
+        self.finish_in(&store, tx, meta)
+    }
+
+    fn apply_in(
+        &mut self,
+        tx: &StoreTxn<'_>,
+        commit_lsn: Lsn,
+        first_seq: u32,
+        changes: &[Change],
+    ) -> Result<(), EngineError> {
+        for (i, change) in changes.iter().enumerate() {
+            let seq = first_seq + i as u32;
+            if self.options.log_events {
+                tx.put_record(Cf::EventLog, &event_key(commit_lsn, seq), change)?;
+            }
+            self.count_change(change);
+            let mut apply = apply::Apply {
+                tx,
+                dirty: &mut self.dirty,
+                stats: &mut self.stats,
+                stamp: (commit_lsn, seq),
+            };
+            apply.change(change)?;
+        }
+        if self.dirty.len() > self.options.dirty_spill {
+            for id in std::mem::take(&mut self.dirty) {
+                tx.put(Cf::Dirty, id.as_bytes(), &[])?;
+            }
+            self.spilled = true;
+        }
+        Ok(())
+    }
+
+    fn count_change(&mut self, change: &Change) {
+        let op = change.operation();
+        let tables = match change {
+            Change::Insert(row) | Change::Update { row, .. } => vec![row.table()],
+            Change::Delete { table, .. } => vec![*table],
+            Change::Truncate(tables) => tables.clone(),
+        };
+        for table in tables {
+            *self.stats.changes.entry((table, op)).or_default() += 1;
+        }
+    }
+
+    fn finish_in<'s>(
+        &mut self,
+        store: &'s Store,
+        mut tx: StoreTxn<'s>,
+        meta: &TxnMeta,
+    ) -> Result<TxnOutcome, EngineError> {
+        let mut outcome = TxnOutcome::default();
+        loop {
+            let batch = self.next_dirty_batch(&tx)?;
+            let mut ops = Vec::new();
+            for id in &batch {
+                if let Some(op) = self.refresh(&tx, id, meta.end_lsn)? {
+                    ops.push(op);
+                }
+            }
+            let complete = self.dirty.is_empty() && !self.spilled;
+            outcome.ops += ops.len();
+            if !ops.is_empty() || complete {
+                let entry = OutboxEntry {
+                    end_lsn: meta.end_lsn,
+                    commit_time: meta.commit_time,
+                    complete,
+                    ops,
+                };
+                outcome.outbox.push(tx.push_outbox(&entry)?);
+            }
+            if complete {
+                if self.options.log_events {
+                    tx.put_record(Cf::EventLog, &event_key(meta.commit_lsn, u32::MAX), meta)?;
+                }
+                let applied = tx.get_record::<Lsn>(Cf::Meta, meta::APPLIED_LSN)?;
+                let applied = applied.unwrap_or(Lsn::ZERO).max(meta.end_lsn);
+                tx.put_record(Cf::Meta, meta::APPLIED_LSN, &applied)?;
+                tx.commit()?;
+                return Ok(outcome);
+            }
+            tx.commit()?;
+            tx = store.begin();
+        }
+    }
+
+    /// Up to `refresh_batch` dirty anchors, from memory first, then from the spill.
+    fn next_dirty_batch(&mut self, tx: &StoreTxn<'_>) -> Result<Vec<String>, EngineError> {
+        let mut batch = Vec::new();
+        while batch.len() < self.options.refresh_batch {
+            match self.dirty.pop_first() {
+                Some(id) => batch.push(id),
+                None => break,
+            }
+        }
+        if self.spilled && batch.len() < self.options.refresh_batch {
+            let want = self.options.refresh_batch - batch.len();
+            let keys = tx.keys_with_prefix(Cf::Dirty, &[], None, want)?;
+            for key in &keys {
+                tx.delete(Cf::Dirty, key)?;
+            }
+            self.spilled = keys.len() == want;
+            batch.extend(keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()));
+        }
+        Ok(batch)
+    }
+
+    /// Re-derives one anchor and returns the sink operation, if the sink must change.
+    fn refresh(
+        &mut self,
+        tx: &StoreTxn<'_>,
+        inbound_id: &str,
+        end_lsn: Lsn,
+    ) -> Result<Option<SinkOp>, EngineError> {
+        let derived = anchor::derive(tx, inbound_id)?;
+        let old = tx.get_record::<AnchorRecord>(Cf::Anchors, inbound_id.as_bytes())?;
+        let new = derived.map(|d| AnchorRecord {
+            lead_id: d.lead_id,
+            row: d.row,
+        });
+        if old == new {
+            return Ok(match new.and_then(|r| r.row) {
+                Some(row) if self.force_upsert => Some(SinkOp::Upsert {
+                    row,
+                    source_lsn: end_lsn,
+                }),
+                _ => None,
+            });
+        }
+        self.write_anchor_record(tx, inbound_id, old.as_ref(), new.as_ref())?;
+        let old_row = old.and_then(|r| r.row);
+        let new_row = new.and_then(|r| r.row);
+        Ok(match (old_row, new_row) {
+            (old, Some(row)) if old.as_ref() != Some(&row) => {
+                self.count_upsert(old.as_ref(), &row);
+                Some(SinkOp::Upsert {
+                    row,
+                    source_lsn: end_lsn,
+                })
+            }
+            (Some(_), None) => {
+                self.stats.deletes += 1;
+                Some(SinkOp::Delete {
+                    inbound_message_id: inbound_id.to_string(),
+                })
+            }
+            _ => None,
+        })
+    }
+
+    fn write_anchor_record(
+        &self,
+        tx: &StoreTxn<'_>,
+        inbound_id: &str,
+        old: Option<&AnchorRecord>,
+        new: Option<&AnchorRecord>,
+    ) -> Result<(), EngineError> {
+        let lead_key = |lead: &str| {
+            let mut key = keys::lead_anchor_prefix(lead);
+            key.extend_from_slice(inbound_id.as_bytes());
+            key
+        };
+        if let Some(old) = old {
+            tx.delete(Cf::LeadAnchors, &lead_key(&old.lead_id))?;
+        }
+        match new {
+            Some(new) => {
+                tx.put(Cf::LeadAnchors, &lead_key(&new.lead_id), &[])?;
+                tx.put_record(Cf::Anchors, inbound_id.as_bytes(), new)?;
+            }
+            None => tx.delete(Cf::Anchors, inbound_id.as_bytes())?,
+        }
+        let was_held = old.is_some_and(|r| r.row.is_none());
+        let is_held = new.is_some_and(|r| r.row.is_none());
+        if was_held != is_held {
+            let held = tx
+                .get_record::<u64>(Cf::Meta, meta::HELD_ANCHORS)?
+                .unwrap_or(0);
+            let held = if is_held {
+                held + 1
+            } else {
+                held.saturating_sub(1)
+            };
+            tx.put_record(Cf::Meta, meta::HELD_ANCHORS, &held)?;
+        }
+        Ok(())
+    }
+
+    fn count_upsert(&mut self, old: Option<&TimingRow>, row: &TimingRow) {
+        self.stats.upserts += 1;
+        let job_changed = old.map(|o| (&o.ai_background_job_id, o.ai_scheduled_run_at))
+            != Some((&row.ai_background_job_id, row.ai_scheduled_run_at));
+        if job_changed && anchor::delay_mismatch(row) {
+            self.stats.delay_mismatch += 1;
+        }
+        if let Some(ms) = row.setter_response_ms
+            && old.and_then(|o| o.setter_response_ms) != Some(ms)
+        {
+            let seconds = ms as f64 / 1000.0;
+            self.stats
+                .response_seconds
+                .push((row.channel.clone(), false, seconds));
+        }
+        if let Some(ms) = row.ai_response_ms
+            && old.and_then(|o| o.ai_response_ms) != Some(ms)
+        {
+            let seconds = ms as f64 / 1000.0;
+            self.stats
+                .response_seconds
+                .push((row.channel.clone(), true, seconds));
+        }
+    }
+
+    /// Re-derives every message's anchor and writes the operations to the outbox;
+    /// with `force_upsert`, every anchor's row is upserted even when unchanged (the
+    /// sink lost or damaged rows). Used by `rebuild`.
+    pub fn rebuild(
+        &mut self,
+        meta: &TxnMeta,
+        force_upsert: bool,
+    ) -> Result<TxnOutcome, EngineError> {
+        self.force_upsert = force_upsert;
+        let result = self.rebuild_all(meta);
+        self.force_upsert = false;
+        result
+    }
+
+    fn rebuild_all(&mut self, meta: &TxnMeta) -> Result<TxnOutcome, EngineError> {
+        let store = self.store.clone();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let tx = store.begin();
+            let keys = tx.keys_with_prefix(Cf::Messages, &[], after.as_deref(), 10_000)?;
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            for key in &keys {
+                self.dirty.insert(String::from_utf8_lossy(key).into_owned());
+            }
+            self.apply_in(&tx, meta.commit_lsn, 0, &[])?;
+            tx.commit()?;
+            after = Some(last);
+        }
+        self.finish(meta)
+    }
+}
+
+/// Event log key: commit LSN then change number, both big-endian.
+pub fn event_key(commit_lsn: Lsn, seq: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&commit_lsn.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}

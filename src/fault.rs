@@ -1,0 +1,36 @@
+//! Named fault-injection points for crash tests (SPEC 5 "proof points").
+//!
+//! `REPLYTIME_FAULT=<point>[:<n>]` aborts the process (as kill -9 would) the n-th
+//! time (default 1st) execution reaches `<point>`. Unset in production: one relaxed
+//! atomic load per call.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// After a transaction's state and outbox are committed to RocksDB, before the sink.
+pub const AFTER_STATE_WRITE: &str = "after_state_write";
+/// After the sink committed a batch, before the outbox is trimmed and the LSN confirmed.
+pub const AFTER_SINK_COMMIT: &str = "after_sink_commit";
+/// Inside the initial load, after the first batch of copied rows was applied.
+pub const INSIDE_INITIAL_LOAD: &str = "inside_initial_load";
+
+fn armed() -> &'static Option<(String, u64)> {
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    ARMED.get_or_init(|| {
+        let spec = std::env::var("REPLYTIME_FAULT").ok()?;
+        let (name, n) = spec.split_once(':').unwrap_or((&spec, "1"));
+        Some((name.to_string(), n.parse().unwrap_or(1)))
+    })
+}
+
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+pub fn point(name: &str) {
+    if let Some((armed, n)) = armed()
+        && armed == name
+        && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n
+    {
+        eprintln!("replytime: fault injection at {name}: aborting");
+        std::process::abort();
+    }
+}

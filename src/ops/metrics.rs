@@ -1,0 +1,283 @@
+//! Prometheus metrics, defined once. Names follow Prometheus conventions (`_total`
+//! counters, base units: seconds and bytes).
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::engine::ApplyStats;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub lag_bytes: IntGauge,
+    pub lag_seconds: Gauge,
+    pub slot_retained_wal_bytes: IntGauge,
+    pub slot_wal_status: IntGaugeVec,
+    pub lsn: IntGaugeVec,
+    pub changes: IntCounterVec,
+    pub anchors_upserted: IntCounter,
+    pub anchors_deleted: IntCounter,
+    pub sink_batch_seconds: Histogram,
+    pub sink_rows_written: IntCounterVec,
+    pub outbox_pending: IntGauge,
+    pub errors: IntCounterVec,
+    pub response_seconds: HistogramVec,
+    pub held_anchors: IntGauge,
+    pub quarantined: IntCounter,
+    pub unknown_direction: IntCounter,
+    pub delay_mismatch: IntCounter,
+    pub heartbeat_freshness_seconds: Histogram,
+    pub last_progress_seconds: Gauge,
+    pub initial_load_rows: IntCounter,
+    pub ready: IntGauge,
+    pub state_bytes: IntGauge,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+macro_rules! register {
+    ($registry:expr, $metric:expr) => {{
+        let m = $metric.expect("metric definitions are valid");
+        $registry
+            .register(Box::new(m.clone()))
+            .expect("metric names are unique");
+        m
+    }};
+}
+
+const RESPONSE_BUCKETS: &[f64] = &[
+    5.0, 30.0, 60.0, 180.0, 300.0, 420.0, 900.0, 3600.0, 14400.0, 86400.0,
+];
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        Metrics {
+            lag_bytes: register!(
+                r,
+                IntGauge::with_opts(opts(
+                    "replytime_replication_lag_bytes",
+                    "WAL bytes between the server's current position and the last applied transaction"
+                ))
+            ),
+            lag_seconds: register!(
+                r,
+                Gauge::with_opts(opts(
+                    "replytime_replication_lag_seconds",
+                    "Seconds between now and the commit time of the oldest unapplied change (0 when caught up)"
+                ))
+            ),
+            slot_retained_wal_bytes: register!(
+                r,
+                IntGauge::with_opts(opts(
+                    "replytime_slot_retained_wal_bytes",
+                    "WAL bytes the replication slot keeps on the server (current LSN - restart_lsn)"
+                ))
+            ),
+            slot_wal_status: register!(
+                r,
+                IntGaugeVec::new(
+                    opts(
+                        "replytime_slot_wal_status",
+                        "1 for the slot's current wal_status (reserved, extended, unreserved, lost)"
+                    ),
+                    &["status"]
+                )
+            ),
+            lsn: register!(
+                r,
+                IntGaugeVec::new(
+                    opts(
+                        "replytime_lsn",
+                        "WAL positions as numbers: received, applied, durable, confirmed, sink"
+                    ),
+                    &["kind"]
+                )
+            ),
+            changes: register!(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "replytime_changes_total",
+                        "Source row changes applied, by table and operation"
+                    ),
+                    &["table", "operation"]
+                )
+            ),
+            anchors_upserted: register!(
+                r,
+                IntCounter::with_opts(opts(
+                    "replytime_anchors_upserted_total",
+                    "Anchor rows upserted (content changed)"
+                ))
+            ),
+            anchors_deleted: register!(
+                r,
+                IntCounter::with_opts(opts(
+                    "replytime_anchors_deleted_total",
+                    "Anchor rows deleted (no longer anchors)"
+                ))
+            ),
+            sink_batch_seconds: register!(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "replytime_sink_batch_seconds",
+                        "Duration of one sink transaction"
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
+                    ])
+                )
+            ),
+            sink_rows_written: register!(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "replytime_sink_rows_total",
+                        "Rows written to the sink, by result (upserted, deleted, unchanged)"
+                    ),
+                    &["result"]
+                )
+            ),
+            outbox_pending: register!(
+                r,
+                IntGauge::with_opts(opts(
+                    "replytime_outbox_pending",
+                    "Outbox entries durable in RocksDB but not yet committed to the sink"
+                ))
+            ),
+            errors: register!(
+                r,
+                IntCounterVec::new(opts("replytime_errors_total", "Errors by kind"), &["kind"])
+            ),
+            response_seconds: register!(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "replytime_response_seconds",
+                        "Response time of anchors as derived, by channel and responder (setter, ai)"
+                    )
+                    .buckets(RESPONSE_BUCKETS.to_vec()),
+                    &["channel", "responder"]
+                )
+            ),
+            held_anchors: register!(
+                r,
+                IntGauge::with_opts(opts(
+                    "replytime_held_anchors",
+                    "Anchors held because their lead is not known"
+                ))
+            ),
+            quarantined: register!(
+                r,
+                IntCounter::with_opts(opts(
+                    "replytime_quarantined_rows_total",
+                    "Row changes that could not be placed and were quarantined"
+                ))
+            ),
+            unknown_direction: register!(
+                r,
+                IntCounter::with_opts(opts(
+                    "replytime_unknown_direction_total",
+                    "Messages written with a direction other than inbound/outbound"
+                ))
+            ),
+            delay_mismatch: register!(
+                r,
+                IntCounter::with_opts(opts(
+                    "replytime_delay_mismatch_total",
+                    "Anchors whose job runAt differs from the chosen delay by more than 1 s"
+                ))
+            ),
+            heartbeat_freshness_seconds: register!(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "replytime_heartbeat_freshness_seconds",
+                        "Heartbeat emit to receipt, end to end through the slot"
+                    )
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+                    ])
+                )
+            ),
+            last_progress_seconds: register!(
+                r,
+                Gauge::with_opts(opts(
+                    "replytime_last_progress_timestamp_seconds",
+                    "Unix time of the last confirmed LSN advance"
+                ))
+            ),
+            initial_load_rows: register!(
+                r,
+                IntCounter::with_opts(opts(
+                    "replytime_initial_load_rows_total",
+                    "Rows copied by the initial load or backfill"
+                ))
+            ),
+            ready: register!(
+                r,
+                IntGauge::with_opts(opts(
+                    "replytime_ready",
+                    "1 when streaming with a reachable sink, 0 during the initial load or while the sink is unreachable"
+                ))
+            ),
+            state_bytes: register!(
+                r,
+                IntGauge::with_opts(opts(
+                    "replytime_state_bytes",
+                    "Approximate size of the RocksDB state"
+                ))
+            ),
+            registry: r,
+        }
+    }
+
+    pub fn record_apply(&self, stats: &ApplyStats) {
+        for ((table, op), n) in &stats.changes {
+            self.changes
+                .with_label_values(&[table.label(), op.label()])
+                .inc_by(*n);
+        }
+        self.anchors_upserted.inc_by(stats.upserts);
+        self.anchors_deleted.inc_by(stats.deletes);
+        self.unknown_direction.inc_by(stats.unknown_direction);
+        self.delay_mismatch.inc_by(stats.delay_mismatch);
+        for (channel, is_ai, seconds) in &stats.response_seconds {
+            let responder = if *is_ai { "ai" } else { "setter" };
+            self.response_seconds
+                .with_label_values(&[channel, responder])
+                .observe(*seconds);
+        }
+    }
+
+    pub fn set_lsn(&self, kind: &str, lsn: crate::lsn::Lsn) {
+        self.lsn.with_label_values(&[kind]).set(lsn.0 as i64);
+    }
+
+    pub fn set_wal_status(&self, status: &str) {
+        for s in ["reserved", "extended", "unreserved", "lost"] {
+            self.slot_wal_status
+                .with_label_values(&[s])
+                .set(i64::from(s == status));
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding of gathered metrics");
+        String::from_utf8(out).expect("exposition is utf-8")
+    }
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);

@@ -1,0 +1,6 @@
+//! What operators see: metrics, health endpoints, status.
+
+pub mod http;
+pub mod metrics;
+pub mod progress;
+pub mod status;

@@ -1,0 +1,94 @@
+//! Progress of long operations (initial load, backfill, replay, rebuild): rows,
+//! rate and ETA, on a terminal as one updating line, otherwise as log lines.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use crate::change::Table;
+use crate::source::decode::TableMapping;
+
+pub struct Progress {
+    what: &'static str,
+    total: Option<u64>,
+    done: u64,
+    started: Instant,
+    last_report: Instant,
+    terminal: bool,
+}
+
+impl Progress {
+    pub fn new(what: &'static str, total: Option<u64>) -> Self {
+        let now = Instant::now();
+        Progress {
+            what,
+            total,
+            done: 0,
+            started: now,
+            last_report: now,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn advance(&mut self, n: u64) {
+        self.done += n;
+        let every = if self.terminal {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        if self.last_report.elapsed() >= every {
+            self.report();
+            self.last_report = Instant::now();
+        }
+    }
+
+    fn line(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = self.done as f64 / secs;
+        let eta = match self.total {
+            Some(total) if rate > 0.0 && total > self.done => {
+                format!(", eta {:.0} s", (total - self.done) as f64 / rate)
+            }
+            _ => String::new(),
+        };
+        let of = self.total.map(|t| format!(" of ~{t}")).unwrap_or_default();
+        format!(
+            "{}: {} rows{of}, {:.0} rows/s{eta}",
+            self.what, self.done, rate
+        )
+    }
+
+    fn report(&self) {
+        if self.terminal {
+            let mut err = std::io::stderr();
+            let _ = write!(err, "\r{}\x1b[K", self.line());
+            let _ = err.flush();
+        } else {
+            tracing::info!(operation = self.what, rows = self.done, "{}", self.line());
+        }
+    }
+
+    pub fn finish(&mut self) {
+        self.report();
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+/// Planner estimates of the mapped tables' row counts, for the ETA.
+pub async fn estimate_rows(client: &tokio_postgres::Client, mapping: &TableMapping) -> Option<u64> {
+    let mut total = 0u64;
+    for table in Table::ALL {
+        let row = client
+            .query_opt(
+                "SELECT greatest(c.reltuples, 0)::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&mapping.schema, &mapping.table_name(table)],
+            )
+            .await
+            .ok()??;
+        total += row.get::<_, i64>(0) as u64;
+    }
+    Some(total)
+}

@@ -1,0 +1,146 @@
+//! `replytime status`: the slot as the server sees it and the state as RocksDB holds
+//! it, with a verdict. Exits non-zero when unhealthy, so it works as a probe.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::lsn::Lsn;
+use crate::store::StateSummary;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Status {
+    pub slot: String,
+    pub slot_exists: bool,
+    pub wal_status: Option<String>,
+    pub active: bool,
+    pub confirmed_lsn: Option<Lsn>,
+    pub received_lsn: Option<Lsn>,
+    pub current_lsn: Option<Lsn>,
+    pub durable_lsn: Option<Lsn>,
+    pub sink_lsn: Option<Lsn>,
+    pub lag_bytes: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    pub retained_wal_bytes: Option<i64>,
+    pub state: Option<StateSummary>,
+    pub problems: Vec<String>,
+}
+
+pub async fn collect(settings: &Settings) -> Status {
+    let mut status = Status {
+        slot: settings.slot.clone(),
+        ..Status::default()
+    };
+    match StateSummary::read(settings.state_dir()) {
+        Ok(state) => {
+            status.durable_lsn = Some(state.applied_lsn);
+            status.state = Some(state);
+        }
+        Err(e) => status.problems.push(format!("state: {e}")),
+    }
+    match crate::pgconn::connect(settings.source_url(), "replytime-status").await {
+        Ok(client) => source_status(&client, settings, &mut status).await,
+        Err(e) => status.problems.push(format!("source: {e}")),
+    }
+    if let Ok(sink) = crate::sink::Sink::connect(settings.sink_url()).await {
+        status.sink_lsn = sink.progress(&settings.slot).await.ok().flatten();
+    }
+    judge(&mut status);
+    status
+}
+
+async fn source_status(client: &tokio_postgres::Client, settings: &Settings, status: &mut Status) {
+    let row = client
+        .query_opt(
+            "SELECT s.wal_status, s.active, s.confirmed_flush_lsn::text, r.sent_lsn::text, \
+                    pg_current_wal_lsn()::text, \
+                    coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn), 0)::int8, \
+                    extract(epoch from r.replay_lag)::float8 \
+             FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid \
+             WHERE s.slot_name = $1",
+            &[&settings.slot],
+        )
+        .await;
+    let parse = |t: Option<String>| t.and_then(|t| t.parse::<Lsn>().ok());
+    match row {
+        Ok(Some(r)) => {
+            status.slot_exists = true;
+            status.wal_status = r.get(0);
+            status.active = r.get::<_, Option<bool>>(1).unwrap_or(false);
+            status.confirmed_lsn = parse(r.get(2));
+            status.received_lsn = parse(r.get(3));
+            status.current_lsn = parse(r.get(4));
+            status.retained_wal_bytes = r.get(5);
+            status.lag_seconds = r.get::<_, Option<f64>>(6).or(Some(0.0));
+            if let (Some(cur), Some(conf)) = (status.current_lsn, status.confirmed_lsn) {
+                status.lag_bytes = Some(cur.saturating_bytes_since(conf));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => status.problems.push(format!("source: {e}")),
+    }
+}
+
+fn judge(status: &mut Status) {
+    if !status.slot_exists {
+        status
+            .problems
+            .push(format!("slot {:?} does not exist", status.slot));
+    }
+    if status.wal_status.as_deref() == Some("lost") {
+        status.problems.push("slot is invalidated (wal_status = lost): run `replytime teardown` then `replytime backfill`".into());
+    }
+    if let (Some(confirmed), Some(durable)) = (status.confirmed_lsn, status.durable_lsn)
+        && confirmed > durable
+    {
+        status.problems.push(format!(
+            "slot confirmed {confirmed} is ahead of the durable state {durable}"
+        ));
+    }
+    if status.slot_exists && !status.active {
+        status
+            .problems
+            .push("no replytime is streaming from the slot".into());
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+pub async fn print(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let status = collect(settings).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        println!("slot                 {}", status.slot);
+        println!("wal_status           {}", opt(&status.wal_status));
+        println!("active               {}", status.active);
+        println!("confirmed_lsn        {}", opt(&status.confirmed_lsn));
+        println!("durable_lsn          {}", opt(&status.durable_lsn));
+        println!("received_lsn         {}", opt(&status.received_lsn));
+        println!("sink_lsn             {}", opt(&status.sink_lsn));
+        println!("current_wal_lsn      {}", opt(&status.current_lsn));
+        println!("lag_bytes            {}", opt(&status.lag_bytes));
+        println!("lag_seconds          {}", opt(&status.lag_seconds));
+        println!("retained_wal_bytes   {}", opt(&status.retained_wal_bytes));
+        if let Some(state) = &status.state {
+            println!("outbox_entries       {}", state.outbox_entries);
+            println!("held_anchors         {}", state.held_anchors);
+            println!("quarantined_rows     {}", state.quarantined);
+            println!("state_bytes          {}", state.size_bytes);
+            println!("event_log_oldest_lsn {}", opt(&state.oldest_event_lsn));
+        }
+        for p in &status.problems {
+            println!("problem              {p}");
+        }
+    }
+    Ok(if status.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,365 @@
+//! Postgres connections shared by the source's admin queries and the sink: URL
+//! parsing, TLS per `sslmode` (rustls), the spawned connection task, and errors that
+//! say which case happened without ever showing the password.
+//!
+//! ```text
+//!  postgres://user:pw@host:5432/db?sslmode=verify-full&sslrootcert=/etc/ca.pem
+//!     │ split_tls_params (tokio-postgres knows neither verify-* nor sslrootcert)
+//!     ├──▶ tokio_postgres::Config ── sslmode disable / prefer / require
+//!     └──▶ TlsSettings ── tls::connector ──▶ rustls config (see pgconn/tls.rs)
+//!  connect ──▶ Client, its connection driven by a spawned task
+//!          └─▶ PgConnError: Unreachable | AuthFailed | DatabaseMissing | Tls | …
+//! ```
+//!
+//! Defaults an operator expects from a daemon, applied when the URL does not set
+//! them: a 10 s connect timeout (an unreachable host fails instead of hanging) and
+//! TCP keepalives after 30 s idle (a cut network is noticed within about a minute).
+
+mod tls;
+mod url;
+
+pub use url::redact_url;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_postgres::config::{Host, SslMode as PgSslMode};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config};
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+/// tokio-postgres' own default idle time: "not set by the URL".
+const TOKIO_POSTGRES_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// libpq's `sslmode` values (`allow` is treated as `prefer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Option<SslMode> {
+        Some(match value {
+            "disable" => SslMode::Disable,
+            "allow" | "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    /// What tokio-postgres negotiates; certificate checks are the connector's job.
+    fn negotiation(self) -> PgSslMode {
+        match self {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        })
+    }
+}
+
+/// The TLS part of a connection URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub mode: SslMode,
+    /// `sslrootcert`: a PEM file of trusted roots, or `system`.
+    pub root_cert: Option<PathBuf>,
+}
+
+/// A parsed connection URL: what tokio-postgres takes plus the TLS settings.
+#[derive(Clone, Debug)]
+pub struct ConnTarget {
+    pub config: Config,
+    pub tls: TlsSettings,
+}
+
+impl ConnTarget {
+    /// `host:port` (comma-separated when the URL lists several hosts), for messages.
+    pub fn endpoint(&self) -> String {
+        let ports = self.config.get_ports();
+        let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| match host {
+                Host::Tcp(name) if name.contains(':') => format!("[{name}]:{}", port(i)),
+                Host::Tcp(name) => format!("{name}:{}", port(i)),
+                #[cfg(unix)]
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{}", dir.display(), port(i)),
+            })
+            .collect();
+        if hosts.is_empty() {
+            "(no host)".to_string()
+        } else {
+            hosts.join(",")
+        }
+    }
+
+    pub fn user(&self) -> &str {
+        self.config.get_user().unwrap_or("(no user)")
+    }
+
+    pub fn database(&self) -> &str {
+        self.config.get_dbname().unwrap_or_else(|| self.user())
+    }
+
+    /// Fills in the module doc's defaults where the URL is silent.
+    fn apply_defaults(&mut self, application_name: &str) {
+        let config = &mut self.config;
+        config.ssl_mode(self.tls.mode.negotiation());
+        if config.get_application_name().is_none() {
+            config.application_name(application_name);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        if config.get_keepalives_idle() == TOKIO_POSTGRES_KEEPALIVES_IDLE {
+            config.keepalives_idle(DEFAULT_KEEPALIVES_IDLE);
+        }
+    }
+}
+
+/// Why a connection could not be made. Messages name the endpoint and the user,
+/// never the password.
+#[derive(Debug, thiserror::Error)]
+pub enum PgConnError {
+    #[error("invalid postgres URL {url}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("cannot reach postgres at {endpoint} (user {user}): {reason}")]
+    Unreachable {
+        endpoint: String,
+        user: String,
+        reason: String,
+    },
+    #[error(
+        "authentication failed for user {user} at {endpoint}: {reason}; \
+         check the password and the server's pg_hba.conf"
+    )]
+    AuthFailed {
+        endpoint: String,
+        user: String,
+        reason: String,
+    },
+    #[error("database {database:?} does not exist at {endpoint} (user {user})")]
+    DatabaseMissing {
+        endpoint: String,
+        user: String,
+        database: String,
+    },
+    #[error("TLS failure with postgres at {endpoint} (user {user}, sslmode={mode}): {reason}")]
+    Tls {
+        endpoint: String,
+        user: String,
+        mode: SslMode,
+        reason: String,
+    },
+    #[error("TLS setup for postgres at {endpoint} (sslmode={mode}) failed: {reason}")]
+    TlsSetup {
+        endpoint: String,
+        mode: SslMode,
+        reason: String,
+    },
+    #[error("postgres at {endpoint} refused user {user}: {reason}")]
+    Rejected {
+        endpoint: String,
+        user: String,
+        code: String,
+        reason: String,
+    },
+}
+
+impl PgConnError {
+    /// Whether trying again later may succeed (server down or busy), as opposed to a
+    /// setting an operator must fix (credentials, database name, TLS, URL).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PgConnError::Unreachable { .. } => true,
+            // Connection exceptions, too many connections, server starting/stopping.
+            PgConnError::Rejected { code, .. } => ["08", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class)),
+            _ => false,
+        }
+    }
+}
+
+/// Connects to `url`, spawning the task that drives the connection.
+pub async fn connect(url: &str, application_name: &str) -> Result<Client, PgConnError> {
+    let mut target = parse_url(url)?;
+    target.apply_defaults(application_name);
+    let connector = tls::connector(&target.tls).map_err(|reason| PgConnError::TlsSetup {
+        endpoint: target.endpoint(),
+        mode: target.tls.mode,
+        reason,
+    })?;
+    let (client, connection) = target
+        .config
+        .connect(connector)
+        .await
+        .map_err(|err| classify(&err, &target))?;
+    let endpoint = target.endpoint();
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::warn!(endpoint = %endpoint, error = %error_chain(&err), "postgres connection ended with an error");
+        }
+    });
+    Ok(client)
+}
+
+/// Parses a `postgres://` URL (or a libpq key=value string), taking `sslmode` and
+/// `sslrootcert` out before tokio-postgres sees it.
+pub fn parse_url(url: &str) -> Result<ConnTarget, PgConnError> {
+    let invalid = |reason: String| PgConnError::InvalidUrl {
+        url: redact_url(url),
+        reason,
+    };
+    let (rest, params) = url::split_tls_params(url);
+    let mut tls = TlsSettings {
+        mode: SslMode::Prefer,
+        root_cert: None,
+    };
+    for (key, value) in params {
+        match key.as_str() {
+            "sslmode" => {
+                tls.mode = SslMode::parse(&value).ok_or_else(|| {
+                    invalid(format!(
+                        "unknown sslmode {value:?} (expected disable, prefer, require, verify-ca or verify-full)"
+                    ))
+                })?;
+            }
+            _ => tls.root_cert = Some(PathBuf::from(value)),
+        }
+    }
+    let config: Config = rest.parse().map_err(|err| invalid(error_chain(&err)))?;
+    Ok(ConnTarget { config, tls })
+}
+
+/// Sorts a failed connection attempt into the cases of `PgConnError`.
+fn classify(err: &tokio_postgres::Error, target: &ConnTarget) -> PgConnError {
+    let endpoint = target.endpoint();
+    let user = target.user().to_string();
+    if let Some(db) = err.as_db_error() {
+        let reason = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        let code = db.code();
+        return if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            PgConnError::AuthFailed {
+                endpoint,
+                user,
+                reason,
+            }
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            let database = target.database().to_string();
+            PgConnError::DatabaseMissing {
+                endpoint,
+                user,
+                database,
+            }
+        } else {
+            let code = code.code().to_string();
+            PgConnError::Rejected {
+                endpoint,
+                user,
+                code,
+                reason,
+            }
+        };
+    }
+    // tokio-postgres does not expose its error kinds; their texts are stable.
+    let reason = error_chain(err);
+    if reason.starts_with("error performing TLS handshake") {
+        let mode = target.tls.mode;
+        PgConnError::Tls {
+            endpoint,
+            user,
+            mode,
+            reason,
+        }
+    } else if reason.starts_with("authentication error") || reason.contains("password missing") {
+        PgConnError::AuthFailed {
+            endpoint,
+            user,
+            reason,
+        }
+    } else if reason.starts_with("invalid configuration") {
+        PgConnError::InvalidUrl {
+            url: format!("for {endpoint}"),
+            reason,
+        }
+    } else {
+        PgConnError::Unreachable {
+            endpoint,
+            user,
+            reason,
+        }
+    }
+}
+
+/// An error and its causes on one line: "outer: cause: root cause".
+pub fn error_chain(err: &dyn StdError) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_url_reads_modes_and_rejects_unknown_ones() {
+        let target =
+            parse_url("postgres://u@h:6000/db?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(target.tls.mode, SslMode::VerifyFull);
+        assert_eq!(target.tls.root_cert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(target.endpoint(), "h:6000");
+        assert_eq!(target.user(), "u");
+        assert_eq!(target.database(), "db");
+        assert_eq!(
+            parse_url("postgres://u@h/db").unwrap().tls.mode,
+            SslMode::Prefer
+        );
+
+        let err = parse_url("postgres://u:secret@h/db?sslmode=bogus").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("unknown sslmode \"bogus\""), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn endpoints_of_several_hosts_and_ipv6() {
+        let target = parse_url("host=a,::1 port=1,2 user=u").unwrap();
+        assert_eq!(target.endpoint(), "a:1,[::1]:2");
+    }
+}

@@ -1,0 +1,113 @@
+//! The initial load (SPEC 5): create the slot with an exported snapshot, copy the
+//! tables at that snapshot in bounded keyset batches, derive, then stream from the
+//! slot's consistent point. Interrupted loads start over from an empty state (the
+//! sink only sees the result once the load finished deriving).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{Context, PipelineError};
+use crate::change::{Change, Timestamp, TxnMeta};
+use crate::engine::Engine;
+use crate::fault;
+use crate::lsn::Lsn;
+use crate::ops::metrics::METRICS;
+use crate::ops::progress::Progress;
+use crate::source::SourceError;
+use crate::source::load::{LOAD_ORDER, page_sql, read_page};
+use crate::source::stream::{StreamOptions, create_slot_with_snapshot};
+use crate::store::{Cf, meta};
+
+pub async fn run(ctx: &Arc<Context>, engine: &mut Engine) -> Result<(), PipelineError> {
+    ctx.health.ready.store(false, Ordering::SeqCst);
+    METRICS.ready.set(0);
+    let derivation: Vec<Cf> = Cf::ALL
+        .iter()
+        .copied()
+        .filter(|cf| *cf != Cf::Meta)
+        .collect();
+    ctx.store.clear(&derivation)?;
+    ctx.store.put_meta(meta::APPLIED_LSN, &Lsn::ZERO)?;
+    let options = StreamOptions {
+        slot: ctx.settings.slot.clone(),
+        publication: ctx.settings.publication.clone(),
+        start_lsn: Lsn::ZERO,
+        ack_lsn: Lsn::ZERO,
+        status_interval: ctx.settings.status_interval(),
+        application_name: format!("replytime-{}-load", ctx.settings.slot),
+    };
+    let slot = create_slot_with_snapshot(&ctx.params, &options).await?;
+    tracing::info!(slot = %options.slot, consistent_point = %slot.consistent_point, "created slot; copying tables");
+    let client = crate::pgconn::connect(ctx.settings.source_url(), "replytime-load").await?;
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'; \
+             SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = 'UTC'",
+            slot.snapshot.replace('\'', ""),
+            ctx.settings.statement_timeout_ms
+        ))
+        .await
+        .map_err(SourceError::query("importing the slot's snapshot"))?;
+    engine.set_log_events(false);
+    let copied = copy_tables(ctx, &client, engine, slot.consistent_point).await;
+    engine.set_log_events(true);
+    copied?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(SourceError::query("ending the snapshot transaction"))?;
+    drop(slot.session);
+    let meta = TxnMeta {
+        commit_lsn: slot.consistent_point,
+        end_lsn: slot.consistent_point,
+        commit_time: Timestamp::from_chrono(chrono::Utc::now()),
+    };
+    let outcome = engine.finish(&meta)?;
+    METRICS.record_apply(&engine.take_stats());
+    ctx.store.put_meta(meta::INITIAL_LOAD_DONE, &true)?;
+    ctx.store.sync()?;
+    tracing::info!(anchors = outcome.ops, lsn = %slot.consistent_point, "initial load done");
+    Ok(())
+}
+
+async fn copy_tables(
+    ctx: &Arc<Context>,
+    client: &tokio_postgres::Client,
+    engine: &mut Engine,
+    consistent_point: Lsn,
+) -> Result<(), PipelineError> {
+    let mapping = &ctx.settings.tables;
+    let estimate = crate::ops::progress::estimate_rows(client, mapping).await;
+    let mut progress = Progress::new("initial load", estimate);
+    let mut seq: u32 = 0;
+    let started = Instant::now();
+    for table in LOAD_ORDER {
+        let sql = page_sql(mapping, table, ctx.settings.load_batch_rows);
+        let statement = client
+            .prepare(&sql)
+            .await
+            .map_err(SourceError::query("preparing the initial load query"))?;
+        let mut after: Option<String> = None;
+        loop {
+            let (rows, last) = read_page(client, &statement, table, after.as_deref()).await?;
+            if last.is_none() {
+                break;
+            }
+            let changes: Vec<Change> = rows.into_iter().map(Change::Insert).collect();
+            engine.apply_chunk(consistent_point, seq, &changes)?;
+            seq += changes.len() as u32;
+            METRICS.initial_load_rows.inc_by(changes.len() as u64);
+            progress.advance(changes.len() as u64);
+            fault::point(fault::INSIDE_INITIAL_LOAD);
+            after = last;
+        }
+    }
+    progress.finish();
+    tracing::info!(
+        rows = seq,
+        seconds = started.elapsed().as_secs_f64(),
+        "tables copied"
+    );
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The daemon: wires source → engine → store (state + outbox) → sink → confirmed LSN.
+//! No derivation rules here; the one rule this module owns is which LSN may be
+//! confirmed to the slot (`confirmable`).
+//!
+//! ```text
+//!  replication stream ──▶ decoder ──▶ engine ──▶ RocksDB (state, outbox, applied LSN)
+//!        ▲                                              │ sink task
+//!        │ standby status: confirmable()                ▼
+//!        └──────────── min(durable state, sink) ◀── Postgres sink (rows + progress row)
+//! ```
+//!
+//! Confirmation rule: the slot is told an LSN only when every transaction up to it
+//! is fsynced in RocksDB *and* committed to the sink: `applied` (after a WAL sync)
+//! when the outbox is empty, else the end LSN of the last complete transaction the
+//! sink committed. An idle keepalive's `wal_end` becomes `applied` only when no
+//! transaction is open and the outbox is empty.
+
+mod initial_load;
+mod sink_task;
+mod streaming;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::lsn::Lsn;
+use crate::ops::http::Health;
+use crate::ops::metrics::METRICS;
+use crate::sink::{Sink, SinkError};
+use crate::source::SourceError;
+use crate::source::admin;
+use crate::source::stream::{ConnParams, conn_params};
+use crate::store::{Store, StoreError, StoreOptions, meta};
+
+pub use sink_task::SinkShared;
+
+/// Errors that stop the daemon, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("source connection: {0}")]
+    Connect(#[from] crate::pgconn::PgConnError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl PipelineError {
+    /// Whether restarting the stream from the durable LSN may help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PipelineError::Source(e) => e.is_retryable(),
+            PipelineError::Sink(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// Everything the daemon's loops share.
+pub struct Context {
+    pub settings: Settings,
+    pub store: Arc<Store>,
+    pub params: ConnParams,
+    pub health: Arc<Health>,
+    pub sink: Arc<SinkShared>,
+}
+
+impl Context {
+    /// The LSN that may be confirmed to the slot now (see the module doc).
+    pub fn confirmable(&self) -> Result<Lsn, StoreError> {
+        self.store.sync()?;
+        let applied = self.store.applied_lsn()?;
+        let lsn = if self.store.outbox_len()? == 0 {
+            applied
+        } else {
+            self.sink.done_lsn().min(applied)
+        };
+        METRICS.set_lsn("durable", applied);
+        Ok(lsn)
+    }
+}
+
+pub fn open_store(settings: &Settings) -> Result<Arc<Store>, StoreError> {
+    let options = StoreOptions {
+        block_cache_bytes: settings.block_cache_bytes,
+        ..StoreOptions::default()
+    };
+    Ok(Arc::new(Store::open(settings.state_dir(), &options)?))
+}
+
+/// Runs the daemon until `shutdown` resolves (then drains, flushes and sends a final
+/// status update) or a fatal error.
+pub async fn run(
+    settings: Settings,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PipelineError> {
+    let store = open_store(&settings)?;
+    let params = conn_params(settings.source_url())?;
+    let admin = crate::pgconn::connect(settings.source_url(), "replytime-admin").await?;
+    let server = admin::server_info(&admin).await?;
+    admin::check_replication_privilege(&admin).await?;
+    admin::check_tables(&admin, &settings.tables).await?;
+    check_system(&store, &server.system_identifier)?;
+
+    let sink = Sink::connect(settings.sink_url()).await?;
+    sink.migrate().await?;
+    admin::ensure_publication(&admin, &settings.publication, &settings.tables).await?;
+
+    let ctx = Arc::new(Context {
+        settings,
+        store: store.clone(),
+        params,
+        health: health.clone(),
+        sink: Arc::new(SinkShared::default()),
+    });
+    let mut engine = Engine::new(store.clone(), EngineOptions::default());
+    prepare_slot(&ctx, &admin, &mut engine).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sink_task = sink_task::SinkTask {
+        store: store.clone(),
+        sink_url: ctx.settings.sink_url().to_string(),
+        slot: ctx.settings.slot.clone(),
+        batch_ops: ctx.settings.sink_batch_ops,
+        shared: ctx.sink.clone(),
+        stop: stop_rx,
+    };
+    let mut sink_handle = tokio::spawn(sink_task.run(Some(sink)));
+
+    let result = tokio::select! {
+        r = streaming::stream_forever(ctx.clone(), admin, engine) => r,
+        r = &mut sink_handle => match r {
+            Ok(Ok(())) => Err(PipelineError::Other("sink task ended".into())),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(PipelineError::Other(format!("sink task failed: {e}"))),
+        },
+        () = shutdown => Ok(()),
+    };
+    health.ready.store(false, Ordering::SeqCst);
+    if result.is_ok() {
+        tracing::info!("shutting down: draining the outbox");
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(Duration::from_secs(30), sink_handle).await {
+            Ok(Ok(Err(e))) => return Err(e.into()),
+            Err(_) => tracing::warn!(
+                "outbox not drained within 30 s; it is durable and resumes on restart"
+            ),
+            _ => {}
+        }
+        let lsn = ctx.confirmable()?;
+        tracing::info!(lsn = %lsn, "stopped");
+    }
+    result
+}
+
+/// The state belongs to one Postgres cluster: a different system identifier means a
+/// failover or a wrong URL, and the slot's positions mean nothing here.
+fn check_system(store: &Store, system_id: &str) -> Result<(), PipelineError> {
+    match store.get_meta::<String>(meta::SYSTEM_ID)? {
+        Some(expected) if expected != system_id => Err(SourceError::SystemChanged {
+            expected,
+            found: system_id.to_string(),
+        }
+        .into()),
+        Some(_) => Ok(()),
+        None => Ok(store.put_meta(meta::SYSTEM_ID, &system_id.to_string())?),
+    }
+}
+
+/// Makes sure the slot exists and may be resumed: creates it with an initial load on
+/// a fresh start, refuses a slot that is lost or ahead of the durable state.
+async fn prepare_slot(
+    ctx: &Arc<Context>,
+    admin: &tokio_postgres::Client,
+    engine: &mut Engine,
+) -> Result<(), PipelineError> {
+    let slot = &ctx.settings.slot;
+    let loaded = ctx
+        .store
+        .get_meta::<bool>(meta::INITIAL_LOAD_DONE)?
+        .unwrap_or(false);
+    loop {
+        let state = admin::slot_state(admin, slot).await?;
+        let Some(state) = state else {
+            if loaded {
+                return Err(SourceError::SlotMissing {
+                    slot: slot.clone(),
+                    state_dir: ctx.settings.state_dir().display().to_string(),
+                    durable: ctx.store.applied_lsn()?,
+                }
+                .into());
+            }
+            return initial_load::run(ctx, engine).await;
+        };
+        if !loaded {
+            // A slot left by an interrupted initial load: start the load over.
+            tracing::warn!(
+                slot,
+                "slot exists but the initial load did not finish: starting it over"
+            );
+            admin::drop_slot(admin, slot).await?;
+            continue;
+        }
+        if let Some(plugin) = state.plugin.filter(|p| p != "pgoutput") {
+            return Err(SourceError::SlotPlugin {
+                slot: slot.clone(),
+                plugin,
+            }
+            .into());
+        }
+        if state.wal_status.as_deref() == Some("lost") {
+            return Err(SourceError::SlotLost { slot: slot.clone() }.into());
+        }
+        let durable = ctx.store.applied_lsn()?;
+        if let Some(confirmed) = state.confirmed_flush_lsn.filter(|c| *c > durable) {
+            return Err(SourceError::SlotAhead {
+                slot: slot.clone(),
+                slot_lsn: confirmed,
+                durable,
+            }
+            .into());
+        }
+        return Ok(());
+    }
+}

@@ -1,0 +1,140 @@
+//! The sink task: moves outbox entries into the sink, oldest first, one Postgres
+//! transaction per batch together with the progress row, then trims the outbox.
+//! A sink that is down is retried with backoff; nothing is confirmed meanwhile.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+
+use crate::fault;
+use crate::lsn::Lsn;
+use crate::ops::metrics::METRICS;
+use crate::sink::{Sink, SinkError};
+use crate::store::Store;
+
+/// What the sink task tells the rest of the daemon.
+#[derive(Default)]
+pub struct SinkShared {
+    /// End LSN of the last complete source transaction committed to the sink.
+    pub done_lsn: AtomicU64,
+    pub healthy: AtomicBool,
+    pub wake: Notify,
+}
+
+impl SinkShared {
+    pub fn done_lsn(&self) -> Lsn {
+        Lsn(self.done_lsn.load(Ordering::SeqCst))
+    }
+}
+
+pub struct SinkTask {
+    pub store: Arc<Store>,
+    pub sink_url: String,
+    pub slot: String,
+    pub batch_ops: usize,
+    pub shared: Arc<SinkShared>,
+    /// true: drain what is left, then stop.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl SinkTask {
+    /// Runs until stopped (after draining the outbox) or a fatal sink error.
+    pub async fn run(mut self, mut sink: Option<Sink>) -> Result<(), SinkError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let sink_ref = match sink.as_mut() {
+                Some(s) => s,
+                None => match Sink::connect(&self.sink_url).await {
+                    Ok(s) => sink.insert(s),
+                    Err(e) if e.is_retryable() => {
+                        self.unhealthy(&e, &mut backoff).await;
+                        if *self.stop.borrow() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match self.flush_once(sink_ref).await {
+                Ok(true) => backoff = Duration::from_millis(200),
+                Ok(false) => {
+                    if *self.stop.borrow() {
+                        return Ok(());
+                    }
+                    tokio::select! {
+                        _ = self.shared.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = self.stop.changed() => {}
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    sink = None;
+                    self.unhealthy(&e, &mut backoff).await;
+                    if *self.stop.borrow() {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn unhealthy(&self, e: &SinkError, backoff: &mut Duration) {
+        self.shared.healthy.store(false, Ordering::SeqCst);
+        METRICS.errors.with_label_values(&["sink"]).inc();
+        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sink unavailable, retrying");
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(10));
+    }
+
+    /// Moves one batch; `Ok(false)` when the outbox was empty.
+    async fn flush_once(&self, sink: &mut Sink) -> Result<bool, SinkError> {
+        let entries = self
+            .store
+            .read_outbox(self.batch_ops)
+            .map_err(SinkError::state)?;
+        let Some((last_seq, _)) = entries.last() else {
+            self.shared.healthy.store(true, Ordering::SeqCst);
+            return Ok(false);
+        };
+        let last_seq = *last_seq;
+        // The sink must never reflect state that RocksDB could lose.
+        self.store.sync().map_err(SinkError::state)?;
+        let progress = entries
+            .iter()
+            .filter(|(_, e)| e.complete)
+            .map(|(_, e)| e.end_lsn)
+            .max();
+        let ops: Vec<_> = entries.into_iter().flat_map(|(_, e)| e.ops).collect();
+        let started = Instant::now();
+        let stats = sink.write_batch(&self.slot, &ops, progress).await?;
+        METRICS
+            .sink_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        METRICS
+            .sink_rows_written
+            .with_label_values(&["upserted"])
+            .inc_by(stats.upserted);
+        METRICS
+            .sink_rows_written
+            .with_label_values(&["deleted"])
+            .inc_by(stats.deleted);
+        METRICS
+            .sink_rows_written
+            .with_label_values(&["unchanged"])
+            .inc_by(stats.unchanged);
+        fault::point(fault::AFTER_SINK_COMMIT);
+        self.store
+            .remove_outbox_through(last_seq)
+            .map_err(SinkError::state)?;
+        if let Some(lsn) = progress {
+            self.shared.done_lsn.fetch_max(lsn.0, Ordering::SeqCst);
+            METRICS.set_lsn("sink", lsn);
+        }
+        self.shared.healthy.store(true, Ordering::SeqCst);
+        Ok(true)
+    }
+}

@@ -1,0 +1,318 @@
+//! The streaming loop: one replication session at a time, reconnecting with backoff
+//! from the durable position after a dropped connection.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pgwire_replication::{ReplicationClient, ReplicationEvent};
+
+use super::{Context, PipelineError};
+use crate::change::{Change, Table, Timestamp, TxnMeta};
+use crate::engine::Engine;
+use crate::fault;
+use crate::lsn::Lsn;
+use crate::ops::metrics::METRICS;
+use crate::source::SourceError;
+use crate::source::admin;
+use crate::source::decode::{Decoded, Decoder};
+use crate::source::stream::{StreamOptions, start_stream};
+use crate::store::{QuarantineRecord, meta};
+
+/// Prefix of replytime's heartbeat messages in the WAL.
+pub const HEARTBEAT_PREFIX: &str = "replytime.heartbeat";
+
+/// A source transaction being received.
+struct OpenTxn {
+    commit_lsn: Lsn,
+    /// Already applied (at-least-once redelivery): read and drop.
+    skip: bool,
+    buffer: Vec<Change>,
+    next_seq: u32,
+    chunked: bool,
+}
+
+pub async fn stream_forever(
+    ctx: Arc<Context>,
+    admin: tokio_postgres::Client,
+    mut engine: Engine,
+) -> Result<(), PipelineError> {
+    let mut backoff = Duration::from_millis(250);
+    let mut admin = Some(admin);
+    loop {
+        let result = Session::open(&ctx, &mut engine, admin.take()).await;
+        let err = match result {
+            Ok(mut session) => match session.run().await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    admin = session.admin.take();
+                    e
+                }
+            },
+            Err(e) => e,
+        };
+        if !err.is_retryable() {
+            return Err(err);
+        }
+        METRICS.errors.with_label_values(&["source"]).inc();
+        ctx.health.ready.store(false, Ordering::SeqCst);
+        tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "replication connection lost, reconnecting");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+struct Session<'e> {
+    ctx: Arc<Context>,
+    engine: &'e mut Engine,
+    client: ReplicationClient,
+    admin: Option<tokio_postgres::Client>,
+    decoder: Decoder,
+    txn: Option<OpenTxn>,
+    applied: Lsn,
+    confirmed: Lsn,
+}
+
+impl<'e> Session<'e> {
+    async fn open(
+        ctx: &Arc<Context>,
+        engine: &'e mut Engine,
+        admin: Option<tokio_postgres::Client>,
+    ) -> Result<Session<'e>, PipelineError> {
+        let admin = match admin {
+            Some(a) => a,
+            None => crate::pgconn::connect(ctx.settings.source_url(), "replytime-admin").await?,
+        };
+        let confirmed = ctx.confirmable()?;
+        let applied = ctx.store.applied_lsn()?;
+        let options = StreamOptions {
+            slot: ctx.settings.slot.clone(),
+            publication: ctx.settings.publication.clone(),
+            start_lsn: applied,
+            ack_lsn: confirmed,
+            status_interval: ctx.settings.status_interval(),
+            application_name: format!("replytime-{}", ctx.settings.slot),
+        };
+        let client = start_stream(&ctx.params, &options).await?;
+        tracing::info!(slot = %options.slot, start = %applied, confirmed = %confirmed, "streaming");
+        ctx.health.ready.store(true, Ordering::SeqCst);
+        Ok(Session {
+            ctx: ctx.clone(),
+            engine,
+            client,
+            admin: Some(admin),
+            decoder: Decoder::new(ctx.settings.tables.clone()),
+            txn: None,
+            applied,
+            confirmed,
+        })
+    }
+
+    async fn run(&mut self) -> Result<(), PipelineError> {
+        let mut status = tokio::time::interval(self.ctx.settings.status_interval());
+        let heartbeat_every = Duration::from_millis(self.ctx.settings.heartbeat_interval_ms.max(1));
+        let mut heartbeat = tokio::time::interval(heartbeat_every);
+        let mut slot_check = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                event = self.client.recv() => {
+                    match event.map_err(SourceError::from)? {
+                        Some(event) => self.on_event(event)?,
+                        None => return Err(PipelineError::Other("replication stream ended".into())),
+                    }
+                }
+                _ = status.tick() => self.confirm()?,
+                _ = heartbeat.tick(), if self.ctx.settings.heartbeat_interval_ms > 0 => self.heartbeat().await,
+                _ = slot_check.tick() => self.check_slot().await,
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: ReplicationEvent) -> Result<(), PipelineError> {
+        match event {
+            ReplicationEvent::Begin { final_lsn, .. } => {
+                let commit_lsn = Lsn::from(final_lsn);
+                self.txn = Some(OpenTxn {
+                    commit_lsn,
+                    skip: commit_lsn < self.applied,
+                    buffer: Vec::new(),
+                    next_seq: 0,
+                    chunked: false,
+                });
+            }
+            ReplicationEvent::XLogData { data, wal_end, .. } => {
+                METRICS.set_lsn("received", Lsn::from(wal_end));
+                self.on_data(&data)?;
+            }
+            ReplicationEvent::Commit {
+                end_lsn,
+                commit_time_micros,
+                ..
+            } => {
+                self.on_commit(
+                    Lsn::from(end_lsn),
+                    Timestamp::from_pg_micros(commit_time_micros),
+                )?;
+            }
+            ReplicationEvent::Message {
+                prefix, content, ..
+            } => {
+                if prefix == HEARTBEAT_PREFIX {
+                    observe_heartbeat(&content);
+                }
+            }
+            ReplicationEvent::KeepAlive { wal_end, .. } => self.on_keepalive(Lsn::from(wal_end))?,
+            ReplicationEvent::StoppedAt { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn on_data(&mut self, data: &[u8]) -> Result<(), PipelineError> {
+        let decoded = self.decoder.decode(data).map_err(SourceError::from)?;
+        let Some(txn) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        if txn.skip {
+            return Ok(());
+        }
+        match decoded {
+            Decoded::Change(change) => txn.buffer.push(change),
+            Decoded::Quarantine(q) => {
+                METRICS.quarantined.inc();
+                tracing::warn!(table = %q.table, row_id = ?q.row_id, reason = %q.reason, lsn = %txn.commit_lsn, "quarantined a row");
+                let record = QuarantineRecord {
+                    commit_lsn: txn.commit_lsn,
+                    table: q.table,
+                    row_id: q.row_id.clone(),
+                    reason: q.reason,
+                };
+                let tx = self.ctx.store.begin();
+                tx.put_quarantine(txn.next_seq + txn.buffer.len() as u32, &record)?;
+                tx.commit()?;
+                if let (Table::Message, Some(id)) = (q.table, q.row_id) {
+                    txn.buffer.push(Change::Delete {
+                        table: Table::Message,
+                        id,
+                    });
+                }
+            }
+            _ => {}
+        }
+        if txn.buffer.len() >= self.ctx.settings.chunk_changes {
+            self.engine
+                .apply_chunk(txn.commit_lsn, txn.next_seq, &txn.buffer)?;
+            txn.next_seq += txn.buffer.len() as u32;
+            txn.buffer.clear();
+            txn.chunked = true;
+        }
+        Ok(())
+    }
+
+    fn on_commit(&mut self, end_lsn: Lsn, commit_time: Timestamp) -> Result<(), PipelineError> {
+        let Some(txn) = self.txn.take() else {
+            return Ok(());
+        };
+        if txn.skip {
+            return Ok(());
+        }
+        let meta = TxnMeta {
+            commit_lsn: txn.commit_lsn,
+            end_lsn,
+            commit_time,
+        };
+        if txn.chunked {
+            self.engine
+                .apply_chunk(txn.commit_lsn, txn.next_seq, &txn.buffer)?;
+            self.engine.finish(&meta)?;
+        } else {
+            self.engine.apply_transaction(&meta, &txn.buffer)?;
+        }
+        fault::point(fault::AFTER_STATE_WRITE);
+        self.applied = self.applied.max(end_lsn);
+        METRICS.set_lsn("applied", self.applied);
+        METRICS.record_apply(&self.engine.take_stats());
+        let lag = (now_micros() - commit_time.0).max(0) as f64 / 1e6;
+        METRICS.lag_seconds.set(lag);
+        self.ctx.sink.wake.notify_one();
+        Ok(())
+    }
+
+    /// Idle advance: with no transaction open and nothing pending for the sink,
+    /// everything before `wal_end` is applied.
+    fn on_keepalive(&mut self, wal_end: Lsn) -> Result<(), PipelineError> {
+        if self.txn.is_none() && wal_end > self.applied && self.ctx.store.outbox_len()? == 0 {
+            self.ctx.store.put_meta(meta::APPLIED_LSN, &wal_end)?;
+            self.applied = wal_end;
+            METRICS.set_lsn("applied", wal_end);
+            METRICS.lag_seconds.set(0.0);
+        }
+        Ok(())
+    }
+
+    fn confirm(&mut self) -> Result<(), PipelineError> {
+        let lsn = self.ctx.confirmable()?;
+        if lsn > self.confirmed {
+            self.client.update_applied_lsn(lsn.into());
+            self.confirmed = lsn;
+            METRICS.set_lsn("confirmed", lsn);
+            METRICS.last_progress_seconds.set(now_micros() as f64 / 1e6);
+        }
+        METRICS
+            .outbox_pending
+            .set(self.ctx.store.outbox_len()? as i64);
+        METRICS
+            .held_anchors
+            .set(self.ctx.store.held_anchors()? as i64);
+        let ready = self.ctx.sink.healthy.load(Ordering::SeqCst);
+        self.ctx.health.ready.store(ready, Ordering::SeqCst);
+        METRICS.ready.set(i64::from(ready));
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) {
+        let Some(admin) = self.admin.as_ref() else {
+            return;
+        };
+        let payload = now_micros().to_string();
+        if let Err(e) = admin::emit_heartbeat(admin, HEARTBEAT_PREFIX, &payload).await {
+            tracing::debug!(error = %e, "heartbeat failed");
+        }
+    }
+
+    async fn check_slot(&mut self) {
+        let Some(admin) = self.admin.as_ref() else {
+            return;
+        };
+        match admin::slot_retention(admin, &self.ctx.settings.slot).await {
+            Ok(Some((retained, status))) => {
+                METRICS.slot_retained_wal_bytes.set(retained);
+                METRICS.set_wal_status(status.as_deref().unwrap_or(""));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "slot check failed"),
+        }
+        if let Ok(current) = admin::current_wal_lsn(admin).await {
+            METRICS
+                .lag_bytes
+                .set(current.saturating_bytes_since(self.applied) as i64);
+        }
+        if let Ok(size) = i64::try_from(self.ctx.store.approximate_size()) {
+            METRICS.state_bytes.set(size);
+        }
+    }
+}
+
+fn observe_heartbeat(content: &[u8]) {
+    let sent: Option<i64> = std::str::from_utf8(content)
+        .ok()
+        .and_then(|s| s.parse().ok());
+    if let Some(sent) = sent {
+        METRICS
+            .heartbeat_freshness_seconds
+            .observe((now_micros() - sent).max(0) as f64 / 1e6);
+    }
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}

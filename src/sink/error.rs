@@ -1,0 +1,120 @@
+//! `SinkError`: what went wrong in the sink and whether retrying can help.
+//!
+//! Transient (retry from the outbox with backoff, confirming nothing meanwhile):
+//! the connection is lost or refused, the server shuts down or is busy, the
+//! transaction was chosen as a serialization or deadlock victim. Fatal (an operator
+//! must act): wrong credentials or database, TLS, a schema version or table shape
+//! replytime does not know, an error of the local state store.
+
+use std::io;
+
+use tokio_postgres::error::SqlState;
+
+use crate::pgconn::{PgConnError, error_chain};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink connection: {0}")]
+    Connect(#[from] PgConnError),
+    /// A statement failed; `action` says which (with the batch size where it helps).
+    #[error("sink {action} failed: {detail}")]
+    Postgres {
+        action: String,
+        detail: String,
+        cause: tokio_postgres::Error,
+    },
+    #[error(
+        "the sink schema is version {found} (row 'sink' of replytime_schema_version) but this \
+         replytime expects version {expected}: run the sink migration from version {found} to \
+         {expected} (or run the replytime release made for version {found}), or drop the sink \
+         tables and run `replytime rebuild`"
+    )]
+    SchemaVersion { found: i32, expected: i32 },
+    #[error(
+        "sink table {table} does not have the shape replytime needs: {problem}; fix the table \
+         (see schema/sink.sql) or drop it and run `replytime rebuild`"
+    )]
+    Schema { table: String, problem: String },
+    /// The local state (RocksDB) failed while feeding the sink.
+    #[error("local state while feeding the sink: {0}")]
+    State(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl SinkError {
+    /// Wraps an error of the local state store (the sink never looks inside it).
+    pub fn state(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SinkError {
+        SinkError::State(err.into())
+    }
+
+    /// A failed statement; `action` names what the sink was doing.
+    pub(super) fn postgres(
+        action: impl Into<String>,
+    ) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
+        let action = action.into();
+        move |cause| SinkError::Postgres {
+            action,
+            detail: describe(&cause),
+            cause,
+        }
+    }
+
+    /// Whether reconnecting and writing the same batch again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::Connect(err) => err.is_retryable(),
+            SinkError::Postgres { cause, .. } => is_transient(cause),
+            SinkError::SchemaVersion { .. } | SinkError::Schema { .. } | SinkError::State(_) => {
+                false
+            }
+        }
+    }
+}
+
+/// SQLSTATE classes and codes after which the same batch may well succeed.
+const TRANSIENT_CLASSES: [&str; 2] = [
+    "08", // connection exception
+    "53", // insufficient resources (too many connections, disk full)
+];
+
+fn transient_codes() -> [SqlState; 8] {
+    [
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::QUERY_CANCELED,
+        // A failover left us on a standby; the name will point at the primary again.
+        SqlState::READ_ONLY_SQL_TRANSACTION,
+    ]
+}
+
+fn is_transient(err: &tokio_postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    if let Some(code) = err.code() {
+        return TRANSIENT_CLASSES
+            .iter()
+            .any(|class| code.code().starts_with(class))
+            || transient_codes().contains(code);
+    }
+    // No server error: an IO error means the connection broke under us.
+    std::error::Error::source(err).is_some_and(|source| source.is::<io::Error>())
+}
+
+/// The server's message with its SQLSTATE and detail, else the error chain.
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(": ");
+                text.push_str(detail);
+            }
+            text
+        }
+        None => error_chain(err),
+    }
+}

@@ -1,0 +1,270 @@
+//! The Postgres sink: keeps `"ResponseTimingEvent"` equal to the derivation and
+//! records, in the same transaction, the LSN the rows reflect.
+//!
+//! ```text
+//!  outbox ops ─▶ write_batch ─ one transaction ──────────────────────────────┐
+//!                 │ dedupe by inbound message id (last op wins)              │
+//!                 ├─ DELETE … WHERE "inboundMessageId" = ANY($1)             │
+//!                 ├─ INSERT … SELECT * FROM UNNEST(arrays) ON CONFLICT       │
+//!                 │    DO UPDATE … WHERE derived columns IS DISTINCT FROM    │
+//!                 └─ replytime_progress: lsn = GREATEST(stored, new)         │
+//!                                                                   COMMIT ◀─┘
+//! ```
+//!
+//! Why this shape: delivery is at-least-once, so every write must be idempotent
+//! (SPEC 5). An upsert equal to the stored row writes nothing, not even
+//! `updatedAt`/`sourceLsn`, so replays and restarts leave no trace; the progress
+//! row commits atomically with the rows and never moves backwards, so the sink's
+//! LSN is always one it really reflects.
+//!
+//! The sink knows nothing of the engine or the store: it takes `SinkOp`s.
+
+mod columns;
+mod error;
+mod migrate;
+mod sql;
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::types::PgLsn;
+use tokio_postgres::{Client, Statement};
+
+pub use error::SinkError;
+pub use migrate::SCHEMA_VERSION;
+
+use crate::lsn::Lsn;
+use crate::row::{SinkOp, TimingRow};
+use columns::UpsertColumns;
+
+/// Rows per statement: large enough to amortize round trips, small enough to keep
+/// one statement's arrays modest (see MACHINE-NOTES).
+const ROWS_PER_STATEMENT: usize = 2_000;
+/// Undefined table: the sink was never migrated.
+const UNDEFINED_TABLE: &str = "42P01";
+
+/// What one batch changed. `unchanged` counts ops (after dedupe) that wrote
+/// nothing: upserts equal to the stored row, deletes of absent rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub upserted: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+}
+
+/// Statements prepared once per connection.
+#[derive(Clone)]
+struct Statements {
+    upsert: Statement,
+    delete: Statement,
+    save_progress: Statement,
+}
+
+/// A connection to the sink database.
+pub struct Sink {
+    client: Client,
+    statements: Option<Statements>,
+}
+
+impl Sink {
+    pub async fn connect(url: &str) -> Result<Sink, SinkError> {
+        let client = crate::pgconn::connect(url, "replytime-sink").await?;
+        Ok(Sink {
+            client,
+            statements: None,
+        })
+    }
+
+    /// The connection, for read-only queries (status, checks).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates the sink tables if needed and checks their version and shape.
+    pub async fn migrate(&self) -> Result<(), SinkError> {
+        migrate::migrate(&self.client).await
+    }
+
+    /// Applies `ops` and, when given, moves the slot's progress row to `progress`
+    /// (never backwards), all in one transaction.
+    pub async fn write_batch(
+        &mut self,
+        slot: &str,
+        ops: &[SinkOp],
+        progress: Option<Lsn>,
+    ) -> Result<WriteStats, SinkError> {
+        let batch = Batch::new(ops);
+        if batch.is_empty() && progress.is_none() {
+            return Ok(WriteStats::default());
+        }
+        let statements = self.statements().await?;
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(SinkError::postgres("begin of a batch"))?;
+        let mut stats = WriteStats::default();
+        for ids in batch.deletes.chunks(ROWS_PER_STATEMENT) {
+            let deleted = tx
+                .execute(&statements.delete, &[&ids])
+                .await
+                .map_err(SinkError::postgres(format!("delete of {} rows", ids.len())))?;
+            stats.deleted += deleted;
+            stats.unchanged += ids.len() as u64 - deleted;
+        }
+        for rows in batch.upserts.chunks(ROWS_PER_STATEMENT) {
+            let columns = UpsertColumns::new(rows);
+            let written = tx
+                .execute(&statements.upsert, &columns.params())
+                .await
+                .map_err(SinkError::postgres(format!(
+                    "upsert of {} rows",
+                    rows.len()
+                )))?;
+            stats.upserted += written;
+            stats.unchanged += rows.len() as u64 - written;
+        }
+        if let Some(lsn) = progress {
+            tx.execute(&statements.save_progress, &[&slot, &PgLsn::from(lsn.0)])
+                .await
+                .map_err(SinkError::postgres(format!(
+                    "save of progress {lsn} for slot {slot}"
+                )))?;
+        }
+        tx.commit()
+            .await
+            .map_err(SinkError::postgres("commit of a batch"))?;
+        Ok(stats)
+    }
+
+    /// The LSN the sink reflects for `slot`; `None` before the first batch (or
+    /// before the sink schema exists).
+    pub async fn progress(&self, slot: &str) -> Result<Option<Lsn>, SinkError> {
+        match self.client.query_opt(sql::READ_PROGRESS, &[&slot]).await {
+            Ok(row) => Ok(row.map(|row| Lsn(u64::from(row.get::<_, PgLsn>(0))))),
+            Err(err) if err.code().is_some_and(|c| c.code() == UNDEFINED_TABLE) => Ok(None),
+            Err(err) => Err(SinkError::postgres(format!(
+                "read of progress for slot {slot}"
+            ))(err)),
+        }
+    }
+
+    async fn statements(&mut self) -> Result<Statements, SinkError> {
+        if let Some(statements) = &self.statements {
+            return Ok(statements.clone());
+        }
+        let prepare =
+            |what: &'static str| SinkError::postgres(format!("prepare of the {what} statement"));
+        let statements = Statements {
+            upsert: self
+                .client
+                .prepare(&sql::upsert())
+                .await
+                .map_err(prepare("upsert"))?,
+            delete: self
+                .client
+                .prepare(&sql::delete())
+                .await
+                .map_err(prepare("delete"))?,
+            save_progress: self
+                .client
+                .prepare(sql::SAVE_PROGRESS)
+                .await
+                .map_err(prepare("progress"))?,
+        };
+        self.statements = Some(statements.clone());
+        Ok(statements)
+    }
+}
+
+/// A batch after dedupe: the last op of each inbound message id, sorted by id (a
+/// stable lock order).
+struct Batch<'a> {
+    deletes: Vec<&'a str>,
+    upserts: Vec<(&'a TimingRow, Lsn)>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(ops: &'a [SinkOp]) -> Self {
+        let last: BTreeMap<&str, &SinkOp> =
+            ops.iter().map(|op| (op.inbound_message_id(), op)).collect();
+        let mut batch = Batch {
+            deletes: Vec::new(),
+            upserts: Vec::new(),
+        };
+        for (id, op) in last {
+            match op {
+                SinkOp::Delete { .. } => batch.deletes.push(id),
+                SinkOp::Upsert { row, source_lsn } => batch.upserts.push((row, *source_lsn)),
+            }
+        }
+        batch
+    }
+
+    fn is_empty(&self) -> bool {
+        self.deletes.is_empty() && self.upserts.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Timestamp;
+
+    fn row(id: &str, client: &str) -> TimingRow {
+        TimingRow {
+            client_id: client.to_string(),
+            lead_id: "lead".to_string(),
+            channel: "sms".to_string(),
+            inbound_message_id: id.to_string(),
+            inbound_sent_at: Timestamp(0),
+            setter_response_message_id: None,
+            setter_response_sent_at: None,
+            setter_sent_by_user_id: None,
+            setter_response_ms: None,
+            ai_draft_id: None,
+            ai_response_message_id: None,
+            ai_response_sent_at: None,
+            ai_response_ms: None,
+            ai_delay_min_seconds: None,
+            ai_delay_max_seconds: None,
+            ai_chosen_delay_seconds: None,
+            ai_actual_delay_seconds: None,
+            ai_scheduled_run_at: None,
+            ai_background_job_id: None,
+            ai_job_started_at: None,
+            ai_job_finished_at: None,
+        }
+    }
+
+    #[test]
+    fn batch_keeps_the_last_op_per_inbound_message() {
+        let ops = vec![
+            SinkOp::Upsert {
+                row: row("b", "c1"),
+                source_lsn: Lsn(1),
+            },
+            SinkOp::Delete {
+                inbound_message_id: "a".into(),
+            },
+            SinkOp::Upsert {
+                row: row("a", "c1"),
+                source_lsn: Lsn(2),
+            },
+            SinkOp::Upsert {
+                row: row("b", "c2"),
+                source_lsn: Lsn(3),
+            },
+            SinkOp::Delete {
+                inbound_message_id: "c".into(),
+            },
+        ];
+        let batch = Batch::new(&ops);
+        assert_eq!(batch.deletes, vec!["c"]);
+        let upserts: Vec<(&str, &str, Lsn)> = batch
+            .upserts
+            .iter()
+            .map(|(r, lsn)| (r.inbound_message_id.as_str(), r.client_id.as_str(), *lsn))
+            .collect();
+        assert_eq!(upserts, vec![("a", "c1", Lsn(2)), ("b", "c2", Lsn(3))]);
+    }
+}

@@ -1,0 +1,304 @@
+//! Checks and set-up on the source database over a plain SQL connection: server
+//! settings, privileges, source tables, the publication and the slot's state.
+//!
+//! The publication never breaks the application's writes (SPEC 5): a column list is
+//! used for a table only when it covers the table's replica identity; otherwise the
+//! table is published with all columns (the decoder drops the extra ones).
+
+use tokio_postgres::Client;
+
+use super::SourceError;
+use super::decode::TableMapping;
+use crate::change::Table;
+use crate::lsn::Lsn;
+
+/// What the source server is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub system_identifier: String,
+    pub timeline: i64,
+    pub version_num: i32,
+}
+
+/// A replication slot as `pg_replication_slots` shows it.
+#[derive(Clone, Debug)]
+pub struct SlotState {
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+    pub confirmed_flush_lsn: Option<Lsn>,
+    pub restart_lsn: Option<Lsn>,
+    pub wal_status: Option<String>,
+    pub active_pid: Option<i32>,
+}
+
+fn lsn_text(text: Option<String>) -> Option<Lsn> {
+    text.and_then(|t| t.parse().ok())
+}
+
+pub async fn server_info(client: &Client) -> Result<ServerInfo, SourceError> {
+    let wal_level: String = client
+        .query_one("SELECT current_setting('wal_level')", &[])
+        .await
+        .map_err(SourceError::query("reading wal_level"))?
+        .get(0);
+    if wal_level != "logical" {
+        return Err(SourceError::WalLevel(wal_level));
+    }
+    let row = client
+        .query_one(
+            "SELECT (SELECT system_identifier::text FROM pg_control_system()), \
+                    (SELECT timeline_id::int8 FROM pg_control_checkpoint()), \
+                    current_setting('server_version_num')::int4",
+            &[],
+        )
+        .await
+        .map_err(SourceError::query("reading the system identifier"))?;
+    Ok(ServerInfo {
+        system_identifier: row.get(0),
+        timeline: row.get(1),
+        version_num: row.get(2),
+    })
+}
+
+/// The connecting role must be allowed to replicate.
+pub async fn check_replication_privilege(client: &Client) -> Result<(), SourceError> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(SourceError::query("reading the role's privileges"))?;
+    let (role, allowed): (String, bool) = (row.get(0), row.get(1));
+    if allowed {
+        Ok(())
+    } else {
+        Err(SourceError::NoReplicationPrivilege(role))
+    }
+}
+
+/// Every mapped table exists with its required columns.
+pub async fn check_tables(client: &Client, mapping: &TableMapping) -> Result<(), SourceError> {
+    for table in Table::ALL {
+        let name = mapping.table_name(table);
+        let columns: Vec<String> = client
+            .query(
+                "SELECT a.attname::text FROM pg_attribute a \
+                 JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&mapping.schema, &name],
+            )
+            .await
+            .map_err(SourceError::query("reading table columns"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if columns.is_empty() {
+            return Err(SourceError::MissingTable(format!(
+                "{}.{}",
+                mapping.schema, name
+            )));
+        }
+        for column in mapping.column_names(table) {
+            if !columns.iter().any(|c| c == column) {
+                return Err(SourceError::MissingColumn {
+                    table: format!("{}.{}", mapping.schema, name),
+                    column: column.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The publication entry of one table: with a column list when that list covers
+/// the replica identity, else all columns.
+async fn publication_entry(
+    client: &Client,
+    mapping: &TableMapping,
+    table: Table,
+) -> Result<String, SourceError> {
+    let qualified = format!(
+        "{}.{}",
+        quote_ident(&mapping.schema),
+        quote_ident(mapping.table_name(table))
+    );
+    let row = client
+        .query_one(
+            "SELECT c.relreplident::text, \
+                    coalesce((SELECT array_agg(a.attname::text) FROM pg_index i \
+                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                      WHERE i.indrelid = c.oid AND ((c.relreplident = 'd' AND i.indisprimary) \
+                         OR (c.relreplident = 'i' AND i.indisreplident))), '{}') \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&mapping.schema, &mapping.table_name(table)],
+        )
+        .await
+        .map_err(SourceError::query("reading the replica identity"))?;
+    let identity: String = row.get(0);
+    let identity_columns: Vec<String> = row.get(1);
+    let wanted = mapping.column_names(table);
+    let covered = identity != "f"
+        && identity_columns
+            .iter()
+            .all(|c| wanted.contains(&c.as_str()));
+    if covered {
+        let list: Vec<String> = wanted.iter().map(|c| quote_ident(c)).collect();
+        Ok(format!("{qualified} ({})", list.join(", ")))
+    } else {
+        Ok(qualified)
+    }
+}
+
+/// Creates the publication if it does not exist. An existing publication is left
+/// as the operator made it, but it must publish every mapped table.
+pub async fn ensure_publication(
+    client: &Client,
+    publication: &str,
+    mapping: &TableMapping,
+) -> Result<(), SourceError> {
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(SourceError::query("reading publications"))?
+        .is_some();
+    if !exists {
+        let mut entries = Vec::new();
+        for table in Table::ALL {
+            entries.push(publication_entry(client, mapping, table).await?);
+        }
+        let sql = format!(
+            "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert, update, delete, truncate')",
+            quote_ident(publication),
+            entries.join(", ")
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(SourceError::query("creating the publication"))?;
+        tracing::info!(publication, "created publication");
+        return Ok(());
+    }
+    let published: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2",
+            &[&publication, &mapping.schema],
+        )
+        .await
+        .map_err(SourceError::query("reading the publication's tables"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for table in Table::ALL {
+        let name = mapping.table_name(table);
+        if !published.iter().any(|p| p == name) {
+            return Err(SourceError::PublicationIncomplete {
+                publication: publication.to_string(),
+                table: name.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, SourceError> {
+    let row = client
+        .query_opt(
+            "SELECT plugin::text, database::text, confirmed_flush_lsn::text, restart_lsn::text, \
+                    wal_status, active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(SourceError::query("reading the replication slot"))?;
+    Ok(row.map(|r| SlotState {
+        plugin: r.get(0),
+        database: r.get(1),
+        confirmed_flush_lsn: lsn_text(r.get(2)),
+        restart_lsn: lsn_text(r.get(3)),
+        wal_status: r.get(4),
+        active_pid: r.get(5),
+    }))
+}
+
+/// The server's current WAL insert position.
+pub async fn current_wal_lsn(client: &Client) -> Result<Lsn, SourceError> {
+    let text: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(SourceError::query("reading the current WAL position"))?
+        .get(0);
+    Ok(text.parse().unwrap_or(Lsn::ZERO))
+}
+
+/// Drops the slot (if present) and the publication (if present).
+pub async fn teardown(client: &Client, slot: &str, publication: &str) -> Result<(), SourceError> {
+    drop_slot(client, slot).await?;
+    client
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            quote_ident(publication)
+        ))
+        .await
+        .map_err(SourceError::query("dropping the publication"))?;
+    Ok(())
+}
+
+/// Emits a non-transactional heartbeat message into the WAL.
+pub async fn emit_heartbeat(
+    client: &Client,
+    prefix: &str,
+    payload: &str,
+) -> Result<(), SourceError> {
+    client
+        .execute(
+            &format!(
+                "SELECT pg_logical_emit_message(false, {}, {})",
+                quote_literal(prefix),
+                quote_literal(payload)
+            ),
+            &[],
+        )
+        .await
+        .map_err(SourceError::query("emitting a heartbeat"))?;
+    Ok(())
+}
+
+/// Drops the slot if it exists (and is not in use).
+pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceError> {
+    client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(SourceError::query("dropping the slot"))?;
+    Ok(())
+}
+
+/// Retained WAL of the slot in bytes, and its wal_status.
+pub async fn slot_retention(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<(i64, Option<String>)>, SourceError> {
+    let row = client
+        .query_opt(
+            "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::int8, wal_status \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(SourceError::query("reading the slot's retained WAL"))?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}

@@ -1,0 +1,103 @@
+//! The source: the application database seen through logical replication.
+//!
+//! ```text
+//!  admin.rs   SQL checks and set-up: wal_level, privileges, tables, publication, slot state
+//!  load.rs    the initial copy of the tables at the slot's exported snapshot
+//!  stream.rs  the replication connection (pgwire-replication) and its events
+//!  pgoutput.rs, decode.rs   bytes → pgoutput messages → typed changes (pure)
+//! ```
+
+pub mod admin;
+pub mod decode;
+pub mod load;
+pub mod pgoutput;
+pub mod stream;
+
+use crate::lsn::Lsn;
+
+/// Errors of the source, split by what happens next: [`SourceError::is_retryable`]
+/// ones reconnect with backoff from the durable LSN; the rest stop the daemon with
+/// a message that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source database: {context}: {source}")]
+    Query {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("replication connection: {0}")]
+    Replication(#[from] pgwire_replication::PgWireError),
+    #[error(
+        "wal_level is {0:?} on the source, logical replication needs 'logical': set wal_level = logical in postgresql.conf and restart Postgres"
+    )]
+    WalLevel(String),
+    #[error(
+        "role {0:?} lacks the REPLICATION privilege: ALTER ROLE {0} WITH REPLICATION (see deploy/postgres/grants.sql)"
+    )]
+    NoReplicationPrivilege(String),
+    #[error("source table {0} does not exist (check the [tables] mapping in the config)")]
+    MissingTable(String),
+    #[error(
+        "source table {table} has no column {column:?} (check the [tables] mapping in the config)"
+    )]
+    MissingColumn { table: String, column: String },
+    #[error(
+        "publication {publication:?} exists but does not publish table {table:?}: ALTER PUBLICATION {publication} ADD TABLE ..., or drop it and let replytime create it"
+    )]
+    PublicationIncomplete { publication: String, table: String },
+    #[error(
+        "replication slot {slot:?} is at {slot_lsn}, ahead of replytime's durable high-water mark {durable}: WAL in between is gone (slot recreated or advanced by someone else). Recover with `replytime teardown` then `replytime backfill`"
+    )]
+    SlotAhead {
+        slot: String,
+        slot_lsn: Lsn,
+        durable: Lsn,
+    },
+    #[error(
+        "replication slot {slot:?} is invalidated (wal_status = lost): the WAL it needed was removed (max_slot_wal_keep_size). Recover with `replytime teardown` then `replytime backfill`"
+    )]
+    SlotLost { slot: String },
+    #[error(
+        "replication slot {slot:?} is missing but the state in {state_dir} has progress up to {durable}: the slot was dropped or the database failed over. Recover with `replytime backfill` (it recreates the slot)"
+    )]
+    SlotMissing {
+        slot: String,
+        state_dir: String,
+        durable: Lsn,
+    },
+    #[error(
+        "replication slot {slot:?} uses plugin {plugin:?}, replytime needs pgoutput: drop it or choose another REPLYTIME_SLOT"
+    )]
+    SlotPlugin { slot: String, plugin: String },
+    #[error(
+        "the source is a different Postgres cluster (system identifier {found}, state was built from {expected}): after a failover the slot is gone; run `replytime backfill` with a fresh state directory"
+    )]
+    SystemChanged { expected: String, found: String },
+    #[error("pgoutput stream: {0}")]
+    Decode(#[from] decode::DecodeError),
+    #[error("bad source URL: {0}")]
+    Url(String),
+}
+
+impl SourceError {
+    pub(crate) fn query(
+        context: &'static str,
+    ) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
+        move |source| SourceError::Query { context, source }
+    }
+
+    /// Whether reconnecting may help (network, server restart, slot busy).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SourceError::Query { source, .. } => {
+                source.is_closed() || source.as_db_error().is_none()
+            }
+            SourceError::Replication(e) => !matches!(
+                e,
+                pgwire_replication::PgWireError::Auth(_) | pgwire_replication::PgWireError::Tls(_)
+            ),
+            _ => false,
+        }
+    }
+}

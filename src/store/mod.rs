@@ -1,0 +1,416 @@
+//! The state store: one RocksDB database holding everything replytime must not lose.
+//!
+//! ```text
+//!  column family   key                                   value
+//!  ─────────────   ───                                   ─────
+//!  meta            name (utf-8)                          little records (applied LSN, counters, version)
+//!  outbox          seq u64 BE                            OutboxEntry: sink ops not yet committed to the sink
+//!  event_log       commit LSN u64 BE ++ seq u32 BE       a decoded Change (seq u32::MAX: the TxnMeta)
+//!  quarantine      commit LSN u64 BE ++ seq u32 BE       a row that could not be placed, with the reason
+//!  the engine's    see `engine::keys`                    the derivation state (rows, threads, anchors)
+//! ```
+//!
+//! Every unit of work is one optimistic RocksDB transaction ([`StoreTxn`]): reads see
+//! the transaction's own writes (iterators included), and state, outbox entries and
+//! the applied LSN commit atomically. Commits are not synced one by one; the pipeline
+//! calls [`Store::sync`] once before it makes anything depend on durability (a sink
+//! commit, a confirmation to the slot), which is where the fsync pays for a batch.
+//!
+//! One process owns a state directory: RocksDB's `LOCK` file refuses a second opener.
+
+mod outbox;
+mod quarantine;
+mod txn;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, OptimisticTransactionDB, Options,
+    SingleThreaded,
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use outbox::OutboxEntry;
+pub use quarantine::QuarantineRecord;
+pub use txn::StoreTxn;
+
+use crate::lsn::Lsn;
+
+/// Version of the key layout and record formats. A mismatch is refused at open.
+pub const STATE_VERSION: u32 = 1;
+
+pub(crate) type Db = OptimisticTransactionDB<SingleThreaded>;
+
+/// Column families. The engine owns the layout of its own families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cf {
+    Meta,
+    Outbox,
+    EventLog,
+    Quarantine,
+    Messages,
+    Thread,
+    Inbound,
+    Setter,
+    AiSend,
+    Drafts,
+    DraftTrigger,
+    Jobs,
+    JobIndex,
+    JobDelay,
+    Leads,
+    Campaigns,
+    Anchors,
+    LeadAnchors,
+    Dirty,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 19] = [
+        Cf::Meta,
+        Cf::Outbox,
+        Cf::EventLog,
+        Cf::Quarantine,
+        Cf::Messages,
+        Cf::Thread,
+        Cf::Inbound,
+        Cf::Setter,
+        Cf::AiSend,
+        Cf::Drafts,
+        Cf::DraftTrigger,
+        Cf::Jobs,
+        Cf::JobIndex,
+        Cf::JobDelay,
+        Cf::Leads,
+        Cf::Campaigns,
+        Cf::Anchors,
+        Cf::LeadAnchors,
+        Cf::Dirty,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::Outbox => "outbox",
+            Cf::EventLog => "event_log",
+            Cf::Quarantine => "quarantine",
+            Cf::Messages => "messages",
+            Cf::Thread => "thread",
+            Cf::Inbound => "inbound",
+            Cf::Setter => "setter",
+            Cf::AiSend => "ai_send",
+            Cf::Drafts => "drafts",
+            Cf::DraftTrigger => "draft_trigger",
+            Cf::Jobs => "jobs",
+            Cf::JobIndex => "job_index",
+            Cf::JobDelay => "job_delay",
+            Cf::Leads => "leads",
+            Cf::Campaigns => "campaigns",
+            Cf::Anchors => "anchors",
+            Cf::LeadAnchors => "lead_anchors",
+            Cf::Dirty => "dirty",
+        }
+    }
+}
+
+/// Meta keys.
+pub mod meta {
+    pub const VERSION: &[u8] = b"state_version";
+    pub const APPLIED_LSN: &[u8] = b"applied_lsn";
+    pub const HELD_ANCHORS: &[u8] = b"held_anchors";
+    pub const SYSTEM_ID: &[u8] = b"system_id";
+    pub const INITIAL_LOAD_DONE: &[u8] = b"initial_load_done";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb error in {path}: {source}")]
+    RocksDb {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error(
+        "state directory {path} is locked by another process (is another replytime running?): {source}"
+    )]
+    Locked {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error(
+        "state directory {path} has state version {found}, this replytime needs {expected}: run `replytime rebuild` after `backfill`, or use the matching release"
+    )]
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("corrupt record in column family {cf}: {reason}")]
+    Corrupt { cf: &'static str, reason: String },
+}
+
+/// Tuning that bounds memory: RocksDB's block cache and write buffers.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub block_cache_bytes: usize,
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 16 << 20,
+        }
+    }
+}
+
+pub struct Store {
+    db: Db,
+    path: PathBuf,
+    next_outbox_seq: AtomicU64,
+    /// First outbox sequence number that may still exist: reads seek here instead
+    /// of stepping over the tombstones of removed entries.
+    outbox_head: AtomicU64,
+}
+
+impl Store {
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(path).map_err(|e| StoreError::Corrupt {
+            cf: "directory",
+            reason: format!("cannot create {}: {e}", path.display()),
+        })?;
+        let cache = Cache::new_lru_cache(options.block_cache_bytes).map_err(|source| {
+            StoreError::RocksDb {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_write_buffer_size(options.write_buffer_bytes);
+        cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+        db_opts.set_max_total_wal_size(64 << 20);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_opts.clone()));
+        let db = Db::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| {
+            if source.to_string().contains("lock") {
+                StoreError::Locked {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            } else {
+                StoreError::RocksDb {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+            next_outbox_seq: AtomicU64::new(0),
+            outbox_head: AtomicU64::new(0),
+        };
+        store.check_version()?;
+        let next = store.last_outbox_seq()?.map_or(0, |s| s + 1);
+        store.next_outbox_seq.store(next, Ordering::SeqCst);
+        let head = store.first_outbox_seq()?.unwrap_or(next);
+        store.outbox_head.store(head, Ordering::SeqCst);
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_version(&self) -> Result<(), StoreError> {
+        let tx = self.begin();
+        match tx.get_record::<u32>(Cf::Meta, meta::VERSION)? {
+            Some(found) if found != STATE_VERSION => Err(StoreError::Version {
+                path: self.path.clone(),
+                found,
+                expected: STATE_VERSION,
+            }),
+            Some(_) => Ok(()),
+            None => {
+                tx.put_record(Cf::Meta, meta::VERSION, &STATE_VERSION)?;
+                tx.commit()
+            }
+        }
+    }
+
+    pub fn begin(&self) -> StoreTxn<'_> {
+        StoreTxn::new(self)
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(crate) fn err(&self, source: rocksdb::Error) -> StoreError {
+        StoreError::RocksDb {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Makes every committed transaction durable (fsync of RocksDB's WAL).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true).map_err(|e| self.err(e))
+    }
+
+    /// The end LSN of the last transaction whose effects are in the state (and its
+    /// sink operations in the outbox or the sink). Durable after [`Store::sync`].
+    pub fn applied_lsn(&self) -> Result<Lsn, StoreError> {
+        Ok(self
+            .begin()
+            .get_record::<Lsn>(Cf::Meta, meta::APPLIED_LSN)?
+            .unwrap_or(Lsn::ZERO))
+    }
+
+    /// Anchors derived but held because their lead is unknown.
+    pub fn held_anchors(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .begin()
+            .get_record::<u64>(Cf::Meta, meta::HELD_ANCHORS)?
+            .unwrap_or(0))
+    }
+
+    pub fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.begin().get_record(Cf::Meta, key)
+    }
+
+    pub fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StoreError> {
+        let tx = self.begin();
+        tx.put_record(Cf::Meta, key, value)?;
+        tx.commit()
+    }
+
+    /// Approximate bytes on disk of all column families.
+    pub fn approximate_size(&self) -> u64 {
+        Cf::ALL
+            .iter()
+            .filter_map(|cf| {
+                let handle = self.db.cf_handle(cf.name())?;
+                self.db
+                    .property_int_value_cf(handle, "rocksdb.total-sst-files-size")
+                    .ok()
+                    .flatten()
+                    .map(|sst| {
+                        sst + self
+                            .db
+                            .property_int_value_cf(handle, "rocksdb.size-all-mem-tables")
+                            .ok()
+                            .flatten()
+                            .unwrap_or(0)
+                    })
+            })
+            .sum()
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("postcard serializes every state record")
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(cf: Cf, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        cf: cf.name(),
+        reason: e.to_string(),
+    })
+}
+
+impl Store {
+    /// Deletes every key of the given column families (start of an initial load).
+    pub fn clear(&self, cfs: &[Cf]) -> Result<(), StoreError> {
+        for cf in cfs {
+            loop {
+                let tx = self.begin();
+                let keys = tx.keys_with_prefix(*cf, &[], None, 10_000)?;
+                if keys.is_empty() {
+                    break;
+                }
+                for key in &keys {
+                    tx.delete(*cf, key)?;
+                }
+                tx.commit()?;
+            }
+            // Drop the tombstones now: later seeks would step over every one of them.
+            let handle = self.db.cf_handle(cf.name()).expect("column family exists");
+            self.db.compact_range_cf::<&[u8], &[u8]>(handle, None, None);
+        }
+        Ok(())
+    }
+}
+
+/// What `status` reads from a state directory, also while the daemon holds it
+/// (a read-only open takes no lock).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StateSummary {
+    pub applied_lsn: Lsn,
+    pub outbox_entries: u64,
+    pub held_anchors: u64,
+    pub quarantined: u64,
+    pub oldest_event_lsn: Option<Lsn>,
+    pub size_bytes: u64,
+}
+
+impl StateSummary {
+    pub fn read(path: &Path) -> Result<StateSummary, StoreError> {
+        let names: Vec<&str> = Cf::ALL.iter().map(|c| c.name()).collect();
+        let db = rocksdb::DB::open_cf_for_read_only(&Options::default(), path, names, false)
+            .map_err(|source| StoreError::RocksDb {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let cf = |c: Cf| db.cf_handle(c.name()).expect("column family exists");
+        let get = |key: &[u8]| -> Option<Vec<u8>> { db.get_cf(cf(Cf::Meta), key).ok().flatten() };
+        let count = |c: Cf| db.iterator_cf(cf(c), rocksdb::IteratorMode::Start).count() as u64;
+        let oldest_event = db
+            .iterator_cf(cf(Cf::EventLog), rocksdb::IteratorMode::Start)
+            .next()
+            .and_then(|r| r.ok())
+            .map(|(k, _)| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&k[..8]);
+                Lsn(u64::from_be_bytes(b))
+            });
+        let size = dir_size(path);
+        Ok(StateSummary {
+            applied_lsn: get(meta::APPLIED_LSN)
+                .and_then(|b| postcard::from_bytes(&b).ok())
+                .unwrap_or(Lsn::ZERO),
+            outbox_entries: count(Cf::Outbox),
+            held_anchors: get(meta::HELD_ANCHORS)
+                .and_then(|b| postcard::from_bytes(&b).ok())
+                .unwrap_or(0),
+            quarantined: count(Cf::Quarantine),
+            oldest_event_lsn: oldest_event,
+            size_bytes: size,
+        })
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}

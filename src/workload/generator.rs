@@ -1,0 +1,238 @@
+//! The `Generator`: picks operations by weight, turns them into changes, and keeps
+//! its model equal to what the changes leave in the tables. The operations
+//! themselves live in `conversation` (appends) and `edits` (everything else).
+
+use std::collections::VecDeque;
+
+use crate::change::{Change, MessageRow, Row, Table, Timestamp};
+
+use super::config::{HistoryConfig, Odds, OperationMix};
+use super::model::{Model, Pool};
+use super::rng::Rng;
+use super::toast;
+
+/// 2024-03-01T00:00:00Z, in microseconds since the Unix epoch.
+const START_MICROS: i64 = 1_709_251_200_000_000;
+
+/// Id prefixes mix case, non-ASCII letters and a quote, so that byte order differs
+/// from any locale's and SQL quoting is exercised.
+pub(super) const MESSAGE_PREFIXES: &[&str] = &["msg_", "Msg_", "MSG-", "mß_", "мсг_", "m'", "Ω_"];
+pub(super) const DRAFT_PREFIXES: &[&str] = &["draft_", "Draft_", "dé_", "d'"];
+pub(super) const JOB_PREFIXES: &[&str] = &["job_", "JOB-", "jöb_"];
+
+/// Where one (leadId, channel) conversation is.
+#[derive(Clone, Debug)]
+pub(super) struct ThreadCursor {
+    pub lead_id: String,
+    pub channel: String,
+    /// The latest inbound message generated on the thread (it may be gone since).
+    pub last_inbound: Option<String>,
+    pub last_sent_at: Option<Timestamp>,
+}
+
+/// A deterministic history generator: the same seed and config give the same
+/// transactions.
+#[derive(Debug)]
+pub struct Generator {
+    pub(super) config: HistoryConfig,
+    pub(super) rng: Rng,
+    pub(super) model: Model,
+    /// Microseconds since the Unix epoch; moves forward between operations.
+    pub(super) clock: i64,
+    serial: u64,
+    pub(super) lead_ids: Vec<String>,
+    pub(super) campaign_ids: Vec<String>,
+    pub(super) client_ids: Vec<String>,
+    pub(super) user_ids: Vec<String>,
+    pub(super) threads: Pool<ThreadCursor>,
+    /// Drafts waiting for their job, oldest first (ids; may be gone since).
+    pub(super) awaiting_job: VecDeque<String>,
+    /// Jobs waiting for their AI send, oldest first (ids; may be gone since).
+    pub(super) awaiting_send: VecDeque<String>,
+    /// Inbound messages whose draft and job were inserted first.
+    pub(super) held_messages: VecDeque<MessageRow>,
+}
+
+fn id_pool(prefixes: &[&str], count: usize) -> Vec<String> {
+    (0..count.max(1))
+        .map(|i| format!("{}{i}", prefixes[i % prefixes.len()]))
+        .collect()
+}
+
+impl Generator {
+    pub fn new(seed: u64, config: HistoryConfig) -> Self {
+        let lead_ids = id_pool(&["lead-", "Lead_", "LEAD-", "lé-", "Лид-"], config.leads);
+        Generator {
+            campaign_ids: id_pool(&["camp-", "Camp_"], config.campaigns),
+            client_ids: id_pool(&["client-", "Client_"], config.clients),
+            user_ids: id_pool(&["user-", "User_"], config.users),
+            lead_ids,
+            config,
+            rng: Rng::new(seed),
+            model: Model::default(),
+            clock: START_MICROS,
+            serial: 0,
+            threads: Pool::default(),
+            awaiting_job: VecDeque::new(),
+            awaiting_send: VecDeque::new(),
+            held_messages: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &HistoryConfig {
+        &self.config
+    }
+
+    /// The changes of the next transaction: between 1 and `max_changes_per_txn`.
+    pub fn next_transaction(&mut self) -> Vec<Change> {
+        let target = 1 + self.rng.below(self.config.max_changes_per_txn.max(1));
+        let mut out = Vec::new();
+        if self.chance(|o| o.truncate) {
+            self.truncate_some(&mut out);
+        }
+        if !self.held_messages.is_empty() && self.chance(|o| o.release_held_messages) {
+            self.release_held_messages(&mut out, target);
+        }
+        let weights = mix_weights(&self.config.mix);
+        for _ in 0..8 * target {
+            if out.len() >= target {
+                break;
+            }
+            self.clock += self
+                .rng
+                .between(0, self.config.max_clock_step_micros.max(0));
+            let Some(op) = self.rng.weighted(&weights) else {
+                break;
+            };
+            let budget = target - out.len();
+            self.run(op, &mut out, budget);
+        }
+        if out.is_empty() {
+            self.inbound_burst(&mut out, 1);
+        }
+        out
+    }
+
+    fn run(&mut self, op: usize, out: &mut Vec<Change>, budget: usize) {
+        match op {
+            0 => self.inbound_burst(out, budget),
+            1 => self.setter_reply(out),
+            2 => self.ai_draft(out),
+            3 => self.ai_job(out),
+            4 => self.job_progress(out),
+            5 => self.ai_send(out),
+            6 => self.ai_before_message(out, budget),
+            7 => self.message_edit(out),
+            8 => self.message_delete(out),
+            9 => self.draft_edit(out),
+            10 => self.job_edit(out),
+            11 => self.campaign_change(out),
+            12 => self.lead_change(out),
+            _ => self.rename(out),
+        }
+    }
+
+    pub(super) fn chance(&mut self, odds: impl Fn(&Odds) -> f64) -> bool {
+        let p = odds(&self.config.odds);
+        self.rng.chance(p)
+    }
+
+    /// A fresh id, unique for the whole history (a serial number, in hex of random
+    /// case, after a random prefix).
+    pub(super) fn new_id(&mut self, prefixes: &[&str]) -> String {
+        self.serial += 1;
+        let prefix = self.rng.pick(prefixes).expect("prefix lists are not empty");
+        if self.rng.chance(0.5) {
+            format!("{prefix}{:x}", self.serial)
+        } else {
+            format!("{prefix}{:X}", self.serial)
+        }
+    }
+
+    pub(super) fn pick_lead(&mut self) -> String {
+        pick_cloned(&mut self.rng, &self.lead_ids)
+    }
+
+    pub(super) fn pick_channel(&mut self) -> String {
+        pick_cloned(&mut self.rng, &self.config.channels)
+    }
+
+    pub(super) fn pick_user(&mut self) -> String {
+        pick_cloned(&mut self.rng, &self.user_ids)
+    }
+
+    pub(super) fn pick_campaign(&mut self) -> String {
+        pick_cloned(&mut self.rng, &self.campaign_ids)
+    }
+
+    pub(super) fn pick_client(&mut self) -> String {
+        pick_cloned(&mut self.rng, &self.client_ids)
+    }
+
+    pub(super) fn emit_insert(&mut self, out: &mut Vec<Change>, row: Row) {
+        self.model.write(row.clone(), None);
+        out.push(Change::Insert(row));
+    }
+
+    /// An update from `old` to `new` (a rename when the ids differ); sometimes sends
+    /// untouched columns as unchanged TOAST values.
+    pub(super) fn emit_update(&mut self, out: &mut Vec<Change>, new: Row, old: &Row) {
+        let old_id = (old.id() != new.id()).then(|| old.id().to_string());
+        self.model.write(new.clone(), old_id.as_deref());
+        let (row, unchanged) = if self.chance(|o| o.unchanged_columns) {
+            toast::blank_unchanged(new, old, &mut self.rng)
+        } else {
+            (new, Vec::new())
+        };
+        out.push(Change::Update {
+            row,
+            old_id,
+            unchanged,
+        });
+    }
+
+    pub(super) fn emit_delete(&mut self, out: &mut Vec<Change>, table: Table, id: String) {
+        self.model.delete(table, &id);
+        out.push(Change::Delete { table, id });
+    }
+
+    fn truncate_some(&mut self, out: &mut Vec<Change>) {
+        let mut tables: Vec<Table> = Table::ALL
+            .into_iter()
+            .filter(|_| self.rng.chance(0.4))
+            .collect();
+        if tables.is_empty() {
+            tables.push(Table::ALL[self.rng.below(Table::ALL.len())]);
+        }
+        for &table in &tables {
+            self.model.truncate(table);
+        }
+        out.push(Change::Truncate(tables));
+    }
+}
+
+/// One of `items`, cloned; `sms` if there are none (an empty channel list).
+fn pick_cloned(rng: &mut Rng, items: &[String]) -> String {
+    rng.pick(items)
+        .cloned()
+        .unwrap_or_else(|| "sms".to_string())
+}
+
+fn mix_weights(mix: &OperationMix) -> [u32; 14] {
+    [
+        mix.inbound_burst,
+        mix.setter_reply,
+        mix.ai_draft,
+        mix.ai_job,
+        mix.job_progress,
+        mix.ai_send,
+        mix.ai_before_message,
+        mix.message_edit,
+        mix.message_delete,
+        mix.draft_edit,
+        mix.job_edit,
+        mix.campaign_change,
+        mix.lead_change,
+        mix.rename,
+    ]
+}

@@ -1,0 +1,178 @@
+//! The generator's own model of the current rows, so that updates and deletes target
+//! rows that exist and the keys of the reference schema always hold.
+//!
+//! Random picks come from a `Vec` of ids in insertion/removal order, never from a
+//! hash map's iteration order: that is what keeps a history a pure function of the
+//! seed.
+
+use std::collections::HashMap;
+
+use crate::change::{CampaignRow, DraftRow, JobRow, LeadRow, MessageRow, Row, Table};
+
+use super::rng::Rng;
+
+/// The rows of one table, with O(1) insert, remove, lookup and uniform pick.
+#[derive(Debug)]
+pub struct Pool<R> {
+    ids: Vec<String>,
+    rows: HashMap<String, (usize, R)>,
+}
+
+impl<R> Default for Pool<R> {
+    fn default() -> Self {
+        Pool {
+            ids: Vec::new(),
+            rows: HashMap::new(),
+        }
+    }
+}
+
+impl<R> Pool<R> {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.rows.contains_key(id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&R> {
+        self.rows.get(id).map(|(_, row)| row)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut R> {
+        self.rows.get_mut(id).map(|(_, row)| row)
+    }
+
+    /// Inserts or replaces the row of `id`.
+    pub fn put(&mut self, id: String, row: R) {
+        if let Some(slot) = self.rows.get_mut(&id) {
+            slot.1 = row;
+            return;
+        }
+        self.ids.push(id.clone());
+        self.rows.insert(id, (self.ids.len() - 1, row));
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<R> {
+        let (index, row) = self.rows.remove(id)?;
+        self.ids.swap_remove(index);
+        if let Some(moved) = self.ids.get(index) {
+            self.rows.get_mut(moved).expect("ids and rows agree").0 = index;
+        }
+        Some(row)
+    }
+
+    pub fn clear(&mut self) {
+        self.ids.clear();
+        self.rows.clear();
+    }
+
+    /// A uniformly chosen row.
+    pub fn pick(&self, rng: &mut Rng) -> Option<&R> {
+        let id = rng.pick(&self.ids)?;
+        self.get(id)
+    }
+}
+
+/// The current rows of the five tables, and AIDraft's unique
+/// (`triggerMessageId`, `channel`) index.
+#[derive(Debug, Default)]
+pub struct Model {
+    pub leads: Pool<LeadRow>,
+    pub campaigns: Pool<CampaignRow>,
+    pub messages: Pool<MessageRow>,
+    pub drafts: Pool<DraftRow>,
+    pub jobs: Pool<JobRow>,
+    draft_keys: HashMap<(String, String), String>,
+}
+
+fn draft_key(draft: &DraftRow) -> Option<(String, String)> {
+    Some((draft.trigger_message_id.clone()?, draft.channel.clone()?))
+}
+
+impl Model {
+    /// Whether a draft `draft_id` may have (`trigger`, `channel`) without breaking
+    /// the unique index.
+    pub fn draft_key_free(&self, trigger: &str, channel: &str, draft_id: &str) -> bool {
+        self.draft_for(trigger, channel)
+            .is_none_or(|owner| owner == draft_id)
+    }
+
+    /// The draft holding (`trigger`, `channel`) in the unique index, if any.
+    pub fn draft_for(&self, trigger: &str, channel: &str) -> Option<&str> {
+        self.draft_keys
+            .get(&(trigger.to_string(), channel.to_string()))
+            .map(String::as_str)
+    }
+
+    /// Writes the true new contents of a row, replacing the row `old_id` (or its own
+    /// id) if present.
+    pub fn write(&mut self, row: Row, old_id: Option<&str>) {
+        let key = old_id.unwrap_or(row.id()).to_string();
+        self.delete(row.table(), &key);
+        match row {
+            Row::Lead(r) => self.leads.put(r.id.clone(), r),
+            Row::Campaign(r) => self.campaigns.put(r.id.clone(), r),
+            Row::Message(r) => self.messages.put(r.id.clone(), r),
+            Row::Draft(r) => {
+                if let Some(k) = draft_key(&r) {
+                    let previous = self.draft_keys.insert(k, r.id.clone());
+                    debug_assert!(previous.is_none(), "unique (trigger, channel) broken");
+                }
+                self.drafts.put(r.id.clone(), r);
+            }
+            Row::Job(r) => self.jobs.put(r.id.clone(), r),
+        }
+    }
+
+    pub fn delete(&mut self, table: Table, id: &str) {
+        match table {
+            Table::Lead => _ = self.leads.remove(id),
+            Table::EmailCampaign => _ = self.campaigns.remove(id),
+            Table::Message => _ = self.messages.remove(id),
+            Table::AiDraft => {
+                if let Some(k) = self.drafts.remove(id).as_ref().and_then(draft_key) {
+                    self.draft_keys.remove(&k);
+                }
+            }
+            Table::BackgroundJob => _ = self.jobs.remove(id),
+        }
+    }
+
+    pub fn truncate(&mut self, table: Table) {
+        match table {
+            Table::Lead => self.leads.clear(),
+            Table::EmailCampaign => self.campaigns.clear(),
+            Table::Message => self.messages.clear(),
+            Table::AiDraft => {
+                self.drafts.clear();
+                self.draft_keys.clear();
+            }
+            Table::BackgroundJob => self.jobs.clear(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_keeps_ids_and_rows_in_step() {
+        let mut pool = Pool::default();
+        for i in 0..5 {
+            pool.put(format!("r{i}"), i);
+        }
+        assert_eq!(pool.remove("r1"), Some(1));
+        assert_eq!(pool.remove("r1"), None);
+        pool.put("r4".to_string(), 40);
+        assert_eq!(pool.len(), 4);
+        assert_eq!(pool.remove("r4"), Some(40));
+        assert_eq!(pool.get("r3"), Some(&3));
+        let mut rng = Rng::new(3);
+        for _ in 0..20 {
+            assert!([0, 2, 3].contains(pool.pick(&mut rng).unwrap()));
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! One test per rule of SPEC sections 3 and 4, each named after the rule it checks,
+//! against the real engine over a real RocksDB.
+
+#[path = "engine/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use harness::*;
+use replytime::change::{Change, LeadRow, MessageRow, Row, Table};
+use replytime::engine::EngineOptions;
+
+fn conversation(h: &mut Harness) {
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        setter("out1", "L", "u1", 90.5),
+    ]);
+}
+
+#[test]
+fn thread_orders_by_sent_at_then_id_bytes() {
+    let mut h = Harness::new();
+    // Same sentAt: "B" < "a" in C collation, so "a" (inbound) comes after "B".
+    h.txn(vec![
+        lead("L", "C"),
+        outbound("B", "L", 5.0),
+        inbound("a", "L", 5.0),
+    ]);
+    assert!(h.sink.is_empty(), "inbound a has no successor");
+    h.txn(vec![outbound("b", "L", 5.0)]);
+    assert_eq!(h.row("a").inbound_message_id, "a");
+}
+
+#[test]
+fn null_sent_at_is_not_in_any_thread_until_it_gets_one() {
+    let mut h = Harness::new();
+    let mut pending = message("out1", "L", "outbound", 0.0);
+    pending.sent_at = None;
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        Change::Insert(Row::Message(pending.clone())),
+    ]);
+    assert!(h.sink.is_empty());
+    pending.sent_at = Some(t(30.0));
+    h.txn(vec![update(Row::Message(pending))]);
+    assert_eq!(h.row("in1").channel, "sms");
+}
+
+#[test]
+fn unknown_direction_is_not_in_any_thread() {
+    let mut h = Harness::new();
+    h.txn(vec![lead("L", "C"), inbound("in1", "L", 0.0)]);
+    h.txn(vec![Change::Insert(Row::Message(message(
+        "sys", "L", "system", 1.0,
+    )))]);
+    assert!(h.sink.is_empty());
+    assert_eq!(h.engine.take_stats().unknown_direction, 1);
+    h.txn(vec![outbound("o", "L", 2.0)]);
+    assert!(
+        h.sink.contains_key("in1"),
+        "the system message is as if absent"
+    );
+}
+
+#[test]
+fn inbound_streak_yields_one_anchor() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        inbound("in2", "L", 1.0),
+        inbound("in3", "L", 2.0),
+        outbound("o", "L", 3.0),
+    ]);
+    assert_eq!(h.sink.keys().collect::<Vec<_>>(), vec!["in3"]);
+}
+
+#[test]
+fn anchor_requires_an_outbound_successor() {
+    let mut h = Harness::new();
+    h.txn(vec![lead("L", "C"), inbound("in1", "L", 0.0)]);
+    assert!(h.sink.is_empty());
+}
+
+#[test]
+fn response_window_ends_at_the_next_inbound() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        outbound("o1", "L", 1.0),
+        inbound("in2", "L", 2.0),
+        setter("s", "L", "u", 3.0),
+    ]);
+    assert_eq!(h.row("in1").setter_response_message_id, None);
+    assert_eq!(
+        h.row("in2").setter_response_message_id.as_deref(),
+        Some("s")
+    );
+}
+
+#[test]
+fn setter_response_is_the_first_setter_with_a_user_in_the_window() {
+    let mut h = Harness::new();
+    let mut no_user = setter_msg("s0", "L", "u", 1.0);
+    no_user.sent_by_user_id = None;
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        Change::Insert(Row::Message(no_user)),
+        setter("s1", "L", "u1", 2.0),
+        setter("s2", "L", "u2", 3.0),
+    ]);
+    let row = h.row("in1");
+    assert_eq!(row.setter_response_message_id.as_deref(), Some("s1"));
+    assert_eq!(row.setter_sent_by_user_id.as_deref(), Some("u1"));
+    assert_eq!(row.setter_response_sent_at, Some(t(2.0)));
+}
+
+#[test]
+fn setter_sending_an_ai_draft_is_a_setter_response() {
+    let mut h = Harness::new();
+    let mut m = setter_msg("s", "L", "u", 4.0);
+    m.ai_draft_id = Some("d".into());
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        draft("d", "L", "in1"),
+        Change::Insert(Row::Message(m)),
+    ]);
+    let row = h.row("in1");
+    assert_eq!(row.setter_response_message_id.as_deref(), Some("s"));
+    assert_eq!(row.ai_response_message_id, None);
+    assert_eq!(row.ai_draft_id.as_deref(), Some("d"));
+}
+
+#[test]
+fn setter_response_ms_is_floored() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        setter("s", "L", "u", 1.0019995),
+    ]);
+    assert_eq!(h.row("in1").setter_response_ms, Some(1001));
+}
+
+#[test]
+fn ai_response_is_the_earliest_ai_send_of_the_anchor_draft() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        draft("d", "L", "in1"),
+        ai_send("a2", "L", "d", 400.0),
+        ai_send("a1", "L", "d", 300.25),
+    ]);
+    let row = h.row("in1");
+    assert_eq!(row.ai_response_message_id.as_deref(), Some("a1"));
+    assert_eq!(row.ai_response_ms, Some(300_250));
+    assert_eq!(row.ai_actual_delay_seconds, Some(300));
+    assert_eq!(row.ai_chosen_delay_seconds, None, "no job, no chosen delay");
+}
+
+#[test]
+fn ai_draft_id_is_filled_without_a_send() {
+    let mut h = Harness::new();
+    conversation(&mut h);
+    h.txn(vec![draft("d", "L", "in1")]);
+    assert_eq!(h.row("in1").ai_draft_id.as_deref(), Some("d"));
+    assert_eq!(h.row("in1").ai_response_message_id, None);
+}
+
+#[test]
+fn ai_draft_must_match_the_anchor_channel() {
+    let mut h = Harness::new();
+    conversation(&mut h);
+    let Change::Insert(Row::Draft(mut d)) = draft("d", "L", "in1") else {
+        unreachable!()
+    };
+    d.channel = Some("email".into());
+    h.txn(vec![Change::Insert(Row::Draft(d))]);
+    assert_eq!(h.row("in1").ai_draft_id, None);
+}
+
+#[test]
+fn ai_response_ms_can_be_negative_and_floors() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 10.0),
+        outbound("o", "L", 11.0),
+        draft("d", "L", "in1"),
+        ai_send("a", "L", "d", 9.9995),
+    ]);
+    let row = h.row("in1");
+    assert_eq!(row.ai_response_ms, Some(-1));
+    assert_eq!(row.ai_actual_delay_seconds, Some(-1));
+}
+
+#[test]
+fn delay_attribution_uses_the_latest_job_by_created_at_then_id() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        outbound("o", "L", 1.0),
+        draft("d", "L", "in1"),
+        job("j2", "L", "in1", "d", 5.0),
+        job("j1", "L", "in1", "d", 5.0),
+        job("j0", "L", "in1", "d", 4.0),
+    ]);
+    let row = h.row("in1");
+    assert_eq!(row.ai_background_job_id.as_deref(), Some("j2"));
+    assert_eq!(row.ai_scheduled_run_at, Some(t(305.0)));
+    assert_eq!(row.ai_delay_min_seconds, Some(180));
+    assert_eq!(row.ai_delay_max_seconds, Some(420));
+    assert_eq!(
+        row.ai_chosen_delay_seconds,
+        Some(replytime::engine::delay::chosen_delay("in1", 180, 420))
+    );
+}
+
+#[test]
+fn delay_bounds_are_recorded_at_job_insert_and_never_change() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        Change::Insert(campaign("c1", 200, 300)),
+        Change::Insert(lead_in("L", "C", "c1")),
+        inbound("in1", "L", 0.0),
+        outbound("o", "L", 1.0),
+        draft("d", "L", "in1"),
+        job("j", "L", "in1", "d", 2.0),
+    ]);
+    assert_eq!(h.row("in1").ai_delay_min_seconds, Some(200));
+    h.txn(vec![update(campaign("c1", 10, 20))]);
+    h.txn(vec![
+        Change::Insert(campaign("c2", 30, 40)),
+        update(lead_in("L", "C", "c2")),
+    ]);
+    let mut j = job_row("j", "L", "in1", "d", 2.0);
+    j.started_at = Some(t(302.0));
+    h.txn(vec![update(Row::Job(j))]);
+    let row = h.row("in1");
+    assert_eq!(
+        (row.ai_delay_min_seconds, row.ai_delay_max_seconds),
+        (Some(200), Some(300))
+    );
+    assert_eq!(row.ai_job_started_at, Some(t(302.0)));
+}
+
+#[test]
+fn delay_bounds_default_when_lead_or_campaign_unknown() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        Change::Insert(lead_in("L", "C", "missing")),
+        inbound("in1", "L", 0.0),
+        outbound("o", "L", 1.0),
+        draft("d", "L", "in1"),
+        job("j", "L", "in1", "d", 2.0),
+    ]);
+    assert_eq!(h.row("in1").ai_delay_min_seconds, Some(180));
+    assert_eq!(h.row("in1").ai_delay_max_seconds, Some(420));
+}
+
+#[test]
+fn truncate_of_jobs_nulls_the_delay_fields() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        draft("d", "L", "in1"),
+        ai_send("a", "L", "d", 300.0),
+        job("j", "L", "in1", "d", 2.0),
+    ]);
+    assert!(h.row("in1").ai_background_job_id.is_some());
+    h.txn(vec![Change::Truncate(vec![Table::BackgroundJob])]);
+    let row = h.row("in1");
+    assert_eq!(row.ai_background_job_id, None);
+    assert_eq!(row.ai_chosen_delay_seconds, None);
+    assert_eq!(row.ai_delay_min_seconds, None);
+    assert_eq!(
+        row.ai_actual_delay_seconds,
+        Some(298),
+        "actual delay needs no job"
+    );
+}
+
+#[test]
+fn client_id_comes_from_the_lead_and_follows_it() {
+    let mut h = Harness::new();
+    conversation(&mut h);
+    assert_eq!(h.row("in1").client_id, "C");
+    h.txn(vec![update(Row::Lead(LeadRow {
+        id: "L".into(),
+        client_id: Some("C2".into()),
+        email_campaign_id: None,
+    }))]);
+    assert_eq!(h.row("in1").client_id, "C2");
+}
+
+#[test]
+fn anchor_of_unknown_lead_is_held_until_the_lead_arrives() {
+    let mut h = Harness::new();
+    h.txn(vec![inbound("in1", "L", 0.0), outbound("o", "L", 1.0)]);
+    assert!(h.sink.is_empty());
+    assert_eq!(h.engine.store().held_anchors().unwrap(), 1);
+    h.txn(vec![lead("L", "C")]);
+    assert_eq!(h.row("in1").client_id, "C");
+    assert_eq!(h.engine.store().held_anchors().unwrap(), 0);
+    h.txn(vec![delete(Table::Lead, "L")]);
+    assert!(h.sink.is_empty(), "a deleted lead holds its anchors again");
+    assert_eq!(h.engine.store().held_anchors().unwrap(), 1);
+}
+
+#[test]
+fn rows_that_stop_being_anchors_are_deleted() {
+    let mut h = Harness::new();
+    conversation(&mut h);
+    h.txn(vec![inbound("in0", "L", 50.0)]);
+    assert!(
+        !h.sink.contains_key("in1"),
+        "in1's successor is now inbound"
+    );
+    assert_eq!(
+        h.row("in0").setter_response_message_id.as_deref(),
+        Some("out1")
+    );
+    h.txn(vec![delete(Table::Message, "out1")]);
+    assert!(h.sink.is_empty());
+}
+
+#[test]
+fn fields_that_stop_holding_are_set_back_to_null() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        outbound("o", "L", 0.5),
+        setter("s", "L", "u", 1.0),
+        draft("d", "L", "in1"),
+        ai_send("a", "L", "d", 2.0),
+    ]);
+    h.txn(vec![
+        delete(Table::Message, "s"),
+        delete(Table::Message, "a"),
+    ]);
+    let row = h.row("in1");
+    assert_eq!(row.setter_response_message_id, None);
+    assert_eq!(row.setter_response_ms, None);
+    assert_eq!(row.ai_response_message_id, None);
+    assert_eq!(row.ai_actual_delay_seconds, None);
+    assert_eq!(row.ai_draft_id.as_deref(), Some("d"));
+}
+
+#[test]
+fn back_dated_inbound_splits_a_window() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        lead("L", "C"),
+        inbound("in1", "L", 0.0),
+        outbound("o", "L", 1.0),
+        setter("s", "L", "u", 10.0),
+    ]);
+    assert_eq!(
+        h.row("in1").setter_response_message_id.as_deref(),
+        Some("s")
+    );
+    h.txn(vec![inbound("late", "L", 5.0)]);
+    assert_eq!(h.row("in1").setter_response_message_id, None);
+    assert_eq!(
+        h.row("late").setter_response_message_id.as_deref(),
+        Some("s")
+    );
+}
+
+#[test]
+fn update_moves_a_message_between_threads_and_flips_direction() {
+    let mut h = Harness::new();
+    conversation(&mut h);
+    let mut moved = setter_msg("out1", "L", "u1", 90.5);
+    moved.channel = Some("email".into());
+    h.txn(vec![update(Row::Message(moved))]);
+    assert!(h.sink.is_empty());
+    let mut flipped = message("in1", "L", "outbound", 0.0);
+    flipped.channel = Some("email".into());
+    let mut back = setter_msg("out1", "L", "u1", 90.5);
+    back.direction = Some("inbound".into());
+    back.channel = Some("email".into());
+    h.txn(vec![update(Row::Message(back)), inbound("x", "L", 100.0)]);
+    assert!(h.sink.is_empty());
+    h.txn(vec![outbound("y", "L", 101.0)]);
+    assert!(h.sink.contains_key("x"));
+}
+
+#[test]
+fn unchanged_toast_columns_keep_the_stored_value() {
+    let mut h = Harness::new();
+    conversation(&mut h);
+    let mut m = MessageRow {
+        sent_at: None,
+        ..setter_msg("out1", "L", "u1", 0.0)
+    };
+    m.sent_by_user_id = Some("u9".into());
+    h.txn(vec![Change::Update {
+        row: Row::Message(m),
+        old_id: None,
+        unchanged: vec!["sentAt".into()],
+    }]);
+    let row = h.row("in1");
+    assert_eq!(row.setter_response_sent_at, Some(t(90.5)));
+    assert_eq!(row.setter_sent_by_user_id.as_deref(), Some("u9"));
+}
+
+#[test]
+fn drafts_and_jobs_may_arrive_before_their_messages() {
+    let mut h = Harness::new();
+    h.txn(vec![
+        draft("d", "L", "in1"),
+        job("j", "L", "in1", "d", 2.0),
+        ai_send("a", "L", "d", 200.0),
+    ]);
+    h.txn(vec![lead("L", "C"), inbound("in1", "L", 0.0)]);
+    let row = h.row("in1");
+    assert_eq!(row.ai_response_message_id.as_deref(), Some("a"));
+    assert_eq!(row.ai_background_job_id.as_deref(), Some("j"));
+}
+
+#[test]
+fn reapplying_a_suffix_changes_nothing() {
+    let mut h = Harness::new();
+    let txns = [
+        vec![
+            Change::Insert(campaign("c", 200, 260)),
+            Change::Insert(lead_in("L", "C", "c")),
+        ],
+        vec![
+            inbound("in1", "L", 0.0),
+            draft("d", "L", "in1"),
+            job("j", "L", "in1", "d", 1.0),
+        ],
+        vec![ai_send("a", "L", "d", 250.0), update(campaign("c", 1, 2))],
+        vec![delete(Table::BackgroundJob, "j")],
+        vec![job("j", "L", "in1", "d", 3.0)],
+    ];
+    let metas: Vec<_> = txns.iter().map(|c| h.txn(c.clone())).collect();
+    let before = h.sink.clone();
+    assert_eq!(
+        before["in1"].ai_delay_min_seconds,
+        Some(1),
+        "re-inserted job sees the new campaign"
+    );
+    for start in 0..txns.len() {
+        for (meta, changes) in metas[start..].iter().zip(&txns[start..]) {
+            h.engine.apply_transaction(meta, changes).unwrap();
+        }
+        h.drain_outbox();
+        assert_eq!(h.sink, before, "suffix from {start}");
+    }
+}
+
+#[test]
+fn large_transactions_apply_in_chunks_with_bounded_memory() {
+    let small = EngineOptions {
+        log_events: true,
+        dirty_spill: 3,
+        refresh_batch: 2,
+    };
+    let mut chunked = Harness::with_options(small);
+    let mut whole = Harness::new();
+    let mut changes = vec![lead("L", "C")];
+    for i in 0..20 {
+        changes.push(inbound(&format!("in{i:02}"), "L", f64::from(i) * 10.0));
+        changes.push(outbound(
+            &format!("o{i:02}"),
+            "L",
+            f64::from(i) * 10.0 + 1.0,
+        ));
+    }
+    whole.txn(changes.clone());
+    let meta = chunked.next_meta();
+    for (n, chunk) in changes.chunks(7).enumerate() {
+        chunked
+            .engine
+            .apply_chunk(meta.commit_lsn, (n * 7) as u32, chunk)
+            .unwrap();
+    }
+    let outcome = chunked.engine.finish(&meta).unwrap();
+    assert!(outcome.outbox.len() > 5, "refreshed in bounded batches");
+    chunked.drain_outbox();
+    assert_eq!(chunked.sink.len(), 20);
+    assert_eq!(chunked.sink, whole.sink);
+}

@@ -1,0 +1,389 @@
+//! The daemon end to end against a real PostgreSQL (SPEC sections 1, 2, 4, 5, 8):
+//! the real binary, a real server, a fresh database per test.
+
+mod common;
+#[allow(dead_code)]
+mod support;
+
+use std::time::Duration;
+
+use replytime::change::Timestamp;
+use replytime::workload::{Generator, HistoryConfig};
+use support::*;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+async fn database() -> common::TestDb {
+    let db = common::fresh_database().await;
+    db.apply_source_schema().await;
+    db.client.batch_execute(ORACLE_SUPPORT_SQL).await.unwrap();
+    db
+}
+
+fn ts(client_text: &str) -> Timestamp {
+    Timestamp::parse_pg_text(client_text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scripted_conversation_produces_exactly_the_expected_rows() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::spawn(&db.url, &dir.path().join("state"), &[]);
+    db.client
+        .batch_execute(
+            r#"
+            INSERT INTO "EmailCampaign" (id, "aiAutoSendDelayMinSeconds", "aiAutoSendDelayMaxSeconds") VALUES ('camp', 200, 300);
+            INSERT INTO "Lead" (id, "clientId", "emailCampaignId") VALUES ('lead', 'client', 'camp');
+            INSERT INTO "Message" (id, "leadId", channel, direction, "sentAt", body)
+                VALUES ('in1', 'lead', 'sms', 'inbound', '2024-03-01 10:00:00.000000+00', 'hi, is this available?');
+            INSERT INTO "AIDraft" (id, "leadId", "triggerMessageId", channel, "responseDisposition")
+                VALUES ('draft1', 'lead', 'in1', 'sms', 'AUTO_SENT');
+            INSERT INTO "BackgroundJob" (id, type, "leadId", "messageId", "draftId", "runAt", "createdAt")
+                VALUES ('job1', 'AI_AUTO_SEND_DELAYED', 'lead', 'in1', 'draft1', '2024-03-01 10:04:05+00', '2024-03-01 10:00:01+00');
+            INSERT INTO "Message" (id, "leadId", channel, direction, "sentBy", "sentByUserId", "sentAt", body)
+                VALUES ('out1', 'lead', 'sms', 'outbound', 'setter', 'user7', '2024-03-01 10:01:30.123456+00', 'yes!');
+            INSERT INTO "Message" (id, "leadId", channel, direction, "sentBy", "aiDraftId", "sentAt", body)
+                VALUES ('ai1', 'lead', 'sms', 'outbound', 'ai', 'draft1', '2024-03-01 10:04:06.5+00', 'auto reply');
+            UPDATE "BackgroundJob" SET "startedAt" = '2024-03-01 10:04:05.2+00', "finishedAt" = '2024-03-01 10:04:06.6+00' WHERE id = 'job1';
+            "#,
+        )
+        .await
+        .unwrap();
+    converge(&db.client, CONVERGE).await;
+    let rows = sink_rows(&db.client).await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows["in1"];
+    assert_eq!(row.client_id, "client");
+    assert_eq!(row.lead_id, "lead");
+    assert_eq!(row.channel, "sms");
+    assert_eq!(row.inbound_sent_at, ts("2024-03-01 10:00:00+00"));
+    assert_eq!(row.setter_response_message_id.as_deref(), Some("out1"));
+    assert_eq!(row.setter_sent_by_user_id.as_deref(), Some("user7"));
+    assert_eq!(row.setter_response_ms, Some(90_123));
+    assert_eq!(row.ai_draft_id.as_deref(), Some("draft1"));
+    assert_eq!(row.ai_response_message_id.as_deref(), Some("ai1"));
+    assert_eq!(row.ai_response_ms, Some(246_500));
+    assert_eq!(row.ai_actual_delay_seconds, Some(246));
+    assert_eq!(row.ai_delay_min_seconds, Some(200));
+    assert_eq!(row.ai_delay_max_seconds, Some(300));
+    assert_eq!(
+        row.ai_chosen_delay_seconds,
+        Some(replytime::engine::delay::chosen_delay("in1", 200, 300))
+    );
+    assert_eq!(row.ai_scheduled_run_at, Some(ts("2024-03-01 10:04:05+00")));
+    assert_eq!(row.ai_background_job_id.as_deref(), Some("job1"));
+    assert_eq!(row.ai_job_started_at, Some(ts("2024-03-01 10:04:05.2+00")));
+    assert_eq!(row.ai_job_finished_at, Some(ts("2024-03-01 10:04:06.6+00")));
+    let id: uuid::Uuid = db
+        .client
+        .query_one(
+            r#"SELECT id FROM "ResponseTimingEvent" WHERE "inboundMessageId" = 'in1'"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(id, replytime::row::row_id("in1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_workloads_through_the_real_server_equal_the_oracle() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::spawn(&db.url, &dir.path().join("state"), &[]);
+    for seed in [1u64, 2, 3] {
+        let config = HistoryConfig {
+            transactions: 150,
+            ..HistoryConfig::default()
+        };
+        let mut generator = Generator::new(seed, config);
+        let txns: Vec<_> = (0..150).map(|_| generator.next_transaction()).collect();
+        write_history(&db.client, &txns).await;
+        converge(&db.client, CONVERGE).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_random_moments_under_load_converges() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut generator = Generator::new(42, HistoryConfig::realistic());
+    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
+    for round in 0..12u64 {
+        let txns: Vec<_> = (0..40).map(|_| generator.next_transaction()).collect();
+        let writer = {
+            let url = db.url.clone();
+            tokio::spawn(async move {
+                let client = common::connect(&url).await;
+                write_history(&client, &txns).await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(150 + (round * 137) % 700)).await;
+        daemon.kill9();
+        writer.await.unwrap();
+        daemon = Daemon::spawn(&db.url, &state, &[]);
+    }
+    converge(&db.client, CONVERGE).await;
+    let dupes: i64 = db
+        .client
+        .query_one(
+            r#"SELECT count(*) - count(DISTINCT "inboundMessageId") FROM "ResponseTimingEvent""#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dupes, 0);
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_points_lose_nothing() {
+    for point in [
+        "after_state_write:3",
+        "after_sink_commit:2",
+        "inside_initial_load:1",
+    ] {
+        let db = database().await;
+        let mut generator = Generator::new(7, HistoryConfig::realistic());
+        let before: Vec<_> = (0..30).map(|_| generator.next_transaction()).collect();
+        write_history(&db.client, &before).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut faulty = Daemon::spawn(
+            &db.url,
+            &state,
+            &[
+                ("REPLYTIME_FAULT", point),
+                ("REPLYTIME_LOAD_BATCH_ROWS", "7"),
+            ],
+        );
+        let after: Vec<_> = (0..30).map(|_| generator.next_transaction()).collect();
+        write_history(&db.client, &after).await;
+        let status = wait_exit(&mut faulty.child, Duration::from_secs(60));
+        assert!(
+            !status.success(),
+            "{point}: the fault point aborts the process"
+        );
+        let confirmed = confirmed_lsn(&db.client, "replytime").await;
+        let _daemon = Daemon::spawn(&db.url, &state, &[]);
+        converge(&db.client, CONVERGE).await;
+        eprintln!("{point}: recovered (slot had confirmed {confirmed:?})");
+    }
+}
+
+async fn sink_stamp(c: &tokio_postgres::Client) -> tokio_postgres::Row {
+    c.query_one(
+        r#"SELECT coalesce(max("updatedAt")::text, ''), count(*) FROM "ResponseTimingEvent""#,
+        &[],
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clean_restart_resumes_without_re_emitting_and_a_slot_ahead_is_refused() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut generator = Generator::new(9, HistoryConfig::realistic());
+    let txns: Vec<_> = (0..50).map(|_| generator.next_transaction()).collect();
+    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
+    write_history(&db.client, &txns).await;
+    converge(&db.client, CONVERGE).await;
+    let target = current_lsn(&db.client).await;
+    eventually(CONVERGE, "confirmation of the current LSN", || async {
+        confirmed_lsn(&db.client, "replytime")
+            .await
+            .is_some_and(|c| c >= target)
+    })
+    .await;
+    assert!(
+        daemon.stop().success(),
+        "clean stop exits 0:\n{}",
+        daemon.log_text()
+    );
+    let before = sink_stamp(&db.client).await;
+    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = sink_stamp(&db.client).await;
+    assert_eq!(
+        before.get::<_, String>(0),
+        after.get::<_, String>(0),
+        "nothing re-emitted"
+    );
+    assert_eq!(before.get::<_, i64>(1), after.get::<_, i64>(1));
+    assert!(
+        !daemon.log_text().contains("initial load"),
+        "no second initial load"
+    );
+    assert!(daemon.stop().success());
+
+    // Someone advances the slot past replytime's durable state while it is stopped.
+    db.client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS unrelated (x int); INSERT INTO unrelated VALUES (1)",
+        )
+        .await
+        .unwrap();
+    db.client
+        .batch_execute("SELECT pg_replication_slot_advance('replytime', pg_current_wal_lsn())")
+        .await
+        .unwrap();
+    let mut refused = Daemon::spawn(&db.url, &state, &[]);
+    let status = wait_exit(&mut refused.child, Duration::from_secs(30));
+    assert!(!status.success());
+    let log = refused.log_text();
+    assert!(
+        log.contains("ahead of replytime's durable high-water mark"),
+        "{log}"
+    );
+    assert!(
+        log.contains("backfill"),
+        "names the recovery command: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_database_with_quiet_published_tables_keeps_advancing_the_slot() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::spawn(&db.url, &dir.path().join("state"), &[]);
+    eventually(CONVERGE, "the slot", || async {
+        confirmed_lsn(&db.client, "replytime").await.is_some()
+    })
+    .await;
+    db.client
+        .batch_execute("CREATE TABLE noise (id serial primary key, payload text)")
+        .await
+        .unwrap();
+    let start = confirmed_lsn(&db.client, "replytime").await.unwrap();
+    for _ in 0..20 {
+        db.client
+            .batch_execute(
+                "INSERT INTO noise (payload) SELECT repeat('x', 200) FROM generate_series(1, 200)",
+            )
+            .await
+            .unwrap();
+    }
+    let target = current_lsn(&db.client).await;
+    assert!(target > start);
+    eventually(
+        Duration::from_secs(30),
+        "confirmed_flush_lsn to pass the noise",
+        || async {
+            confirmed_lsn(&db.client, "replytime")
+                .await
+                .is_some_and(|c| c >= target)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_work_is_never_confirmed_while_the_sink_is_blocked() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::spawn(&db.url, &dir.path().join("state"), &[]);
+    db.client
+        .batch_execute(r#"INSERT INTO "Lead" (id, "clientId") VALUES ('L', 'C')"#)
+        .await
+        .unwrap();
+    converge(&db.client, CONVERGE).await;
+    let locker = common::connect(&db.url).await;
+    locker
+        .batch_execute(r#"BEGIN; LOCK TABLE "ResponseTimingEvent" IN ACCESS EXCLUSIVE MODE"#)
+        .await
+        .unwrap();
+    db.client
+        .batch_execute(
+            r#"INSERT INTO "Message" (id, "leadId", channel, direction, "sentAt") VALUES
+               ('i', 'L', 'sms', 'inbound', now()), ('o', 'L', 'sms', 'outbound', now() + interval '1 s')"#,
+        )
+        .await
+        .unwrap();
+    let pending = current_lsn(&db.client).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let confirmed = confirmed_lsn(&db.client, "replytime").await.unwrap();
+    assert!(
+        confirmed < pending,
+        "confirmed {confirmed} passed pending work at {pending}"
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+    converge(&db.client, CONVERGE).await;
+    eventually(
+        CONVERGE,
+        "confirmation after the sink recovered",
+        || async {
+            confirmed_lsn(&db.client, "replytime")
+                .await
+                .is_some_and(|c| c >= pending)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn initial_load_of_existing_rows_converges_while_writes_go_on() {
+    let db = database().await;
+    let mut generator = Generator::new(11, HistoryConfig::realistic());
+    let existing: Vec<_> = (0..300).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &existing).await;
+    let more: Vec<_> = (0..150).map(|_| generator.next_transaction()).collect();
+    let writer = {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let client = common::connect(&url).await;
+            write_history(&client, &more).await;
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::spawn(
+        &db.url,
+        &dir.path().join("state"),
+        &[("REPLYTIME_LOAD_BATCH_ROWS", "50")],
+    );
+    writer.await.unwrap();
+    converge(&db.client, CONVERGE).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_application_can_still_update_and_delete_every_source_table() {
+    let db = database().await;
+    db.client
+        .batch_execute(r#"ALTER TABLE "Lead" REPLICA IDENTITY FULL"#)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::spawn(&db.url, &dir.path().join("state"), &[]);
+    eventually(CONVERGE, "the publication", || async {
+        db.client
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = 'replytime'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    db.client
+        .batch_execute(
+            r#"
+            INSERT INTO "EmailCampaign" (id) VALUES ('c');
+            INSERT INTO "Lead" (id, "clientId") VALUES ('l', 'x');
+            INSERT INTO "Message" (id, "leadId", channel, direction) VALUES ('m', 'l', 'sms', 'inbound');
+            INSERT INTO "AIDraft" (id, "leadId", "triggerMessageId", channel) VALUES ('d', 'l', 'm', 'sms');
+            INSERT INTO "BackgroundJob" (id, type, "leadId") VALUES ('j', 'AI_AUTO_SEND_DELAYED', 'l');
+            UPDATE "EmailCampaign" SET "responseMode" = 'auto'; DELETE FROM "EmailCampaign";
+            UPDATE "Lead" SET "clientId" = 'y'; DELETE FROM "Lead";
+            UPDATE "Message" SET body = 'b'; DELETE FROM "Message";
+            UPDATE "AIDraft" SET "responseDisposition" = 'EDITED'; DELETE FROM "AIDraft";
+            UPDATE "BackgroundJob" SET "runAt" = now(); DELETE FROM "BackgroundJob";
+            "#,
+        )
+        .await
+        .expect("the application's writes never fail because of the publication");
+    converge(&db.client, CONVERGE).await;
+}

@@ -1,0 +1,216 @@
+//! Running the real `replytime` binary against a test database, and comparing the
+//! sink with the batch oracle of the source tables.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use replytime::change::Change;
+use replytime::lsn::Lsn;
+use replytime::oracle;
+use replytime::row::TimingRow;
+use replytime::workload::sql::change_to_sql;
+
+/// The binary under test, with the settings of SPEC section 6.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Daemon {
+    pub fn spawn(url: &str, state_dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        let log = state_dir.with_extension(format!("log.{}", rand_suffix()));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_replytime"));
+        cmd.arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("REPLYTIME_SOURCE_URL", url)
+            .env("REPLYTIME_STATE_DIR", state_dir)
+            .env(
+                "REPLYTIME_METRICS_ADDR",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env("REPLYTIME_STATUS_INTERVAL_MS", "200")
+            .env("REPLYTIME_HEARTBEAT_INTERVAL_MS", "1000")
+            .env("RUST_LOG", "replytime=debug,info")
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        wait_exit(&mut self.child, Duration::from_secs(60))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Exit status if it exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::SystemTime;
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Applies transactions of changes to the source, one SQL transaction each.
+pub async fn write_history(client: &tokio_postgres::Client, txns: &[Vec<Change>]) {
+    for changes in txns {
+        let mut sql = String::from("BEGIN;\n");
+        for change in changes {
+            sql.push_str(&change_to_sql(change));
+            sql.push_str(";\n");
+        }
+        sql.push_str("COMMIT;");
+        client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{sql}"));
+    }
+}
+
+/// The oracle of the source tables (with the test trigger's delay records).
+pub async fn oracle_rows(client: &tokio_postgres::Client) -> BTreeMap<String, TimingRow> {
+    oracle::derive(&oracle::pg::load_tables(client).await.unwrap())
+}
+
+/// The sink table's rows (empty until the daemon created the table).
+pub async fn sink_rows(client: &tokio_postgres::Client) -> BTreeMap<String, TimingRow> {
+    match oracle::pg::load_sink_rows(client).await {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            BTreeMap::new()
+        }
+        Err(e) => panic!("reading the sink: {e}"),
+    }
+}
+
+pub async fn current_lsn(client: &tokio_postgres::Client) -> Lsn {
+    let text: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    text.parse().unwrap()
+}
+
+pub async fn confirmed_lsn(client: &tokio_postgres::Client, slot: &str) -> Option<Lsn> {
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()?;
+    row.get::<_, Option<String>>(0).map(|t| t.parse().unwrap())
+}
+
+/// Waits until the sink equals the oracle (and the daemon confirmed the current
+/// WAL position), or fails with the difference.
+pub async fn converge(client: &tokio_postgres::Client, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let want = oracle_rows(client).await;
+    loop {
+        let got = sink_rows(client).await;
+        if got == want {
+            return;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = want
+                .keys()
+                .filter(|k| !got.contains_key(*k))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = got
+                .keys()
+                .filter(|k| !want.contains_key(*k))
+                .take(5)
+                .collect();
+            let differ: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
+                .take(3)
+                .map(|(k, v)| format!("{k}:\n got  {:?}\n want {v:?}", got[k]))
+                .collect();
+            panic!(
+                "sink != oracle after {timeout:?}: {} rows vs {}; missing {missing:?}; extra {extra:?}; differ {differ:#?}",
+                got.len(),
+                want.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls `f` until it returns true.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !f().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub const ORACLE_SUPPORT_SQL: &str = include_str!("../../schema/oracle_support.sql");
