@@ -17,7 +17,7 @@ clippy:
 	cargo clippy --all-targets -- -D warnings
 
 cargo-test:
-	cargo test --all-targets
+	cargo test --release --lib --bins --tests
 
 demo:
 	@echo "not yet"

@@ -282,7 +282,7 @@ fn truncate_of_jobs_nulls_the_delay_fields() {
     assert_eq!(row.ai_delay_min_seconds, None);
     assert_eq!(
         row.ai_actual_delay_seconds,
-        Some(298),
+        Some(300),
         "actual delay needs no job"
     );
 }

@@ -385,48 +385,61 @@ impl Apply<'_, '_> {
 
     // ── unchanged TOAST values ────────────────────────────────────────────────
 
-    /// Columns sent as "unchanged TOAST" keep their stored value.
+    /// Columns sent as "unchanged TOAST" keep their stored value: the row's under its
+    /// old id, or (when a re-applied rename finds the old id gone) under its new id.
     fn keep_unchanged(
         &self,
         row: &mut Row,
         old_id: Option<&str>,
         unchanged: &[String],
     ) -> Result<(), EngineError> {
-        let id = old_id.unwrap_or(row.id()).to_string();
+        let ids: Vec<String> = old_id
+            .into_iter()
+            .chain([row.id()])
+            .map(str::to_string)
+            .collect();
         let keep = |name: &str| unchanged.iter().any(|u| u == name);
         match row {
             Row::Message(m) => {
-                if let Some(old) = self
-                    .tx
-                    .get_record::<MessageRow>(Cf::Messages, id.as_bytes())?
-                {
+                if let Some(old) = self.stored::<MessageRow>(Cf::Messages, &ids)? {
                     super::toast::merge_message(m, &old, keep);
                 }
             }
             Row::Draft(d) => {
-                if let Some(old) = self.tx.get_record::<DraftRow>(Cf::Drafts, id.as_bytes())? {
+                if let Some(old) = self.stored::<DraftRow>(Cf::Drafts, &ids)? {
                     super::toast::merge_draft(d, &old, keep);
                 }
             }
             Row::Job(j) => {
-                if let Some(old) = self.tx.get_record::<JobRow>(Cf::Jobs, id.as_bytes())? {
+                if let Some(old) = self.stored::<JobRow>(Cf::Jobs, &ids)? {
                     super::toast::merge_job(j, &old, keep);
                 }
             }
             Row::Lead(l) => {
-                if let Some(old) = self.tx.get_record::<LeadRow>(Cf::Leads, id.as_bytes())? {
+                if let Some(old) = self.stored::<LeadRow>(Cf::Leads, &ids)? {
                     super::toast::merge_lead(l, &old, keep);
                 }
             }
             Row::Campaign(c) => {
-                if let Some(old) = self
-                    .tx
-                    .get_record::<CampaignRow>(Cf::Campaigns, id.as_bytes())?
-                {
+                if let Some(old) = self.stored::<CampaignRow>(Cf::Campaigns, &ids)? {
                     super::toast::merge_campaign(c, &old, keep);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The first of `ids` stored in `cf`.
+    fn stored<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: Cf,
+        ids: &[String],
+    ) -> Result<Option<T>, EngineError> {
+        for id in ids {
+            if let Some(row) = self.tx.get_record::<T>(cf, id.as_bytes())? {
+                return Ok(Some(row));
+            }
+        }
+        Ok(None)
     }
 }

@@ -54,8 +54,8 @@ async fn source_status(client: &tokio_postgres::Client, settings: &Settings, sta
     let row = client
         .query_opt(
             "SELECT s.wal_status, s.active, s.confirmed_flush_lsn::text, r.sent_lsn::text, \
-                    pg_current_wal_lsn()::text, \
-                    coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn), 0)::int8, \
+                    pg_current_wal_insert_lsn()::text, \
+                    coalesce(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), s.restart_lsn), 0)::int8, \
                     extract(epoch from r.replay_lag)::float8 \
              FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid \
              WHERE s.slot_name = $1",

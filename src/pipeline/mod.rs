@@ -128,7 +128,7 @@ pub async fn run(
     let mut engine = Engine::new(store.clone(), EngineOptions::default());
     prepare_slot(&ctx, &admin, &mut engine).await?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_sink, stop_rx) = watch::channel(false);
     let sink_task = sink_task::SinkTask {
         store: store.clone(),
         sink_url: ctx.settings.sink_url().to_string(),
@@ -139,19 +139,28 @@ pub async fn run(
     };
     let mut sink_handle = tokio::spawn(sink_task.run(Some(sink)));
 
-    let result = tokio::select! {
-        r = streaming::stream_forever(ctx.clone(), admin, engine) => r,
-        r = &mut sink_handle => match r {
-            Ok(Ok(())) => Err(PipelineError::Other("sink task ended".into())),
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(PipelineError::Other(format!("sink task failed: {e}"))),
-        },
-        () = shutdown => Ok(()),
+    let (stop_stream, stream_stop) = watch::channel(false);
+    let stream = streaming::stream_forever(ctx.clone(), admin, engine, stream_stop);
+    tokio::pin!(stream);
+    tokio::pin!(shutdown);
+    let mut stopping = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut stream => break r,
+            r = &mut sink_handle => break match r {
+                Ok(Ok(())) => Err(PipelineError::Other("sink task ended".into())),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(PipelineError::Other(format!("sink task failed: {e}"))),
+            },
+            () = &mut shutdown, if !stopping => {
+                stopping = true;
+                let _ = stop_stream.send(true);
+            }
+        }
     };
     health.ready.store(false, Ordering::SeqCst);
+    let _ = stop_sink.send(true);
     if result.is_ok() {
-        tracing::info!("shutting down: draining the outbox");
-        let _ = stop_tx.send(true);
         match tokio::time::timeout(Duration::from_secs(30), sink_handle).await {
             Ok(Ok(Err(e))) => return Err(e.into()),
             Err(_) => tracing::warn!(
@@ -159,8 +168,7 @@ pub async fn run(
             ),
             _ => {}
         }
-        let lsn = ctx.confirmable()?;
-        tracing::info!(lsn = %lsn, "stopped");
+        tracing::info!(lsn = %ctx.confirmable()?, "stopped");
     }
     result
 }
@@ -204,6 +212,20 @@ async fn prepare_slot(
             }
             return initial_load::run(ctx, engine).await;
         };
+        let own_db = &ctx.params.dbname;
+        if let Some(other) = state.database.as_ref().filter(|d| *d != own_db) {
+            return Err(SourceError::SlotOtherDatabase {
+                slot: slot.clone(),
+                database: other.clone(),
+            }
+            .into());
+        }
+        if let Some(pid) = state.active_pid {
+            // One writer per slot: a second instance (rolling update) waits.
+            tracing::warn!(slot, pid, "slot is in use by another connection; waiting");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
         if !loaded {
             // A slot left by an interrupted initial load: start the load over.
             tracing::warn!(

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pgwire_replication::{ReplicationClient, ReplicationEvent};
+use tokio::sync::watch;
 
 use super::{Context, PipelineError};
 use crate::change::{Change, Table, Timestamp, TxnMeta};
@@ -32,17 +33,23 @@ struct OpenTxn {
     chunked: bool,
 }
 
+/// Streams until `shutdown` turns true (then drains the outbox, confirms what is
+/// durable and closes the session cleanly) or a fatal error.
 pub async fn stream_forever(
     ctx: Arc<Context>,
     admin: tokio_postgres::Client,
     mut engine: Engine,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
     let mut backoff = Duration::from_millis(250);
     let mut admin = Some(admin);
     loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
         let result = Session::open(&ctx, &mut engine, admin.take()).await;
         let err = match result {
-            Ok(mut session) => match session.run().await {
+            Ok(mut session) => match session.run(shutdown.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     admin = session.admin.take();
@@ -57,7 +64,11 @@ pub async fn stream_forever(
         METRICS.errors.with_label_values(&["source"]).inc();
         ctx.health.ready.store(false, Ordering::SeqCst);
         tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "replication connection lost, reconnecting");
-        tokio::time::sleep(backoff).await;
+        let mut stop = shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return Ok(()),
+        }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
@@ -108,7 +119,7 @@ impl<'e> Session<'e> {
         })
     }
 
-    async fn run(&mut self) -> Result<(), PipelineError> {
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
         let mut status = tokio::time::interval(self.ctx.settings.status_interval());
         let heartbeat_every = Duration::from_millis(self.ctx.settings.heartbeat_interval_ms.max(1));
         let mut heartbeat = tokio::time::interval(heartbeat_every);
@@ -124,8 +135,28 @@ impl<'e> Session<'e> {
                 _ = status.tick() => self.confirm()?,
                 _ = heartbeat.tick(), if self.ctx.settings.heartbeat_interval_ms > 0 => self.heartbeat().await,
                 _ = slot_check.tick() => self.check_slot().await,
+                _ = shutdown.changed() => return self.close().await,
             }
         }
+    }
+
+    /// Graceful end: drop the open transaction (it is re-sent on restart), let the
+    /// sink drain the outbox, send the final confirmation and close the stream.
+    async fn close(&mut self) -> Result<(), PipelineError> {
+        tracing::info!("shutting down: draining the outbox");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.ctx.store.outbox_len()? > 0 && tokio::time::Instant::now() < deadline {
+            self.ctx.sink.wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.confirm()?;
+        // The worker sends a raised position within one status interval.
+        tokio::time::sleep(self.ctx.settings.status_interval() + Duration::from_millis(100)).await;
+        if let Err(e) = self.client.shutdown().await {
+            tracing::debug!(error = %e, "closing the replication stream");
+        }
+        tracing::info!(confirmed = %self.confirmed, "final status sent");
+        Ok(())
     }
 
     fn on_event(&mut self, event: ReplicationEvent) -> Result<(), PipelineError> {

@@ -235,7 +235,7 @@ pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>
 /// The server's current WAL insert position.
 pub async fn current_wal_lsn(client: &Client) -> Result<Lsn, SourceError> {
     let text: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
         .map_err(SourceError::query("reading the current WAL position"))?
         .get(0);
@@ -294,7 +294,7 @@ pub async fn slot_retention(
 ) -> Result<Option<(i64, Option<String>)>, SourceError> {
     let row = client
         .query_opt(
-            "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::int8, wal_status \
+            "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), restart_lsn), 0)::int8, wal_status \
              FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )

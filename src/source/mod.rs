@@ -67,6 +67,10 @@ pub enum SourceError {
         durable: Lsn,
     },
     #[error(
+        "replication slot {slot:?} belongs to database {database:?}: slot names are global to the cluster, choose another REPLYTIME_SLOT"
+    )]
+    SlotOtherDatabase { slot: String, database: String },
+    #[error(
         "replication slot {slot:?} uses plugin {plugin:?}, replytime needs pgoutput: drop it or choose another REPLYTIME_SLOT"
     )]
     SlotPlugin { slot: String, plugin: String },

@@ -66,7 +66,23 @@ pub enum Cf {
     Dirty,
 }
 
+/// The RocksDB column families the logical families live in. Few physical families
+/// keep memtable memory bounded and opening cheap; each logical family owns a
+/// one-byte key prefix (its tag) inside its physical one.
+pub const PHYSICAL: [&str; 4] = ["state", "outbox", "event_log", "meta"];
+
 impl Cf {
+    /// (physical column family, tag byte prefixed to every key).
+    pub fn physical(self) -> (&'static str, u8) {
+        let physical = match self {
+            Cf::Outbox => "outbox",
+            Cf::EventLog => "event_log",
+            Cf::Meta | Cf::Quarantine => "meta",
+            _ => "state",
+        };
+        (physical, self as u8)
+    }
+
     pub const ALL: [Cf; 19] = [
         Cf::Meta,
         Cf::Outbox,
@@ -200,9 +216,10 @@ impl Store {
         db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(2);
         db_opts.set_max_total_wal_size(64 << 20);
-        let cfs = Cf::ALL
+        db_opts.set_db_write_buffer_size(options.write_buffer_bytes * 4);
+        let cfs = PHYSICAL
             .iter()
-            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_opts.clone()));
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
         let db = Db::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| {
             if source.to_string().contains("lock") {
                 StoreError::Locked {
@@ -299,10 +316,10 @@ impl Store {
 
     /// Approximate bytes on disk of all column families.
     pub fn approximate_size(&self) -> u64 {
-        Cf::ALL
+        PHYSICAL
             .iter()
-            .filter_map(|cf| {
-                let handle = self.db.cf_handle(cf.name())?;
+            .filter_map(|name| {
+                let handle = self.db.cf_handle(name)?;
                 self.db
                     .property_int_value_cf(handle, "rocksdb.total-sst-files-size")
                     .ok()
@@ -335,6 +352,7 @@ impl Store {
     /// Deletes every key of the given column families (start of an initial load).
     pub fn clear(&self, cfs: &[Cf]) -> Result<(), StoreError> {
         for cf in cfs {
+            let mut deleted = 0usize;
             loop {
                 let tx = self.begin();
                 let keys = tx.keys_with_prefix(*cf, &[], None, 10_000)?;
@@ -344,11 +362,16 @@ impl Store {
                 for key in &keys {
                     tx.delete(*cf, key)?;
                 }
+                deleted += keys.len();
                 tx.commit()?;
             }
-            // Drop the tombstones now: later seeks would step over every one of them.
-            let handle = self.db.cf_handle(cf.name()).expect("column family exists");
-            self.db.compact_range_cf::<&[u8], &[u8]>(handle, None, None);
+            // Many tombstones would slow every later seek until compaction drops them.
+            if deleted >= 10_000 {
+                let (physical, tag) = cf.physical();
+                let handle = self.db.cf_handle(physical).expect("column family exists");
+                self.db
+                    .compact_range_cf(handle, Some([tag]), Some([tag + 1]));
+            }
         }
         Ok(())
     }
@@ -368,24 +391,35 @@ pub struct StateSummary {
 
 impl StateSummary {
     pub fn read(path: &Path) -> Result<StateSummary, StoreError> {
-        let names: Vec<&str> = Cf::ALL.iter().map(|c| c.name()).collect();
-        let db = rocksdb::DB::open_cf_for_read_only(&Options::default(), path, names, false)
+        let db = rocksdb::DB::open_cf_for_read_only(&Options::default(), path, PHYSICAL, false)
             .map_err(|source| StoreError::RocksDb {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let cf = |c: Cf| db.cf_handle(c.name()).expect("column family exists");
-        let get = |key: &[u8]| -> Option<Vec<u8>> { db.get_cf(cf(Cf::Meta), key).ok().flatten() };
-        let count = |c: Cf| db.iterator_cf(cf(c), rocksdb::IteratorMode::Start).count() as u64;
-        let oldest_event = db
-            .iterator_cf(cf(Cf::EventLog), rocksdb::IteratorMode::Start)
-            .next()
-            .and_then(|r| r.ok())
-            .map(|(k, _)| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&k[..8]);
-                Lsn(u64::from_be_bytes(b))
-            });
+        let cf = |c: Cf| db.cf_handle(c.physical().0).expect("column family exists");
+        let tagged = |c: Cf, key: &[u8]| [&[c.physical().1], key].concat();
+        let get = |key: &[u8]| -> Option<Vec<u8>> {
+            db.get_cf(cf(Cf::Meta), tagged(Cf::Meta, key))
+                .ok()
+                .flatten()
+        };
+        // Keys of one logical family: iterate from its tag while the tag matches.
+        let keys = |c: Cf| {
+            let tag = c.physical().1;
+            db.iterator_cf(
+                cf(c),
+                rocksdb::IteratorMode::From(&[tag], rocksdb::Direction::Forward),
+            )
+            .filter_map(Result::ok)
+            .take_while(move |(k, _)| k.first() == Some(&tag))
+            .map(|(k, _)| k[1..].to_vec())
+        };
+        let count = |c: Cf| keys(c).count() as u64;
+        let oldest_event = keys(Cf::EventLog).next().filter(|k| k.len() >= 8).map(|k| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&k[..8]);
+            Lsn(u64::from_be_bytes(b))
+        });
         let size = dir_size(path);
         Ok(StateSummary {
             applied_lsn: get(meta::APPLIED_LSN)

@@ -31,7 +31,7 @@ impl<'a> StoreTxn<'a> {
     fn cf(&self, cf: Cf) -> &'a ColumnFamily {
         self.store
             .db()
-            .cf_handle(cf.name())
+            .cf_handle(cf.physical().0)
             .expect("every column family is created at open")
     }
 
@@ -42,27 +42,27 @@ impl<'a> StoreTxn<'a> {
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.txn
-            .get_cf(self.cf(cf), key)
+            .get_cf(self.cf(cf), tagged(cf, key))
             .map_err(|e| self.store.err(e))
     }
 
     pub fn contains(&self, cf: Cf, key: &[u8]) -> Result<bool, StoreError> {
         Ok(self
             .txn
-            .get_pinned_cf(self.cf(cf), key)
+            .get_pinned_cf(self.cf(cf), tagged(cf, key))
             .map_err(|e| self.store.err(e))?
             .is_some())
     }
 
     pub fn put(&self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.txn
-            .put_cf(self.cf(cf), key, value)
+            .put_cf(self.cf(cf), tagged(cf, key), value)
             .map_err(|e| self.store.err(e))
     }
 
     pub fn delete(&self, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
         self.txn
-            .delete_cf(self.cf(cf), key)
+            .delete_cf(self.cf(cf), tagged(cf, key))
             .map_err(|e| self.store.err(e))
     }
 
@@ -86,6 +86,22 @@ impl<'a> StoreTxn<'a> {
         self.put(cf, key, &encode(value))
     }
 
+    fn iter(&self, cf: Cf) -> RawIter<'_, 'a> {
+        self.txn.raw_iterator_cf(self.cf(cf))
+    }
+
+    /// Positions `it` on the first key strictly after `after`, or on `prefix`.
+    fn seek_after(it: &mut RawIter<'_, 'a>, cf: Cf, prefix: &[u8], after: Option<&[u8]>) {
+        match after {
+            Some(after) => {
+                let mut seek = tagged(cf, after);
+                seek.push(0);
+                it.seek(&seek);
+            }
+            None => it.seek(tagged(cf, prefix)),
+        }
+    }
+
     /// The smallest key that starts with `prefix` and is strictly greater than `after`
     /// (or any key with the prefix when `after` is `None`).
     pub fn next_key(
@@ -94,17 +110,9 @@ impl<'a> StoreTxn<'a> {
         prefix: &[u8],
         after: Option<&[u8]>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut it = self.txn.raw_iterator_cf(self.cf(cf));
-        match after {
-            Some(after) => {
-                let mut seek = Vec::with_capacity(after.len() + 1);
-                seek.extend_from_slice(after);
-                seek.push(0);
-                it.seek(&seek);
-            }
-            None => it.seek(prefix),
-        }
-        self.key_with_prefix(&it, prefix)
+        let mut it = self.iter(cf);
+        Self::seek_after(&mut it, cf, prefix, after);
+        self.key_with_prefix(&it, cf, prefix)
     }
 
     /// The greatest key that starts with `prefix` and is strictly less than `before`
@@ -115,30 +123,22 @@ impl<'a> StoreTxn<'a> {
         prefix: &[u8],
         before: Option<&[u8]>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut it = self.txn.raw_iterator_cf(self.cf(cf));
-        match before {
-            Some(before) => {
-                it.seek_for_prev(before);
-                if it.valid() && it.key() == Some(before) {
-                    it.prev();
-                }
-            }
-            None => match prefix_successor(prefix) {
-                Some(end) => {
-                    it.seek_for_prev(&end);
-                    if it.valid() && it.key() == Some(end.as_slice()) {
-                        it.prev();
-                    }
-                }
-                None => it.seek_to_last(),
-            },
+        let mut it = self.iter(cf);
+        let bound = match before {
+            Some(before) => tagged(cf, before),
+            None => prefix_successor(&tagged(cf, prefix)).expect("a tagged prefix has a successor"),
+        };
+        it.seek_for_prev(&bound);
+        if it.valid() && it.key() == Some(bound.as_slice()) {
+            it.prev();
         }
-        self.key_with_prefix(&it, prefix)
+        self.key_with_prefix(&it, cf, prefix)
     }
 
     fn key_with_prefix(
         &self,
-        it: &rocksdb::DBRawIteratorWithThreadMode<'_, Transaction<'a, Db>>,
+        it: &RawIter<'_, 'a>,
+        cf: Cf,
         prefix: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
         if !it.valid() {
@@ -147,6 +147,7 @@ impl<'a> StoreTxn<'a> {
         }
         Ok(it
             .key()
+            .and_then(|k| untagged(cf, k))
             .filter(|k| k.starts_with(prefix))
             .map(<[u8]>::to_vec))
     }
@@ -159,18 +160,11 @@ impl<'a> StoreTxn<'a> {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut it = self.txn.raw_iterator_cf(self.cf(cf));
-        match after {
-            Some(after) => {
-                let mut seek = after.to_vec();
-                seek.push(0);
-                it.seek(&seek);
-            }
-            None => it.seek(prefix),
-        }
+        let mut it = self.iter(cf);
+        Self::seek_after(&mut it, cf, prefix, after);
         let mut keys = Vec::new();
         while keys.len() < limit && it.valid() {
-            match it.key() {
+            match it.key().and_then(|k| untagged(cf, k)) {
                 Some(k) if k.starts_with(prefix) => keys.push(k.to_vec()),
                 _ => break,
             }
@@ -182,18 +176,36 @@ impl<'a> StoreTxn<'a> {
 
     /// Up to `limit` (key, value) pairs of a column family from `from` (inclusive).
     pub fn scan(&self, cf: Cf, from: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        let mut it = self.txn.raw_iterator_cf(self.cf(cf));
-        it.seek(from);
+        let mut it = self.iter(cf);
+        it.seek(tagged(cf, from));
         let mut out = Vec::new();
         while out.len() < limit && it.valid() {
-            if let (Some(k), Some(v)) = (it.key(), it.value()) {
-                out.push((k.to_vec(), v.to_vec()));
+            match (it.key().and_then(|k| untagged(cf, k)), it.value()) {
+                (Some(k), Some(v)) => out.push((k.to_vec(), v.to_vec())),
+                _ => break,
             }
             it.next();
         }
         it.status().map_err(|e| self.store.err(e))?;
         Ok(out)
     }
+}
+
+type RawIter<'t, 'a> = rocksdb::DBRawIteratorWithThreadMode<'t, Transaction<'a, Db>>;
+
+/// The physical key of a logical family's key: its tag byte, then the key.
+fn tagged(cf: Cf, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(cf.physical().1);
+    out.extend_from_slice(key);
+    out
+}
+
+/// The logical key of a physical key, if it belongs to `cf`.
+fn untagged(cf: Cf, key: &[u8]) -> Option<&[u8]> {
+    key.split_first()
+        .filter(|(tag, _)| **tag == cf.physical().1)
+        .map(|(_, rest)| rest)
 }
 
 /// The smallest byte string greater than every string with this prefix.

@@ -79,6 +79,11 @@ impl Generator {
         }
     }
 
+    /// Changes the shape of what comes next (ids and the model carry on).
+    pub fn config_mut(&mut self) -> &mut HistoryConfig {
+        &mut self.config
+    }
+
     pub fn config(&self) -> &HistoryConfig {
         &self.config
     }

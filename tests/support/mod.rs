@@ -18,6 +18,25 @@ pub struct Daemon {
     pub log: PathBuf,
 }
 
+/// Slots are global to a cluster: every test database gets its own slot name.
+pub fn slot_for(url: &str) -> String {
+    let db = url.rsplit('/').next().unwrap_or("db");
+    let db: String = db
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let hash = url
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("rt_{}_{hash:08x}", &db[..db.len().min(40)])
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -28,13 +47,17 @@ pub fn free_port() -> u16 {
 
 impl Daemon {
     pub fn spawn(url: &str, state_dir: &Path, env: &[(&str, &str)]) -> Daemon {
-        let log = state_dir.with_extension(format!("log.{}", rand_suffix()));
+        let logs = std::env::temp_dir().join("replytime-test-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = logs.join(format!("daemon-{}.log", rand_suffix()));
+        eprintln!("daemon log: {}", log.display());
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_replytime"));
         cmd.arg("run")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("REPLYTIME_SOURCE_URL", url)
+            .env("REPLYTIME_SLOT", slot_for(url))
             .env("REPLYTIME_STATE_DIR", state_dir)
             .env(
                 "REPLYTIME_METRICS_ADDR",
@@ -142,7 +165,7 @@ pub async fn sink_rows(client: &tokio_postgres::Client) -> BTreeMap<String, Timi
 
 pub async fn current_lsn(client: &tokio_postgres::Client) -> Lsn {
     let text: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
         .unwrap()
         .get(0);
@@ -214,3 +237,48 @@ where
 }
 
 pub const ORACLE_SUPPORT_SQL: &str = include_str!("../../schema/oracle_support.sql");
+
+/// Waits until a daemon streams from the slot (initial load done, sink migrated).
+pub async fn wait_streaming(client: &tokio_postgres::Client, url: &str) {
+    let slot = slot_for(url);
+    eventually(
+        Duration::from_secs(60),
+        "the daemon to stream from its slot",
+        || async {
+            client
+                .query_opt(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                    &[&slot],
+                )
+                .await
+                .unwrap()
+                .is_some()
+        },
+    )
+    .await;
+}
+
+/// Rewrites the oracle's delay records to the bounds in force now: what a load from
+/// a snapshot taken now records (SPEC 3.6), for tests that start on existing data.
+pub async fn delay_records_as_of_now(client: &tokio_postgres::Client) {
+    client
+        .batch_execute(
+            r#"UPDATE replytime_oracle_job_delay d SET
+                 min_seconds = coalesce(c."aiAutoSendDelayMinSeconds", 180),
+                 max_seconds = coalesce(c."aiAutoSendDelayMaxSeconds", 420)
+               FROM "BackgroundJob" j
+               LEFT JOIN "Lead" l ON l.id = j."leadId"
+               LEFT JOIN "EmailCampaign" c ON c.id = l."emailCampaignId"
+               WHERE d.job_id = j.id"#,
+        )
+        .await
+        .unwrap();
+}
+
+/// From now on the generator changes no campaign and moves no lead, so delay bounds
+/// recorded at a snapshot equal those recorded at each job's insert.
+pub fn freeze_campaigns(generator: &mut replytime::workload::Generator) {
+    let mix = &mut generator.config_mut().mix;
+    mix.campaign_change = 0;
+    mix.lead_change = 0;
+}
