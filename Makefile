@@ -19,5 +19,6 @@ clippy:
 cargo-test:
 	cargo test --release --lib --bins --tests
 
+# The main job on a throwaway local Postgres with a simulated CRM workload.
 demo:
-	@echo "not yet"
+	./scripts/demo.sh

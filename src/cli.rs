@@ -75,6 +75,30 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Write realistic CRM traffic into the source tables (demo, load tests).
+    #[command(
+        after_help = "Examples:\n  replytime simulate --duration 30s --rate 50\n  replytime simulate --transactions 100000 --create-schema"
+    )]
+    Simulate {
+        /// Random seed: the same seed writes the same history.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Transactions to write (0 = until --duration ends).
+        #[arg(long, default_value_t = 0)]
+        transactions: u64,
+        /// Transactions per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// How long to run, e.g. 30s or 5m.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Lead ids in play.
+        #[arg(long, default_value_t = 2_000)]
+        leads: usize,
+        /// Create the reference source tables first (schema/source.sql).
+        #[arg(long)]
+        create_schema: bool,
+    },
     /// List quarantined rows (changes that could not be placed).
     #[command(after_help = "Example:\n  replytime quarantine --limit 20")]
     Quarantine {
@@ -120,4 +144,25 @@ pub fn init_tracing(format: LogFormat, level: &str) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
     }
+}
+
+/// Parses `30s`, `5m`, `2h` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) =
+        text.split_at(text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 2h"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }

@@ -14,6 +14,12 @@ use crate::pipeline;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = cli.common.settings()?;
+    if matches!(
+        cli.command,
+        Command::Run | Command::Status { .. } | Command::Quarantine { .. }
+    ) {
+        settings.require_state_dir()?;
+    }
     match cli.command {
         Command::ValidateConfig => {
             print!("{}", settings.redacted());
@@ -40,6 +46,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "dropped slot {:?} and publication {:?}",
                 settings.slot, settings.publication
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate {
+            seed,
+            transactions,
+            rate,
+            duration,
+            leads,
+            create_schema,
+        } => {
+            let args = crate::ops::simulate::SimulateArgs {
+                seed,
+                transactions,
+                rate,
+                duration,
+                leads,
+                create_schema,
+            };
+            crate::ops::simulate::run(&settings, &args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Quarantine { limit } => {

@@ -243,12 +243,6 @@ impl Settings {
                 Some(_) => {}
             }
         }
-        if self.state_dir.is_none() {
-            return Err(ConfigError::new(
-                "state_dir (REPLYTIME_STATE_DIR)",
-                "missing: set the RocksDB state directory",
-            ));
-        }
         for (key, name) in [("slot", &self.slot), ("publication", &self.publication)] {
             let ok = !name.is_empty()
                 && name.len() <= 63
@@ -284,8 +278,19 @@ impl Settings {
         self.sink_url.as_deref().expect("validated")
     }
 
+    /// The state directory; commands that need it call this first.
+    pub fn require_state_dir(&self) -> Result<&Path, ConfigError> {
+        self.state_dir.as_deref().ok_or_else(|| {
+            ConfigError::new(
+                "state_dir (REPLYTIME_STATE_DIR)",
+                "missing: set the RocksDB state directory",
+            )
+        })
+    }
+
+    /// The state directory of a command that checked [`Settings::require_state_dir`].
     pub fn state_dir(&self) -> &Path {
-        self.state_dir.as_deref().expect("validated")
+        self.state_dir.as_deref().unwrap_or(Path::new(""))
     }
 
     pub fn status_interval(&self) -> Duration {

@@ -10,7 +10,7 @@ use replytime::change::Change;
 use replytime::lsn::Lsn;
 use replytime::oracle;
 use replytime::row::TimingRow;
-use replytime::workload::sql::change_to_sql;
+use replytime::workload::sql::transaction_to_sql;
 
 /// The binary under test, with the settings of SPEC section 6.
 pub struct Daemon {
@@ -134,16 +134,11 @@ fn rand_suffix() -> u64 {
 /// Applies transactions of changes to the source, one SQL transaction each.
 pub async fn write_history(client: &tokio_postgres::Client, txns: &[Vec<Change>]) {
     for changes in txns {
-        let mut sql = String::from("BEGIN;\n");
-        for change in changes {
-            sql.push_str(&change_to_sql(change));
-            sql.push_str(";\n");
-        }
-        sql.push_str("COMMIT;");
+        let sql = transaction_to_sql(changes);
         client
             .batch_execute(&sql)
             .await
-            .unwrap_or_else(|e| panic!("{e}\n{sql}"));
+            .unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
     }
 }
 
