@@ -1,17 +1,37 @@
 //! `Lsn`: a WAL position. Never a bare `u64` in an API: the newtype prints and parses
-//! as Postgres does (`16/B374D848`), orders like the WAL, and serializes transparently.
+//! as Postgres does (`16/B374D848`), and orders like the WAL. Serialized as the
+//! Postgres text form in human-readable formats (JSON status output) and as a plain
+//! `u64` in binary ones (the state store's records).
 
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A position in the write-ahead log.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);
+
+impl Serialize for Lsn {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_u64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Lsn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            u64::deserialize(deserializer).map(Lsn)
+        }
+    }
+}
 
 impl Lsn {
     pub const ZERO: Lsn = Lsn(0);
@@ -82,5 +102,15 @@ mod tests {
         for bad in ["", "16", "x/1", "1/", "/1", "1/2/3", "100000000/0"] {
             assert!(bad.parse::<Lsn>().is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn serializes_as_text_for_humans_and_as_u64_for_the_store() {
+        let lsn = Lsn(0x16_B374_D848);
+        assert_eq!(serde_json::to_string(&lsn).unwrap(), "\"16/B374D848\"");
+        assert_eq!(serde_json::from_str::<Lsn>("\"16/B374D848\"").unwrap(), lsn);
+        let bytes = postcard::to_stdvec(&lsn).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&lsn.0).unwrap());
+        assert_eq!(postcard::from_bytes::<Lsn>(&bytes).unwrap(), lsn);
     }
 }

@@ -60,8 +60,20 @@ impl Apply<'_, '_> {
                 unchanged,
             } => {
                 let mut row = row.clone();
-                if !unchanged.is_empty() {
-                    self.keep_unchanged(&mut row, old_id.as_deref(), unchanged)?;
+                if !unchanged.is_empty()
+                    && !self.keep_unchanged(&mut row, old_id.as_deref(), unchanged)?
+                {
+                    // No stored row under either id: only a re-applied update of a
+                    // row that a later transaction renamed or deleted gets here
+                    // (replay). Its unchanged values are unknowable, and the later
+                    // changes being re-applied will set the row's final state, so
+                    // the update is skipped rather than stored with nulls that a
+                    // later rename would copy.
+                    tracing::debug!(
+                        id = row.id(),
+                        "update of an absent row with unchanged TOAST values skipped"
+                    );
+                    return Ok(());
                 }
                 match old_id.as_deref().filter(|old| *old != row.id()) {
                     Some(old) => {
@@ -387,46 +399,37 @@ impl Apply<'_, '_> {
 
     /// Columns sent as "unchanged TOAST" keep their stored value: the row's under its
     /// old id, or (when a re-applied rename finds the old id gone) under its new id.
+    /// False when neither is stored.
     fn keep_unchanged(
         &self,
         row: &mut Row,
         old_id: Option<&str>,
         unchanged: &[String],
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let ids: Vec<String> = old_id
             .into_iter()
             .chain([row.id()])
             .map(str::to_string)
             .collect();
         let keep = |name: &str| unchanged.iter().any(|u| u == name);
-        match row {
-            Row::Message(m) => {
-                if let Some(old) = self.stored::<MessageRow>(Cf::Messages, &ids)? {
-                    super::toast::merge_message(m, &old, keep);
+        macro_rules! merge {
+            ($row:expr, $ty:ty, $cf:expr, $merge:path) => {
+                match self.stored::<$ty>($cf, &ids)? {
+                    Some(old) => {
+                        $merge($row, &old, keep);
+                        true
+                    }
+                    None => false,
                 }
-            }
-            Row::Draft(d) => {
-                if let Some(old) = self.stored::<DraftRow>(Cf::Drafts, &ids)? {
-                    super::toast::merge_draft(d, &old, keep);
-                }
-            }
-            Row::Job(j) => {
-                if let Some(old) = self.stored::<JobRow>(Cf::Jobs, &ids)? {
-                    super::toast::merge_job(j, &old, keep);
-                }
-            }
-            Row::Lead(l) => {
-                if let Some(old) = self.stored::<LeadRow>(Cf::Leads, &ids)? {
-                    super::toast::merge_lead(l, &old, keep);
-                }
-            }
-            Row::Campaign(c) => {
-                if let Some(old) = self.stored::<CampaignRow>(Cf::Campaigns, &ids)? {
-                    super::toast::merge_campaign(c, &old, keep);
-                }
-            }
+            };
         }
-        Ok(())
+        Ok(match row {
+            Row::Message(m) => merge!(m, MessageRow, Cf::Messages, super::toast::merge_message),
+            Row::Draft(d) => merge!(d, DraftRow, Cf::Drafts, super::toast::merge_draft),
+            Row::Job(j) => merge!(j, JobRow, Cf::Jobs, super::toast::merge_job),
+            Row::Lead(l) => merge!(l, LeadRow, Cf::Leads, super::toast::merge_lead),
+            Row::Campaign(c) => merge!(c, CampaignRow, Cf::Campaigns, super::toast::merge_campaign),
+        })
     }
 
     /// The first of `ids` stored in `cf`.
