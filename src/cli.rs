@@ -75,6 +75,27 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Re-apply the event log from an LSN or a time and re-emit every anchor it
+    /// touches (repairs a damaged sink; the daemon must be stopped).
+    #[command(
+        after_help = "Examples:\n  replytime replay --from-lsn 0/1A2B3C4D\n  replytime replay --from-time 2026-11-20T08:00:00Z"
+    )]
+    Replay {
+        /// First commit LSN to re-apply (see `replytime status`).
+        #[arg(
+            long,
+            conflicts_with = "from_time",
+            required_unless_present = "from_time"
+        )]
+        from_lsn: Option<String>,
+        /// First commit time to re-apply (RFC 3339).
+        #[arg(long)]
+        from_time: Option<String>,
+    },
+    /// Re-derive every anchor from the state and upsert every row (the sink lost
+    /// rows; the daemon must be stopped).
+    #[command(after_help = "Example:\n  replytime rebuild")]
+    Rebuild,
     /// Write realistic CRM traffic into the source tables (demo, load tests).
     #[command(
         after_help = "Examples:\n  replytime simulate --duration 30s --rate 50\n  replytime simulate --transactions 100000 --create-schema"
@@ -105,6 +126,13 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Response time vs booking outcomes for a window of local days, from the SQL
+    /// functions of schema/analytics.sql (applied first; idempotent); or one
+    /// lead's timeline with --lead.
+    #[command(
+        after_help = "Example:\n  replytime report --from 2024-03-01 --to 2024-04-01 --tz America/New_York --client acme\n  replytime report --from 2024-03-01 --to 2024-04-01 --business-hours --format json\n  replytime report --lead lead_123 --tz Europe/Paris"
+    )]
+    Report(crate::ops::report::ReportArgs),
 }
 
 impl CommonArgs {

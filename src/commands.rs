@@ -16,7 +16,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = cli.common.settings()?;
     if matches!(
         cli.command,
-        Command::Run | Command::Status { .. } | Command::Quarantine { .. }
+        Command::Run
+            | Command::Status { .. }
+            | Command::Quarantine { .. }
+            | Command::Replay { .. }
+            | Command::Rebuild
     ) {
         settings.require_state_dir()?;
     }
@@ -31,6 +35,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             run(settings).await
         }
         Command::Status { json } => status::print(&settings, json).await,
+        Command::Report(args) => crate::ops::report::run(&settings, args).await,
         Command::Teardown { yes } => {
             if !yes {
                 anyhow::bail!(
@@ -46,6 +51,32 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "dropped slot {:?} and publication {:?}",
                 settings.slot, settings.publication
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            from_lsn,
+            from_time,
+        } => {
+            crate::cli::init_tracing(settings.log_format, &settings.log_level);
+            let from = match (from_lsn, from_time) {
+                (Some(lsn), _) => crate::ops::repair::ReplayFrom::Lsn(lsn.parse()?),
+                (None, Some(time)) => {
+                    let t = chrono::DateTime::parse_from_rfc3339(&time)
+                        .map_err(|e| anyhow::anyhow!("--from-time {time:?}: {e}"))?;
+                    crate::ops::repair::ReplayFrom::Time(crate::change::Timestamp::from_chrono(
+                        t.with_timezone(&chrono::Utc),
+                    ))
+                }
+                (None, None) => anyhow::bail!("give --from-lsn or --from-time"),
+            };
+            let n = crate::ops::repair::replay(&settings, from).await?;
+            println!("replayed {n} transactions");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rebuild => {
+            crate::cli::init_tracing(settings.log_format, &settings.log_level);
+            let n = crate::ops::repair::rebuild(&settings).await?;
+            println!("rebuilt: {n} rows upserted");
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate {

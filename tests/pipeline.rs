@@ -408,3 +408,78 @@ async fn the_application_can_still_update_and_delete_every_source_table() {
         .expect("the application's writes never fail because of the publication");
     converge(&db.client, CONVERGE).await;
 }
+
+fn cli(url: &str, state: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_replytime"))
+        .args(args)
+        .env("REPLYTIME_SOURCE_URL", url)
+        .env("REPLYTIME_STATE_DIR", state)
+        .env("REPLYTIME_SLOT", slot_for(url))
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_and_rebuild_repair_a_damaged_sink() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
+    wait_streaming(&db.client, &db.url).await;
+    let mut generator = Generator::new(5, HistoryConfig::realistic());
+    let txns: Vec<_> = (0..200).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &txns).await;
+    converge(&db.client, CONVERGE).await;
+    assert!(daemon.stop().success());
+
+    let status = cli(&db.url, &state, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let from = status["state"]["oldest_event_lsn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    db.client
+        .batch_execute(
+            r#"DELETE FROM "ResponseTimingEvent" WHERE ctid IN (SELECT ctid FROM "ResponseTimingEvent" LIMIT 10);
+               UPDATE "ResponseTimingEvent" SET "setterResponseMs" = -42, channel = 'fax'
+                 WHERE ctid IN (SELECT ctid FROM "ResponseTimingEvent" LIMIT 10)"#,
+        )
+        .await
+        .unwrap();
+    let out = cli(&db.url, &state, &["replay", "--from-lsn", &from]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    converge(&db.client, Duration::from_secs(1)).await;
+
+    db.client
+        .batch_execute(
+            r#"TRUNCATE "ResponseTimingEvent";
+               INSERT INTO "ResponseTimingEvent"
+                   (id, "clientId", "leadId", channel, "inboundMessageId", "inboundSentAt")
+               VALUES (gen_random_uuid(), 'c', 'l', 'sms', 'not-an-anchor', now())"#,
+        )
+        .await
+        .unwrap();
+    let out = cli(&db.url, &state, &["rebuild"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    converge(&db.client, Duration::from_secs(1)).await;
+
+    // Both refuse to run against a live daemon's state.
+    let _daemon = Daemon::spawn(&db.url, &state, &[]);
+    wait_streaming(&db.client, &db.url).await;
+    let out = cli(&db.url, &state, &["rebuild"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("daemon stopped"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -146,6 +146,11 @@ impl Engine {
         }
     }
 
+    /// Re-emits every refreshed anchor, changed or not (replay of a damaged sink).
+    pub fn set_force_upsert(&mut self, on: bool) {
+        self.force_upsert = on;
+    }
+
     /// Turns the event log off (initial load, replay) or back on.
     pub fn set_log_events(&mut self, on: bool) {
         self.options.log_events = on;

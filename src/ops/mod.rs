@@ -3,5 +3,7 @@
 pub mod http;
 pub mod metrics;
 pub mod progress;
+pub mod repair;
+pub mod report;
 pub mod simulate;
 pub mod status;

@@ -92,49 +92,59 @@ impl SinkTask {
 
     /// Moves one batch; `Ok(false)` when the outbox was empty.
     async fn flush_once(&self, sink: &mut Sink) -> Result<bool, SinkError> {
-        let entries = self
-            .store
-            .read_outbox(self.batch_ops)
-            .map_err(SinkError::state)?;
-        let Some((last_seq, _)) = entries.last() else {
-            self.shared.healthy.store(true, Ordering::SeqCst);
-            return Ok(false);
-        };
-        let last_seq = *last_seq;
-        // The sink must never reflect state that RocksDB could lose.
-        self.store.sync().map_err(SinkError::state)?;
-        let progress = entries
-            .iter()
-            .filter(|(_, e)| e.complete)
-            .map(|(_, e)| e.end_lsn)
-            .max();
-        let ops: Vec<_> = entries.into_iter().flat_map(|(_, e)| e.ops).collect();
-        let started = Instant::now();
-        let stats = sink.write_batch(&self.slot, &ops, progress).await?;
-        METRICS
-            .sink_batch_seconds
-            .observe(started.elapsed().as_secs_f64());
-        METRICS
-            .sink_rows_written
-            .with_label_values(&["upserted"])
-            .inc_by(stats.upserted);
-        METRICS
-            .sink_rows_written
-            .with_label_values(&["deleted"])
-            .inc_by(stats.deleted);
-        METRICS
-            .sink_rows_written
-            .with_label_values(&["unchanged"])
-            .inc_by(stats.unchanged);
-        fault::point(fault::AFTER_SINK_COMMIT);
-        self.store
-            .remove_outbox_through(last_seq)
-            .map_err(SinkError::state)?;
-        if let Some(lsn) = progress {
+        let moved = flush_batch(&self.store, sink, &self.slot, self.batch_ops).await?;
+        if let Some(Some(lsn)) = moved {
             self.shared.done_lsn.fetch_max(lsn.0, Ordering::SeqCst);
             METRICS.set_lsn("sink", lsn);
         }
         self.shared.healthy.store(true, Ordering::SeqCst);
-        Ok(true)
+        Ok(moved.is_some())
     }
+}
+
+/// Moves the oldest outbox entries (up to `batch_ops` operations) into the sink in
+/// one Postgres transaction with the progress row, then trims them from the outbox.
+/// `None` when the outbox was empty; else the end LSN of the last complete source
+/// transaction moved, if any.
+pub async fn flush_batch(
+    store: &Store,
+    sink: &mut Sink,
+    slot: &str,
+    batch_ops: usize,
+) -> Result<Option<Option<Lsn>>, SinkError> {
+    let entries = store.read_outbox(batch_ops).map_err(SinkError::state)?;
+    let Some((last_seq, _)) = entries.last() else {
+        return Ok(None);
+    };
+    let last_seq = *last_seq;
+    // The sink must never reflect state that RocksDB could lose.
+    store.sync().map_err(SinkError::state)?;
+    let progress = entries
+        .iter()
+        .filter(|(_, e)| e.complete)
+        .map(|(_, e)| e.end_lsn)
+        .max();
+    let ops: Vec<_> = entries.into_iter().flat_map(|(_, e)| e.ops).collect();
+    let started = Instant::now();
+    let stats = sink.write_batch(slot, &ops, progress).await?;
+    METRICS
+        .sink_batch_seconds
+        .observe(started.elapsed().as_secs_f64());
+    METRICS
+        .sink_rows_written
+        .with_label_values(&["upserted"])
+        .inc_by(stats.upserted);
+    METRICS
+        .sink_rows_written
+        .with_label_values(&["deleted"])
+        .inc_by(stats.deleted);
+    METRICS
+        .sink_rows_written
+        .with_label_values(&["unchanged"])
+        .inc_by(stats.unchanged);
+    fault::point(fault::AFTER_SINK_COMMIT);
+    store
+        .remove_outbox_through(last_seq)
+        .map_err(SinkError::state)?;
+    Ok(Some(progress))
 }

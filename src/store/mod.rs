@@ -18,6 +18,7 @@
 //!
 //! One process owns a state directory: RocksDB's `LOCK` file refuses a second opener.
 
+mod event_log;
 mod outbox;
 mod quarantine;
 mod txn;
@@ -31,6 +32,7 @@ use rocksdb::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
+pub use event_log::LoggedTxn;
 pub use outbox::OutboxEntry;
 pub use quarantine::QuarantineRecord;
 pub use txn::StoreTxn;

@@ -125,8 +125,14 @@ mod tests {
 
     #[test]
     fn time_ranges() {
-        assert_eq!(parse_time_range("09:00-17:00").unwrap(), (t(9, 0), t(17, 0)));
-        assert_eq!(parse_time_range("22:00-06:30").unwrap(), (t(22, 0), t(6, 30)));
+        assert_eq!(
+            parse_time_range("09:00-17:00").unwrap(),
+            (t(9, 0), t(17, 0))
+        );
+        assert_eq!(
+            parse_time_range("22:00-06:30").unwrap(),
+            (t(22, 0), t(6, 30))
+        );
         assert_eq!(
             parse_time_range("08:15:00 - 12:00").unwrap(),
             (t(8, 15), t(12, 0))

@@ -89,7 +89,9 @@ async fn ensure_indexes(client: &Client, statements: &[String]) {
         }
     };
     if !locked {
-        eprintln!("replytime report: another report is building the analytics indexes; going on without waiting");
+        eprintln!(
+            "replytime report: another report is building the analytics indexes; going on without waiting"
+        );
         return;
     }
     for statement in statements {

@@ -1,0 +1,138 @@
+//! `replay` and `rebuild`: repair a damaged sink (or apply a fixed derivation)
+//! without touching the slot. Both open the state directory, which RocksDB's lock
+//! refuses while a daemon holds it, so they never race a live daemon.
+//!
+//! - `replay --from-lsn X | --from-time T` re-applies the event log from X (every
+//!   change, none skipped as already applied) and re-emits every anchor it touches.
+//! - `rebuild` re-derives every anchor from the state and re-emits all of them,
+//!   then deletes sink rows that are not anchors in the state (rows written by
+//!   hand, or left by a restore of an older backup).
+
+use std::sync::Arc;
+
+use crate::change::{Timestamp, TxnMeta};
+use crate::config::Settings;
+use crate::engine::{Engine, EngineOptions};
+use crate::lsn::Lsn;
+use crate::ops::progress::Progress;
+use crate::pipeline::{flush_batch, open_store};
+use crate::sink::Sink;
+use crate::store::{Cf, Store};
+
+/// Where a replay starts.
+#[derive(Clone, Debug)]
+pub enum ReplayFrom {
+    Lsn(Lsn),
+    Time(Timestamp),
+}
+
+async fn open(settings: &Settings) -> anyhow::Result<(Arc<Store>, Sink)> {
+    let store = open_store(settings).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n(replay and rebuild need the daemon stopped: it holds the state directory)"
+        )
+    })?;
+    let sink = Sink::connect(settings.sink_url()).await?;
+    sink.migrate().await?;
+    Ok((store, sink))
+}
+
+async fn drain(store: &Store, sink: &mut Sink, settings: &Settings) -> anyhow::Result<()> {
+    while flush_batch(store, sink, &settings.slot, settings.sink_batch_ops)
+        .await?
+        .is_some()
+    {}
+    Ok(())
+}
+
+/// Re-applies the event log from `from`; returns transactions replayed.
+pub async fn replay(settings: &Settings, from: ReplayFrom) -> anyhow::Result<u64> {
+    let (store, mut sink) = open(settings).await?;
+    let start = match from {
+        ReplayFrom::Lsn(lsn) => lsn,
+        ReplayFrom::Time(t) => match store.first_logged_at(t)? {
+            Some(lsn) => lsn,
+            None => anyhow::bail!("the event log holds no transaction committed at or after {t}"),
+        },
+    };
+    let mut engine = Engine::new(store.clone(), EngineOptions::default());
+    engine.set_log_events(false);
+    engine.set_force_upsert(true);
+    drain(&store, &mut sink, settings).await?;
+    let mut progress = Progress::new("replay", None);
+    let mut next = start;
+    let mut replayed = 0u64;
+    loop {
+        let txns = store.logged_transactions(next, 1_000)?;
+        let Some(last) = txns.last().map(|t| t.meta.commit_lsn) else {
+            break;
+        };
+        for txn in &txns {
+            engine.apply_transaction(&txn.meta, &txn.changes)?;
+            progress.advance(txn.changes.len() as u64);
+            replayed += 1;
+        }
+        drain(&store, &mut sink, settings).await?;
+        next = Lsn(last.0 + 1);
+    }
+    progress.finish();
+    Ok(replayed)
+}
+
+/// Re-derives every anchor and upserts every row; returns rows written.
+pub async fn rebuild(settings: &Settings) -> anyhow::Result<usize> {
+    let (store, mut sink) = open(settings).await?;
+    drain(&store, &mut sink, settings).await?;
+    let applied = store.applied_lsn()?;
+    let meta = TxnMeta {
+        commit_lsn: applied,
+        end_lsn: applied,
+        commit_time: Timestamp::from_chrono(chrono::Utc::now()),
+    };
+    let mut engine = Engine::new(store.clone(), EngineOptions::default());
+    engine.set_log_events(false);
+    let outcome = engine.rebuild(&meta, true)?;
+    drain(&store, &mut sink, settings).await?;
+    let pruned = prune_strays(&store, &sink).await?;
+    if pruned > 0 {
+        tracing::info!(rows = pruned, "deleted sink rows that are not anchors");
+    }
+    Ok(outcome.ops + pruned as usize)
+}
+
+/// Deletes the sink rows whose inbound message is not an anchor in the state, in
+/// keyset pages over the unique index; returns how many.
+async fn prune_strays(store: &Store, sink: &Sink) -> anyhow::Result<u64> {
+    const PAGE: i64 = 10_000;
+    let client = sink.client();
+    let page = client
+        .prepare(
+            r#"SELECT "inboundMessageId" FROM "ResponseTimingEvent"
+               WHERE "inboundMessageId" > $1 ORDER BY "inboundMessageId" LIMIT $2"#,
+        )
+        .await?;
+    let delete = client
+        .prepare(r#"DELETE FROM "ResponseTimingEvent" WHERE "inboundMessageId" = ANY($1)"#)
+        .await?;
+    let mut after = String::new();
+    let mut pruned = 0;
+    loop {
+        let rows = client.query(&page, &[&after, &PAGE]).await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        let tx = store.begin();
+        let mut strays = Vec::new();
+        for id in ids {
+            if tx.get(Cf::Anchors, id.as_bytes())?.is_none() {
+                strays.push(id);
+            }
+        }
+        if !strays.is_empty() {
+            pruned += client.execute(&delete, &[&strays]).await?;
+        }
+        after = last;
+    }
+    Ok(pruned)
+}
