@@ -1,0 +1,120 @@
+-- Least-privilege role for replytime (SPEC 6). Run once per database as a superuser
+-- (or the owner of the application's tables with CREATEROLE), with psql connected
+-- to the CRM database:
+--
+--   psql "postgres://admin@db/crm" -v ON_ERROR_STOP=1 -f deploy/postgres/grants.sql
+--   psql "postgres://admin@db/crm" -c '\password replytime'
+--
+-- What replytime does on the source, and the privilege each needs:
+--
+--   what                                              needs
+--   ------------------------------------------------  ----------------------------------
+--   replication connection, CREATE_REPLICATION_SLOT   LOGIN, REPLICATION
+--     (pg_create_logical_replication_slot), reading
+--     the slot, pg_drop_replication_slot (teardown)
+--   initial load / backfill: SELECT the five tables   SELECT on the tables, USAGE on
+--     at the slot's exported snapshot                   the schema
+--   CREATE PUBLICATION ... FOR TABLE                  ownership of every listed table:
+--                                                       done by an admin, below
+--   DROP PUBLICATION (teardown)                       ownership of the publication
+--   pg_logical_emit_message heartbeat                 nothing: EXECUTE is PUBLIC's
+--   pg_control_system(), pg_current_wal_lsn(),        nothing: PUBLIC
+--     pg_replication_slots (failover and lag checks)
+--   sink migration (schema/sink.sql on every start:   CREATE on the schema, ownership of
+--     CREATE TABLE/INDEX IF NOT EXISTS), upserts,       its three tables
+--     deletes, progress row
+--
+-- pg_hba.conf: a logical replication connection matches entries for the database
+-- name (like an ordinary connection), not the `replication` keyword, which is for
+-- physical replication only. Use hostssl with scram-sha-256.
+--
+-- Names: role replytime, schema public, the reference table names, publication
+-- replytime. Adjust them to REPLYTIME_PUBLICATION and the [tables] mapping.
+
+-- The role. REPLICATION is what pg_create_logical_replication_slot and the
+-- walsender check; it does not bypass table privileges. No password here: set it
+-- with \password so it never lands in a file or the shell history.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'replytime') THEN
+        CREATE ROLE replytime WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE;
+    ELSE
+        ALTER ROLE replytime WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE;
+    END IF;
+END
+$$;
+
+-- CONNECT for the connection; CREATE on the database only so the role can own the
+-- publication below (PostgreSQL requires it of a publication's owner). It allows
+-- creating schemas and publications, nothing on existing objects.
+DO $$
+BEGIN
+    EXECUTE format('GRANT CONNECT, CREATE ON DATABASE %I TO replytime', current_database());
+END
+$$;
+
+-- Source tables: read-only, and only the five replytime reads. The initial load and
+-- `replytime backfill` read them; streaming does not need SELECT, but a missing
+-- grant would surface only at the first backfill.
+GRANT USAGE ON SCHEMA public TO replytime;
+GRANT SELECT ON TABLE
+    public."Lead",
+    public."EmailCampaign",
+    public."Message",
+    public."AIDraft",
+    public."BackgroundJob"
+TO replytime;
+
+-- The publication. Adding a table to a publication requires owning the table,
+-- which replytime must not (it could then ALTER or DROP the application's data),
+-- so an admin creates it here and replytime finds it on start. It publishes all
+-- columns: always safe for the application's UPDATE/DELETE whatever the replica
+-- identity (a column list must cover the replica identity, SPEC 5); pgoutput's
+-- decoder drops the columns it does not read. Never add "ResponseTimingEvent" or
+-- replytime_* tables (no feedback loop).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'replytime') THEN
+        CREATE PUBLICATION replytime FOR TABLE
+            public."Lead",
+            public."EmailCampaign",
+            public."Message",
+            public."AIDraft",
+            public."BackgroundJob"
+        WITH (publish = 'insert, update, delete, truncate');
+    END IF;
+END
+$$;
+-- `replytime teardown` drops it (with the slot): re-run this script before the
+-- next `replytime backfill` / `run`, since replytime cannot create it itself.
+-- Owned by replytime so `replytime teardown` can drop it. Stricter alternative:
+-- skip this and the CREATE grant above; teardown then drops the slot and fails on
+-- the publication, which an admin drops by hand (`DROP PUBLICATION replytime`).
+ALTER PUBLICATION replytime OWNER TO replytime;
+
+-- Sink tables. replytime applies schema/sink.sql on every start (idempotent
+-- CREATE ... IF NOT EXISTS), which needs CREATE on the schema even when the
+-- tables exist, and ownership of the tables for their indexes. With CREATE it
+-- creates and owns "ResponseTimingEvent", replytime_progress and
+-- replytime_schema_version itself.
+GRANT CREATE ON SCHEMA public TO replytime;
+
+-- If the application (e.g. a Prisma migration) already created
+-- "ResponseTimingEvent", hand it over; ownership includes ALL privileges.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['ResponseTimingEvent', 'replytime_progress', 'replytime_schema_version'] LOOP
+        IF to_regclass(format('public.%I', t)) IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE public.%I OWNER TO replytime', t);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Readers of the derived rows (analysts, the application) need only SELECT; grant
+-- it from the owner once the table exists, e.g.:
+--   SET ROLE replytime;
+--   GRANT SELECT ON "ResponseTimingEvent" TO crm_app;
+--   RESET ROLE;
