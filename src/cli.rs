@@ -92,6 +92,27 @@ pub enum Command {
         #[arg(long)]
         from_time: Option<String>,
     },
+    /// Rebuild the state and the sink from the source tables at a new slot's
+    /// snapshot (lost state, a lost or ahead slot, a failover; the daemon must be
+    /// stopped). `run` then streams from the new slot.
+    #[command(
+        after_help = "Examples:\n  replytime backfill --dry-run\n  replytime backfill --lookback-days 90 --batch-size 5000\n\nThe source is read at one snapshot in keyset batches (never OFFSET), each batch\nunder the statement timeout (REPLYTIME_STATEMENT_TIMEOUT_MS); the sink is written\nin one transaction per batch. Progress (rows, rate, ETA) goes to stderr."
+    )]
+    Backfill {
+        /// Write only anchors whose inbound message is at most this many days old
+        /// (older ones are still derived into the state; their sink rows are left as
+        /// they are).
+        #[arg(long, value_name = "DAYS")]
+        lookback_days: Option<u32>,
+        /// Rows per source batch and row operations per sink transaction (default:
+        /// load_batch_rows and sink_batch_ops).
+        #[arg(long, value_name = "N")]
+        batch_size: Option<usize>,
+        /// Read and derive into a throwaway directory, write nothing, and print what
+        /// would be written.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Re-derive every anchor from the state and upsert every row (the sink lost
     /// rows; the daemon must be stopped).
     #[command(after_help = "Example:\n  replytime rebuild")]

@@ -73,6 +73,21 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("replayed {n} transactions");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backfill {
+            lookback_days,
+            batch_size,
+            dry_run,
+        } => {
+            crate::cli::init_tracing(settings.log_format, &settings.log_level);
+            let options = crate::ops::backfill::BackfillOptions {
+                lookback_days,
+                batch_size,
+                dry_run,
+            };
+            let summary = crate::ops::backfill::backfill(&settings, &options).await?;
+            summary.print(&options);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Rebuild => {
             crate::cli::init_tracing(settings.log_format, &settings.log_level);
             let n = crate::ops::repair::rebuild(&settings).await?;

@@ -483,3 +483,109 @@ async fn replay_and_rebuild_repair_a_damaged_sink() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_rebuilds_lost_state_and_a_damaged_sink_from_the_tables() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
+    wait_streaming(&db.client, &db.url).await;
+    let mut generator = Generator::new(23, HistoryConfig::realistic());
+    let txns: Vec<_> = (0..200).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &txns).await;
+    converge(&db.client, CONVERGE).await;
+    assert!(daemon.stop().success());
+
+    // Lost state and a damaged sink.
+    std::fs::remove_dir_all(&state).unwrap();
+    db.client
+        .batch_execute(
+            r#"DELETE FROM "ResponseTimingEvent" WHERE ctid IN (SELECT ctid FROM "ResponseTimingEvent" LIMIT 10);
+               UPDATE "ResponseTimingEvent" SET "setterResponseMs" = -42
+                 WHERE ctid IN (SELECT ctid FROM "ResponseTimingEvent" LIMIT 10);
+               INSERT INTO "ResponseTimingEvent"
+                   (id, "clientId", "leadId", channel, "inboundMessageId", "inboundSentAt")
+               VALUES (gen_random_uuid(), 'c', 'l', 'sms', 'not-an-anchor', '2024-03-01')"#,
+        )
+        .await
+        .unwrap();
+    delay_records_as_of_now(&db.client).await;
+    let slot = slot_for(&db.url);
+    let slot_before = confirmed_lsn(&db.client, &slot).await;
+    let damaged = sink_rows(&db.client).await;
+
+    // A dry run reads and derives, prints what it would write, and writes nothing.
+    let out = cli(&db.url, &state, &["backfill", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let anchors = oracle_rows(&db.client).await.len();
+    assert!(
+        stdout.contains(&format!("would upsert {anchors} rows")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("would delete 1 sink rows that are not anchors"),
+        "{stdout}"
+    );
+    assert_eq!(sink_rows(&db.client).await, damaged);
+    assert_eq!(confirmed_lsn(&db.client, &slot).await, slot_before);
+    assert!(!state.exists() || std::fs::read_dir(&state).unwrap().next().is_none());
+
+    // The real one: new slot, state and sink from the tables, in small batches.
+    let out = cli(&db.url, &state, &["backfill", "--batch-size", "37"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    converge(&db.client, Duration::from_secs(1)).await;
+
+    // `run` streams on from the new slot.
+    let _daemon = Daemon::spawn(&db.url, &state, &[]);
+    freeze_campaigns(&mut generator);
+    let more: Vec<_> = (0..100).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &more).await;
+    converge(&db.client, CONVERGE).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_lookback_writes_only_recent_anchors() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    db.client
+        .batch_execute(
+            r#"
+            INSERT INTO "Lead" (id, "clientId") VALUES ('lead', 'client');
+            INSERT INTO "Message" (id, "leadId", channel, direction, "sentAt", "sentBy", "sentByUserId") VALUES
+                ('old-in', 'lead', 'sms', 'inbound', now() - interval '40 days', NULL, NULL),
+                ('old-out', 'lead', 'sms', 'outbound', now() - interval '40 days' + interval '1 minute', 'setter', 'u1'),
+                ('new-in', 'lead', 'sms', 'inbound', now() - interval '2 days', NULL, NULL),
+                ('new-out', 'lead', 'sms', 'outbound', now() - interval '2 days' + interval '1 minute', 'setter', 'u1');
+            "#,
+        )
+        .await
+        .unwrap();
+    let out = cli(&db.url, &state, &["backfill", "--lookback-days", "30"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = sink_rows(&db.client).await.into_keys().collect();
+    assert_eq!(ids, vec!["new-in".to_string()]);
+
+    // The old anchor is in the state: a later change to its thread writes it in full.
+    let _daemon = Daemon::spawn(&db.url, &state, &[]);
+    wait_streaming(&db.client, &db.url).await;
+    db.client
+        .batch_execute(r#"UPDATE "Message" SET "sentByUserId" = 'u2' WHERE id = 'old-out'"#)
+        .await
+        .unwrap();
+    converge(&db.client, CONVERGE).await;
+}

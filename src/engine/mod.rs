@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::change::{Change, Operation, Table, TxnMeta};
+use crate::change::{Change, Operation, Table, Timestamp, TxnMeta};
 use crate::lsn::Lsn;
 use crate::row::{SinkOp, TimingRow};
 use crate::store::{Cf, OutboxEntry, Store, StoreError, StoreTxn, meta};
@@ -132,6 +132,9 @@ pub struct Engine {
     stats: ApplyStats,
     /// Emit upserts of unchanged rows too (rebuild of a damaged sink).
     force_upsert: bool,
+    /// Anchors whose inbound message is older than this are derived and recorded
+    /// but not upserted into the sink (`backfill --lookback-days`).
+    emit_since: Option<Timestamp>,
 }
 
 impl Engine {
@@ -143,7 +146,14 @@ impl Engine {
             spilled: false,
             stats: ApplyStats::default(),
             force_upsert: false,
+            emit_since: None,
         }
+    }
+
+    /// Upserts of anchors whose inbound message was sent before `cutoff` are not
+    /// emitted (their state is kept, so later changes emit them in full).
+    pub fn set_emit_since(&mut self, cutoff: Option<Timestamp>) {
+        self.emit_since = cutoff;
     }
 
     /// Re-emits every refreshed anchor, changed or not (replay of a damaged sink).
@@ -327,6 +337,11 @@ impl Engine {
         self.write_anchor_record(tx, inbound_id, old.as_ref(), new.as_ref())?;
         let old_row = old.and_then(|r| r.row);
         let new_row = new.and_then(|r| r.row);
+        if let (Some(cutoff), Some(row)) = (self.emit_since, &new_row)
+            && row.inbound_sent_at < cutoff
+        {
+            return Ok(None);
+        }
         Ok(match (old_row, new_row) {
             (old, Some(row)) if old.as_ref() != Some(&row) => {
                 self.count_upsert(old.as_ref(), &row);

@@ -1,5 +1,7 @@
-//! What operators see: metrics, health endpoints, status.
+//! What operators see and run: metrics, health endpoints, status, progress, and the
+//! long operations (backfill, replay, rebuild, report, simulate).
 
+pub mod backfill;
 pub mod http;
 pub mod metrics;
 pub mod progress;

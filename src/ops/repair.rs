@@ -93,21 +93,29 @@ pub async fn rebuild(settings: &Settings) -> anyhow::Result<usize> {
     engine.set_log_events(false);
     let outcome = engine.rebuild(&meta, true)?;
     drain(&store, &mut sink, settings).await?;
-    let pruned = prune_strays(&store, &sink).await?;
+    let pruned = prune_strays(&store, &sink, None, false).await?;
     if pruned > 0 {
         tracing::info!(rows = pruned, "deleted sink rows that are not anchors");
     }
     Ok(outcome.ops + pruned as usize)
 }
 
-/// Deletes the sink rows whose inbound message is not an anchor in the state, in
-/// keyset pages over the unique index; returns how many.
-async fn prune_strays(store: &Store, sink: &Sink) -> anyhow::Result<u64> {
+/// Deletes the sink rows whose inbound message is not an anchor in the state (of
+/// those sent at or after `since`), in keyset pages over the unique index; returns
+/// how many (with `dry_run`, how many it would delete).
+pub(crate) async fn prune_strays(
+    store: &Store,
+    sink: &Sink,
+    since: Option<Timestamp>,
+    dry_run: bool,
+) -> anyhow::Result<u64> {
     const PAGE: i64 = 10_000;
     let client = sink.client();
+    let since = since.map(Timestamp::to_chrono);
     let page = client
         .prepare(
-            r#"SELECT "inboundMessageId" FROM "ResponseTimingEvent"
+            r#"SELECT "inboundMessageId", "inboundSentAt" >= coalesce($3::timestamptz, '-infinity')
+               FROM "ResponseTimingEvent"
                WHERE "inboundMessageId" > $1 ORDER BY "inboundMessageId" LIMIT $2"#,
         )
         .await?;
@@ -117,19 +125,21 @@ async fn prune_strays(store: &Store, sink: &Sink) -> anyhow::Result<u64> {
     let mut after = String::new();
     let mut pruned = 0;
     loop {
-        let rows = client.query(&page, &[&after, &PAGE]).await?;
-        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        let Some(last) = ids.last().cloned() else {
+        let rows = client.query(&page, &[&after, &PAGE, &since]).await?;
+        let Some(last) = rows.last().map(|r| r.get::<_, String>(0)) else {
             break;
         };
         let tx = store.begin();
         let mut strays = Vec::new();
-        for id in ids {
-            if tx.get(Cf::Anchors, id.as_bytes())?.is_none() {
+        for row in &rows {
+            let (id, in_window): (String, bool) = (row.get(0), row.get(1));
+            if in_window && tx.get(Cf::Anchors, id.as_bytes())?.is_none() {
                 strays.push(id);
             }
         }
-        if !strays.is_empty() {
+        if dry_run {
+            pruned += strays.len() as u64;
+        } else if !strays.is_empty() {
             pruned += client.execute(&delete, &[&strays]).await?;
         }
         after = last;

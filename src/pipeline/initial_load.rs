@@ -20,6 +20,19 @@ use crate::source::stream::{StreamOptions, create_slot_with_snapshot};
 use crate::store::{Cf, meta};
 
 pub async fn run(ctx: &Arc<Context>, engine: &mut Engine) -> Result<(), PipelineError> {
+    load(ctx, engine, true).await.map(|_| ())
+}
+
+/// Empties the state, copies the tables at one snapshot and derives every anchor
+/// into the outbox. With `create_slot`, the snapshot is the one a new slot exports
+/// and the state resumes from the slot's consistent point; without (`backfill
+/// --dry-run`), it is a plain repeatable-read snapshot and no slot is touched.
+/// Returns the LSN the state reflects.
+pub async fn load(
+    ctx: &Arc<Context>,
+    engine: &mut Engine,
+    create_slot: bool,
+) -> Result<Lsn, PipelineError> {
     ctx.health.ready.store(false, Ordering::SeqCst);
     METRICS.ready.set(0);
     let derivation: Vec<Cf> = Cf::ALL
@@ -29,6 +42,8 @@ pub async fn run(ctx: &Arc<Context>, engine: &mut Engine) -> Result<(), Pipeline
         .collect();
     ctx.store.clear(&derivation)?;
     ctx.store.put_meta(meta::APPLIED_LSN, &Lsn::ZERO)?;
+    ctx.store.put_meta(meta::HELD_ANCHORS, &0u64)?;
+    ctx.store.put_meta(meta::INITIAL_LOAD_DONE, &false)?;
     let options = StreamOptions {
         slot: ctx.settings.slot.clone(),
         publication: ctx.settings.publication.clone(),
@@ -37,38 +52,55 @@ pub async fn run(ctx: &Arc<Context>, engine: &mut Engine) -> Result<(), Pipeline
         status_interval: ctx.settings.status_interval(),
         application_name: format!("replytime-{}-load", ctx.settings.slot),
     };
-    let slot = create_slot_with_snapshot(&ctx.params, &options).await?;
-    tracing::info!(slot = %options.slot, consistent_point = %slot.consistent_point, "created slot; copying tables");
     let client = crate::pgconn::connect(ctx.settings.source_url(), "replytime-load").await?;
+    let (slot, at) = if create_slot {
+        let slot = create_slot_with_snapshot(&ctx.params, &options).await?;
+        tracing::info!(slot = %options.slot, consistent_point = %slot.consistent_point, "created slot; copying tables");
+        let at = slot.consistent_point;
+        (Some(slot), at)
+    } else {
+        let row = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(SourceError::query("reading the current WAL position"))?;
+        let at: String = row.get(0);
+        (None, at.parse().unwrap_or(Lsn::ZERO))
+    };
+    let import = match &slot {
+        Some(slot) => format!(
+            "SET TRANSACTION SNAPSHOT '{}';",
+            slot.snapshot.replace('\'', "")
+        ),
+        None => String::new(),
+    };
     client
         .batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'; \
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {import} \
              SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = 'UTC'",
-            slot.snapshot.replace('\'', ""),
             ctx.settings.statement_timeout_ms
         ))
         .await
         .map_err(SourceError::query("importing the slot's snapshot"))?;
     engine.set_log_events(false);
-    let copied = copy_tables(ctx, &client, engine, slot.consistent_point).await;
+    let copied = copy_tables(ctx, &client, engine, at).await;
     engine.set_log_events(true);
     copied?;
     client
         .batch_execute("COMMIT")
         .await
         .map_err(SourceError::query("ending the snapshot transaction"))?;
-    drop(slot.session);
+    drop(slot);
     let meta = TxnMeta {
-        commit_lsn: slot.consistent_point,
-        end_lsn: slot.consistent_point,
+        commit_lsn: at,
+        end_lsn: at,
         commit_time: Timestamp::from_chrono(chrono::Utc::now()),
     };
     let outcome = engine.finish(&meta)?;
     METRICS.record_apply(&engine.take_stats());
     ctx.store.put_meta(meta::INITIAL_LOAD_DONE, &true)?;
     ctx.store.sync()?;
-    tracing::info!(anchors = outcome.ops, lsn = %slot.consistent_point, "initial load done");
-    Ok(())
+    tracing::info!(anchors = outcome.ops, lsn = %at, "tables loaded and derived");
+    Ok(at)
 }
 
 async fn copy_tables(

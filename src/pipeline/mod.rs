@@ -37,6 +37,7 @@ use crate::source::admin;
 use crate::source::stream::{ConnParams, conn_params};
 use crate::store::{Store, StoreError, StoreOptions, meta};
 
+pub use initial_load::load as load_tables;
 pub use sink_task::{SinkShared, flush_batch};
 
 /// Errors that stop the daemon, each with what to do about it.
