@@ -77,6 +77,9 @@ say "report: response times by channel"
         count(*) FILTER (WHERE abs(extract(epoch FROM \"aiScheduledRunAt\" - \"inboundSentAt\") - \"aiChosenDelaySeconds\") > 1) AS delay_mismatches
     FROM \"ResponseTimingEvent\" GROUP BY channel ORDER BY channel"
 
+say "replytime report: setter response time and AI delay vs booking rate (simulated March 2024)"
+"$BIN" report --from 2024-03-01 --to 2024-04-01 --section setter --section ai-delay --section first-responder
+
 say "replytime status"
 "$BIN" status || true
 
