@@ -53,7 +53,7 @@ INSERT INTO "ResponseTimingEvent"
      "aiDelayMinSeconds", "aiDelayMaxSeconds", "aiChosenDelaySeconds", "aiActualDelaySeconds",
      "aiScheduledRunAt")
 SELECT gen_random_uuid(), 'client_' || (l % 200), 'lead_' || l,
-       (ARRAY['sms','email','linkedin'])[1 + i % 3], 'in_' || i, t,
+       (ARRAY['sms','email','linkedin'])[(1 + i % 3)::int], 'in_' || i, t,
        CASE WHEN i % 3 <> 0 THEN 'set_' || i END,
        CASE WHEN i % 3 <> 0 THEN t + (i % 7200) * interval '1 second' END,
        CASE WHEN i % 3 <> 0 THEN 'user_' || (i % 50) END,
@@ -66,7 +66,7 @@ SELECT gen_random_uuid(), 'client_' || (l % 200), 'lead_' || l,
        CASE WHEN i % 2 = 0 THEN 180 + i % 241 END,
        CASE WHEN i % 2 = 0 THEN 180 + i % 241 + i % 90 END,
        CASE WHEN i % 2 = 0 THEN t + (180 + i % 241) * interval '1 second' END
-FROM generate_series(1, $EVENTS) i,
+FROM generate_series(1::bigint, $EVENTS) i,
      LATERAL (SELECT 1 + (i * 7919) % $LEADS AS l,
                      timestamptz '2024-01-01' + ((i * 104729) % 31536000) * interval '1 second' AS t) x;
 SQL

@@ -430,14 +430,19 @@ impl Engine {
         &mut self,
         meta: &TxnMeta,
         force_upsert: bool,
+        progress: &mut dyn FnMut(u64),
     ) -> Result<TxnOutcome, EngineError> {
         self.force_upsert = force_upsert;
-        let result = self.rebuild_all(meta);
+        let result = self.rebuild_all(meta, progress);
         self.force_upsert = false;
         result
     }
 
-    fn rebuild_all(&mut self, meta: &TxnMeta) -> Result<TxnOutcome, EngineError> {
+    fn rebuild_all(
+        &mut self,
+        meta: &TxnMeta,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<TxnOutcome, EngineError> {
         let store = self.store.clone();
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -451,6 +456,7 @@ impl Engine {
             }
             self.apply_in(&tx, meta.commit_lsn, 0, &[])?;
             tx.commit()?;
+            progress(keys.len() as u64);
             after = Some(last);
         }
         self.finish(meta)

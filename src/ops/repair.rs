@@ -91,13 +91,31 @@ pub async fn rebuild(settings: &Settings) -> anyhow::Result<usize> {
     };
     let mut engine = Engine::new(store.clone(), EngineOptions::default());
     engine.set_log_events(false);
-    let outcome = engine.rebuild(&meta, true)?;
+    let mut progress = Progress::new("rebuild", Some(count_messages(&store)?));
+    let outcome = engine.rebuild(&meta, true, &mut |n| progress.advance(n))?;
+    progress.finish();
     drain(&store, &mut sink, settings).await?;
     let pruned = prune_strays(&store, &sink, None, false).await?;
     if pruned > 0 {
         tracing::info!(rows = pruned, "deleted sink rows that are not anchors");
     }
     Ok(outcome.ops + pruned as usize)
+}
+
+/// Messages in the state (a key scan: cheap next to deriving each of them), for
+/// the rebuild's ETA.
+fn count_messages(store: &Store) -> anyhow::Result<u64> {
+    let tx = store.begin();
+    let mut after: Option<Vec<u8>> = None;
+    let mut count = 0u64;
+    loop {
+        let keys = tx.keys_with_prefix(Cf::Messages, &[], after.as_deref(), 100_000)?;
+        let Some(last) = keys.last().cloned() else {
+            return Ok(count);
+        };
+        count += keys.len() as u64;
+        after = Some(last);
+    }
 }
 
 /// Deletes the sink rows whose inbound message is not an anchor in the state (of

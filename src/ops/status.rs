@@ -24,12 +24,17 @@ pub struct Status {
     pub lag_seconds: Option<f64>,
     pub retained_wal_bytes: Option<i64>,
     pub state: Option<StateSummary>,
+    /// The event log's retention (replay reaches back this far at most).
+    pub event_log_retention_hours: u64,
+    pub event_log_max_bytes: u64,
     pub problems: Vec<String>,
 }
 
 pub async fn collect(settings: &Settings) -> Status {
     let mut status = Status {
         slot: settings.slot.clone(),
+        event_log_retention_hours: settings.event_log_retention_hours,
+        event_log_max_bytes: settings.event_log_max_bytes,
         ..Status::default()
     };
     match StateSummary::read(settings.state_dir()) {
@@ -134,6 +139,10 @@ pub async fn print(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> 
             println!("state_bytes          {}", state.size_bytes);
             println!("event_log_oldest_lsn {}", opt(&state.oldest_event_lsn));
         }
+        println!(
+            "event_log_retention  {} h, {} bytes",
+            status.event_log_retention_hours, status.event_log_max_bytes
+        );
         for p in &status.problems {
             println!("problem              {p}");
         }
