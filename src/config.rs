@@ -95,6 +95,9 @@ impl Default for Settings {
     }
 }
 
+/// Longest standby status period: half of Postgres' default `wal_sender_timeout`.
+const MAX_STATUS_INTERVAL_MS: u64 = 30_000;
+
 /// Environment variables read, with the key each sets.
 pub const ENV_KEYS: &[(&str, &str)] = &[
     ("REPLYTIME_SOURCE_URL", "source_url"),
@@ -118,6 +121,15 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("REPLYTIME_LOAD_BATCH_ROWS", "load_batch_rows"),
     ("REPLYTIME_BLOCK_CACHE_BYTES", "block_cache_bytes"),
 ];
+
+/// `key (REPLYTIME_KEY)`: a key as the file and the environment spell it, for
+/// errors found after the sources were merged.
+fn with_env_var(key: &str) -> String {
+    match ENV_KEYS.iter().find(|(_, k)| *k == key) {
+        Some((var, _)) => format!("{key} ({var})"),
+        None => key.to_string(),
+    }
+}
 
 /// Overrides given on the command line (highest precedence).
 #[derive(Clone, Debug, Default)]
@@ -243,7 +255,10 @@ impl Settings {
                 Some(_) => {}
             }
         }
-        for (key, name) in [("slot", &self.slot), ("publication", &self.publication)] {
+        for (key, name) in [
+            ("slot (REPLYTIME_SLOT)", &self.slot),
+            ("publication (REPLYTIME_PUBLICATION)", &self.publication),
+        ] {
             let ok = !name.is_empty()
                 && name.len() <= 63
                 && name
@@ -264,7 +279,32 @@ impl Settings {
         ];
         for (key, value) in positive {
             if value == 0 {
-                return Err(ConfigError::new(key, "must be greater than 0"));
+                return Err(ConfigError::new(
+                    with_env_var(key),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        let at_most = [
+            (
+                "status_interval_ms",
+                self.status_interval_ms,
+                MAX_STATUS_INTERVAL_MS,
+                "standby status must reach the server well inside its wal_sender_timeout (60 s by default)",
+            ),
+            (
+                "statement_timeout_ms",
+                self.statement_timeout_ms,
+                i32::MAX as u64,
+                "the largest statement_timeout Postgres accepts",
+            ),
+        ];
+        for (key, value, max, why) in at_most {
+            if value > max {
+                return Err(ConfigError::new(
+                    with_env_var(key),
+                    format!("{value} is too large: at most {max} ({why})"),
+                ));
             }
         }
         Ok(())
@@ -397,6 +437,18 @@ mod tests {
         assert!(err.to_string().contains("bogus"), "{err}");
         let err = load(MINIMAL, None, &[("slot", "Bad-Name")]).unwrap_err();
         assert!(err.to_string().contains("slot"), "{err}");
+    }
+
+    #[test]
+    fn values_checked_after_merging_name_the_variable_too() {
+        let mut env = MINIMAL.to_vec();
+        env.push(("REPLYTIME_SINK_BATCH_OPS", "0"));
+        let err = load(&env, None, &[]).unwrap_err().to_string();
+        assert!(err.contains("REPLYTIME_SINK_BATCH_OPS"), "{err}");
+        let err = load(MINIMAL, Some("status_interval_ms = 120000\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("at most 30000"), "{err}");
+        let err = load(MINIMAL, None, &[("statement_timeout_ms", "3000000000")]).unwrap_err();
+        assert!(err.to_string().contains("statement_timeout_ms"), "{err}");
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub enum SourceError {
     )]
     WalLevel(String),
     #[error(
-        "role {0:?} lacks the REPLICATION privilege: ALTER ROLE {0} WITH REPLICATION (see deploy/postgres/grants.sql)"
+        "role {0:?} lacks the REPLICATION privilege: ALTER ROLE {quoted} WITH REPLICATION (see deploy/postgres/grants.sql)",
+        quoted = admin::quote_ident(.0)
     )]
     NoReplicationPrivilege(String),
     #[error("source table {0} does not exist (check the [tables] mapping in the config)")]

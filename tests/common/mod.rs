@@ -63,7 +63,7 @@ impl TestCluster {
 /// The cluster, started on first use.
 pub fn cluster() -> &'static TestCluster {
     static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
-    CLUSTER.get_or_init(start_cluster)
+    CLUSTER.get_or_init(|| start_cluster_with(""))
 }
 
 /// One test's database.
@@ -171,7 +171,11 @@ fn unique_database_name() -> String {
 
 // ---- cluster start-up ----
 
-fn start_cluster() -> TestCluster {
+/// A new cluster like [`cluster`]'s with `extra_conf` appended to its
+/// `postgresql.conf` after the harness's settings (the last line of a setting wins:
+/// `"wal_level = replica\n"` makes a cluster without logical decoding). The caller
+/// owns it; it is stopped and removed like the shared one once this process is gone.
+pub fn start_cluster_with(extra_conf: &str) -> TestCluster {
     let as_root = std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false);
@@ -197,6 +201,12 @@ fn start_cluster() -> TestCluster {
         "copy the initdb template",
     );
     write_config(&dir, &data_dir, tls.is_some());
+    if !extra_conf.is_empty() {
+        append(
+            &data_dir.join("postgresql.conf"),
+            &format!("\n{extra_conf}\n"),
+        );
+    }
     let port = start_server(&dir, &data_dir, &pg);
     spawn_watchdog(&dir, &data_dir, &pg("pg_ctl"));
     TestCluster {
