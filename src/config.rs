@@ -67,6 +67,8 @@ pub struct Settings {
     /// Rows per initial-load / backfill batch.
     pub load_batch_rows: usize,
     pub block_cache_bytes: usize,
+    /// This daemon's shard of the leads, `k/N` (REPLYTIME_SHARD); none = all.
+    pub shard: Option<crate::shard::Shard>,
     pub tables: TableMapping,
 }
 
@@ -90,6 +92,7 @@ impl Default for Settings {
             statement_timeout_ms: 60_000,
             load_batch_rows: 10_000,
             block_cache_bytes: 64 << 20,
+            shard: None,
             tables: TableMapping::default(),
         }
     }
@@ -120,6 +123,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("REPLYTIME_STATEMENT_TIMEOUT_MS", "statement_timeout_ms"),
     ("REPLYTIME_LOAD_BATCH_ROWS", "load_batch_rows"),
     ("REPLYTIME_BLOCK_CACHE_BYTES", "block_cache_bytes"),
+    ("REPLYTIME_SHARD", "shard"),
 ];
 
 /// `key (REPLYTIME_KEY)`: a key as the file and the environment spell it, for
@@ -232,6 +236,7 @@ impl Settings {
             "statement_timeout_ms" => self.statement_timeout_ms = int(value)?,
             "load_batch_rows" => self.load_batch_rows = int(value)? as usize,
             "block_cache_bytes" => self.block_cache_bytes = int(value)? as usize,
+            "shard" => self.shard = Some(value.parse().map_err(bad)?),
             other => return Err(bad(format!("unknown setting {other:?}"))),
         }
         Ok(())
@@ -345,7 +350,7 @@ impl Settings {
                 .unwrap_or_default()
         };
         format!(
-            "source_url = {:?}\nsink_url = {:?}\nstate_dir = {:?}\nslot = {:?}\npublication = {:?}\nmetrics_addr = \"{}\"\nlog_format = {:?}\nchunk_changes = {}\nsink_batch_ops = {}\nstatus_interval_ms = {}\nheartbeat_interval_ms = {}\nevent_log_retention_hours = {}\nevent_log_max_bytes = {}\nstatement_timeout_ms = {}\nload_batch_rows = {}\n",
+            "source_url = {:?}\nsink_url = {:?}\nstate_dir = {:?}\nslot = {:?}\npublication = {:?}\nmetrics_addr = \"{}\"\nlog_format = {:?}\nchunk_changes = {}\nsink_batch_ops = {}\nstatus_interval_ms = {}\nheartbeat_interval_ms = {}\nevent_log_retention_hours = {}\nevent_log_max_bytes = {}\nstatement_timeout_ms = {}\nload_batch_rows = {}\n{}",
             url(&self.source_url),
             url(&self.sink_url),
             self.state_dir.as_deref().unwrap_or(Path::new("")),
@@ -361,6 +366,9 @@ impl Settings {
             self.event_log_max_bytes,
             self.statement_timeout_ms,
             self.load_batch_rows,
+            self.shard
+                .map(|s| format!("shard = \"{s}\"\n"))
+                .unwrap_or_default(),
         )
     }
 }

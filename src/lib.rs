@@ -19,6 +19,7 @@ pub mod oracle;
 pub mod pgconn;
 pub mod pipeline;
 pub mod row;
+pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod store;

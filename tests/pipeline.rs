@@ -589,3 +589,130 @@ async fn backfill_lookback_writes_only_recent_anchors() {
         .unwrap();
     converge(&db.client, CONVERGE).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_shards_on_one_machine_together_equal_the_oracle() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = slot_for(&db.url);
+    let shard_env = |k: usize| {
+        [
+            ("REPLYTIME_SHARD", format!("{k}/2")),
+            ("REPLYTIME_SLOT", format!("{base}_s{k}")),
+            ("REPLYTIME_PUBLICATION", format!("{base}_p{k}")),
+        ]
+    };
+
+    // A row filter on "leadId" without a replica identity that covers it would make
+    // the application's UPDATE and DELETE fail: refused, and nothing is created.
+    let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_replytime"));
+    refused
+        .arg("run")
+        .env("REPLYTIME_SOURCE_URL", &db.url)
+        .env("REPLYTIME_STATE_DIR", dir.path().join("refused"))
+        .env(
+            "REPLYTIME_METRICS_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        );
+    for (k, v) in shard_env(0) {
+        refused.env(k, v);
+    }
+    let out = refused.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("REPLICA IDENTITY FULL") && stderr.contains("leadId"),
+        "{stderr}"
+    );
+    db.client
+        .batch_execute(
+            r#"INSERT INTO "Message" (id, "leadId", channel, direction) VALUES ('m', 'l', 'sms', 'inbound');
+               UPDATE "Message" SET "sentAt" = now() WHERE id = 'm';
+               DELETE FROM "Message" WHERE id = 'm';"#,
+        )
+        .await
+        .expect("the application's writes still work");
+
+    db.client
+        .batch_execute(
+            r#"ALTER TABLE "Message" REPLICA IDENTITY FULL;
+               ALTER TABLE "AIDraft" REPLICA IDENTITY FULL;
+               ALTER TABLE "BackgroundJob" REPLICA IDENTITY FULL;"#,
+        )
+        .await
+        .unwrap();
+    let mut generator = Generator::new(31, HistoryConfig::realistic());
+    let existing: Vec<_> = (0..100).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &existing).await;
+    delay_records_as_of_now(&db.client).await;
+    freeze_campaigns(&mut generator);
+
+    let daemons: Vec<Daemon> = (0..2)
+        .map(|k| {
+            let env = shard_env(k);
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Daemon::spawn(&db.url, &dir.path().join(format!("state{k}")), &env)
+        })
+        .collect();
+    eventually(CONVERGE, "both shards to stream", || async {
+        let active: i64 = db
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE $1 AND active",
+                &[&format!("{base}_s%")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        active == 2
+    })
+    .await;
+    let more: Vec<_> = (0..300).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &more).await;
+    converge(&db.client, CONVERGE).await;
+
+    // Each shard wrote its own leads' rows, and the app can still update and delete.
+    let per_slot: i64 = db
+        .client
+        .query_one(
+            "SELECT count(*) FROM replytime_progress WHERE slot LIKE $1",
+            &[&format!("{base}_s%")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(per_slot, 2);
+    db.client
+        .batch_execute(
+            r#"UPDATE "Message" SET "sentByUserId" = 'x' WHERE id IN (SELECT id FROM "Message" LIMIT 5);
+               DELETE FROM "BackgroundJob" WHERE id IN (SELECT id FROM "BackgroundJob" LIMIT 5);"#,
+        )
+        .await
+        .unwrap();
+    converge(&db.client, CONVERGE).await;
+    drop(daemons);
+
+    // A publication whose filters do not match the shard setting is refused.
+    for shard in ["0/3", ""] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_replytime"));
+        cmd.arg("run")
+            .env("REPLYTIME_SOURCE_URL", &db.url)
+            .env("REPLYTIME_STATE_DIR", dir.path().join("mismatch"))
+            .env("REPLYTIME_SLOT", format!("{base}_mismatch"))
+            .env("REPLYTIME_PUBLICATION", format!("{base}_p0"))
+            .env(
+                "REPLYTIME_METRICS_ADDR",
+                format!("127.0.0.1:{}", free_port()),
+            );
+        if !shard.is_empty() {
+            cmd.env("REPLYTIME_SHARD", shard);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("does not match the shard setting"),
+            "{stderr}"
+        );
+    }
+}

@@ -123,7 +123,9 @@ pub async fn backfill(
     let admin = crate::pgconn::connect(settings.source_url(), "replytime-backfill").await?;
     let server = admin::server_info(&admin).await?;
     admin::check_tables(&admin, &settings.tables).await?;
-    let sink = Sink::connect(settings.sink_url()).await?;
+    let sink = Sink::connect(settings.sink_url())
+        .await?
+        .with_shard(settings.shard);
 
     // The dry run works in a throwaway directory next to nothing of the daemon's.
     let scratch;
@@ -139,7 +141,13 @@ pub async fn backfill(
             )
         })?;
         sink.migrate().await?;
-        admin::ensure_publication(&admin, &settings.publication, &settings.tables).await?;
+        admin::ensure_publication(
+            &admin,
+            &settings.publication,
+            &settings.tables,
+            settings.shard,
+        )
+        .await?;
         if let Some(state) = admin::slot_state(&admin, &settings.slot).await? {
             if let Some(pid) = state.active_pid {
                 anyhow::bail!(

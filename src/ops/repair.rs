@@ -32,7 +32,9 @@ async fn open(settings: &Settings) -> anyhow::Result<(Arc<Store>, Sink)> {
             "{e}\n(replay and rebuild need the daemon stopped: it holds the state directory)"
         )
     })?;
-    let sink = Sink::connect(settings.sink_url()).await?;
+    let sink = Sink::connect(settings.sink_url())
+        .await?
+        .with_shard(settings.shard);
     sink.migrate().await?;
     Ok((store, sink))
 }
@@ -130,15 +132,20 @@ pub(crate) async fn prune_strays(
     const PAGE: i64 = 10_000;
     let client = sink.client();
     let since = since.map(Timestamp::to_chrono);
+    // A sharded daemon only looks at (and deletes) rows of its own leads.
+    let owned = sink.owns(r#""leadId""#);
     let page = client
-        .prepare(
-            r#"SELECT "inboundMessageId", "inboundSentAt" >= coalesce($3::timestamptz, '-infinity')
+        .prepare(&format!(
+            r#"SELECT "inboundMessageId",
+                      "inboundSentAt" >= coalesce($3::timestamptz, '-infinity') AND {owned}
                FROM "ResponseTimingEvent"
-               WHERE "inboundMessageId" > $1 ORDER BY "inboundMessageId" LIMIT $2"#,
-        )
+               WHERE "inboundMessageId" > $1 ORDER BY "inboundMessageId" LIMIT $2"#
+        ))
         .await?;
     let delete = client
-        .prepare(r#"DELETE FROM "ResponseTimingEvent" WHERE "inboundMessageId" = ANY($1)"#)
+        .prepare(&format!(
+            r#"DELETE FROM "ResponseTimingEvent" WHERE "inboundMessageId" = ANY($1) AND {owned}"#
+        ))
         .await?;
     let mut after = String::new();
     let mut pruned = 0;

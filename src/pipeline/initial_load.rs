@@ -115,7 +115,12 @@ async fn copy_tables(
     let mut seq: u32 = 0;
     let started = Instant::now();
     for table in LOAD_ORDER {
-        let sql = page_sql(mapping, table, ctx.settings.load_batch_rows);
+        let sql = page_sql(
+            mapping,
+            table,
+            ctx.settings.load_batch_rows,
+            ctx.settings.shard,
+        );
         let statement = client
             .prepare(&sql)
             .await

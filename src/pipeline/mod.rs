@@ -115,9 +115,17 @@ pub async fn run(
     admin::check_tables(&admin, &settings.tables).await?;
     check_system(&store, &server.system_identifier)?;
 
-    let sink = Sink::connect(settings.sink_url()).await?;
+    let sink = Sink::connect(settings.sink_url())
+        .await?
+        .with_shard(settings.shard);
     sink.migrate().await?;
-    admin::ensure_publication(&admin, &settings.publication, &settings.tables).await?;
+    admin::ensure_publication(
+        &admin,
+        &settings.publication,
+        &settings.tables,
+        settings.shard,
+    )
+    .await?;
 
     let ctx = Arc::new(Context {
         settings,
@@ -133,6 +141,7 @@ pub async fn run(
     let sink_task = sink_task::SinkTask {
         store: store.clone(),
         sink_url: ctx.settings.sink_url().to_string(),
+        shard: ctx.settings.shard,
         slot: ctx.settings.slot.clone(),
         batch_ops: ctx.settings.sink_batch_ops,
         shared: ctx.sink.clone(),

@@ -32,6 +32,7 @@ impl SinkShared {
 pub struct SinkTask {
     pub store: Arc<Store>,
     pub sink_url: String,
+    pub shard: Option<crate::shard::Shard>,
     pub slot: String,
     pub batch_ops: usize,
     pub shared: Arc<SinkShared>,
@@ -46,7 +47,10 @@ impl SinkTask {
         loop {
             let sink_ref = match sink.as_mut() {
                 Some(s) => s,
-                None => match Sink::connect(&self.sink_url).await {
+                None => match Sink::connect(&self.sink_url)
+                    .await
+                    .map(|s| s.with_shard(self.shard))
+                {
                     Ok(s) => sink.insert(s),
                     Err(e) if e.is_retryable() => {
                         self.unhealthy(&e, &mut backoff).await;

@@ -34,6 +34,7 @@ pub use migrate::SCHEMA_VERSION;
 
 use crate::lsn::Lsn;
 use crate::row::{SinkOp, TimingRow};
+use crate::shard::Shard;
 use columns::UpsertColumns;
 
 /// Rows per statement: large enough to amortize round trips, small enough to keep
@@ -63,6 +64,9 @@ struct Statements {
 pub struct Sink {
     client: Client,
     statements: Option<Statements>,
+    /// A sharded daemon writes and deletes only rows of its own leads (see
+    /// `crate::shard`).
+    shard: Option<Shard>,
 }
 
 impl Sink {
@@ -71,7 +75,21 @@ impl Sink {
         Ok(Sink {
             client,
             statements: None,
+            shard: None,
         })
+    }
+
+    /// Restricts upserts and deletes to rows whose `"leadId"` is `shard`'s.
+    pub fn with_shard(mut self, shard: Option<Shard>) -> Sink {
+        self.shard = shard;
+        self.statements = None;
+        self
+    }
+
+    /// SQL true for the rows this sink may touch, over the lead id `column`.
+    pub fn owns(&self, column: &str) -> String {
+        self.shard
+            .map_or_else(|| "true".to_string(), |s| s.predicate(column))
     }
 
     /// The connection, for read-only queries (status, checks).
@@ -157,12 +175,12 @@ impl Sink {
         let statements = Statements {
             upsert: self
                 .client
-                .prepare(&sql::upsert())
+                .prepare(&sql::upsert(&self.owns("t.\"leadId\"")))
                 .await
                 .map_err(prepare("upsert"))?,
             delete: self
                 .client
-                .prepare(&sql::delete())
+                .prepare(&sql::delete(&self.owns("\"leadId\"")))
                 .await
                 .map_err(prepare("delete"))?,
             save_progress: self

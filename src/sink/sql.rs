@@ -57,7 +57,9 @@ const KEY: &str = "inboundMessageId";
 /// order, then `sourceLsn`. A conflicting row is updated only when a derived column
 /// differs, so an equal upsert leaves `updatedAt` and `sourceLsn` alone and is not
 /// counted in the command's row count.
-pub(super) fn upsert() -> String {
+/// `owned`: SQL over `t."leadId"` that is true for the rows this daemon may
+/// overwrite (`true` unless sharded).
+pub(super) fn upsert(owned: &str) -> String {
     let insert_columns: Vec<(&str, &str)> = std::iter::once(("id", "uuid"))
         .chain(DERIVED_COLUMNS)
         .chain(std::iter::once(("sourceLsn", "pg_lsn")))
@@ -85,13 +87,14 @@ pub(super) fn upsert() -> String {
         "INSERT INTO {TABLE} AS t ({names}) SELECT * FROM UNNEST({arrays}) \
          ON CONFLICT (\"{KEY}\") DO UPDATE SET {set}, \
          \"updatedAt\" = now(), \"sourceLsn\" = EXCLUDED.\"sourceLsn\" \
-         WHERE ({stored}) IS DISTINCT FROM ({incoming})"
+         WHERE ({stored}) IS DISTINCT FROM ({incoming}) AND {owned}"
     )
 }
 
-/// Delete of the rows of an array of inbound message ids.
-pub(super) fn delete() -> String {
-    format!("DELETE FROM {TABLE} WHERE \"{KEY}\" = ANY($1::text[])")
+/// Delete of the rows of an array of inbound message ids (of those `owned`, SQL
+/// over `"leadId"`).
+pub(super) fn delete(owned: &str) -> String {
+    format!("DELETE FROM {TABLE} WHERE \"{KEY}\" = ANY($1::text[]) AND {owned}")
 }
 
 /// The progress row of a slot; it never moves backwards.
@@ -123,7 +126,7 @@ mod tests {
 
     #[test]
     fn upsert_has_one_array_per_inserted_column_and_skips_the_key_in_set() {
-        let sql = upsert();
+        let sql = upsert("true");
         assert!(sql.contains("$1::uuid[]"));
         assert!(sql.contains("$6::timestamptz[]"));
         assert!(sql.contains("$23::pg_lsn[]"));
@@ -131,5 +134,14 @@ mod tests {
         assert!(!sql.contains("\"inboundMessageId\" = EXCLUDED"));
         assert!(sql.contains("\"clientId\" = EXCLUDED.\"clientId\""));
         assert!(sql.contains("IS DISTINCT FROM (EXCLUDED.\"clientId\""));
+    }
+
+    #[test]
+    fn a_sharded_sink_touches_only_its_own_leads_rows() {
+        let shard = crate::shard::Shard { index: 1, count: 4 };
+        let sql = upsert(&shard.predicate("t.\"leadId\""));
+        assert!(sql.ends_with("AND ((hashtext(t.\"leadId\") & 2147483647) % 4 = 1)"));
+        let sql = delete(&shard.predicate("\"leadId\""));
+        assert!(sql.ends_with("AND ((hashtext(\"leadId\") & 2147483647) % 4 = 1)"));
     }
 }

@@ -11,6 +11,7 @@ use super::SourceError;
 use super::decode::TableMapping;
 use crate::change::Table;
 use crate::lsn::Lsn;
+use crate::shard::Shard;
 
 /// What the source server is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,11 +121,14 @@ fn quote_literal(text: &str) -> String {
 }
 
 /// The publication entry of one table: with a column list when that list covers
-/// the replica identity, else all columns.
+/// the replica identity, else all columns; with a row filter on the lead id when
+/// sharded, which the replica identity must cover (else the application's UPDATE
+/// and DELETE fail: SPEC 9).
 async fn publication_entry(
     client: &Client,
     mapping: &TableMapping,
     table: Table,
+    shard: Option<Shard>,
 ) -> Result<String, SourceError> {
     let qualified = format!(
         "{}.{}",
@@ -151,12 +155,23 @@ async fn publication_entry(
         && identity_columns
             .iter()
             .all(|c| wanted.contains(&c.as_str()));
-    if covered {
+    let mut entry = if covered {
         let list: Vec<String> = wanted.iter().map(|c| quote_ident(c)).collect();
-        Ok(format!("{qualified} ({})", list.join(", ")))
+        format!("{qualified} ({})", list.join(", "))
     } else {
-        Ok(qualified)
+        qualified.clone()
+    };
+    if let (Some(shard), Some(lead)) = (shard, mapping.lead_column(table)) {
+        if identity != "f" && !identity_columns.iter().any(|c| c == lead) {
+            return Err(SourceError::ShardIdentity {
+                shard: shard.to_string(),
+                table: qualified,
+                column: lead.to_string(),
+            });
+        }
+        entry = format!("{entry} WHERE {}", shard.predicate(&quote_ident(lead)));
     }
+    Ok(entry)
 }
 
 /// Creates the publication if it does not exist. An existing publication is left
@@ -165,6 +180,7 @@ pub async fn ensure_publication(
     client: &Client,
     publication: &str,
     mapping: &TableMapping,
+    shard: Option<Shard>,
 ) -> Result<(), SourceError> {
     let exists = client
         .query_opt(
@@ -177,7 +193,7 @@ pub async fn ensure_publication(
     if !exists {
         let mut entries = Vec::new();
         for table in Table::ALL {
-            entries.push(publication_entry(client, mapping, table).await?);
+            entries.push(publication_entry(client, mapping, table, shard).await?);
         }
         let sql = format!(
             "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert, update, delete, truncate')",
@@ -191,22 +207,41 @@ pub async fn ensure_publication(
         tracing::info!(publication, "created publication");
         return Ok(());
     }
-    let published: Vec<String> = client
+    let published: Vec<(String, Option<String>)> = client
         .query(
-            "SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2",
+            "SELECT tablename::text, rowfilter FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2",
             &[&publication, &mapping.schema],
         )
         .await
         .map_err(SourceError::query("reading the publication's tables"))?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
     for table in Table::ALL {
         let name = mapping.table_name(table);
-        if !published.iter().any(|p| p == name) {
+        let Some((_, filter)) = published.iter().find(|(p, _)| p == name) else {
             return Err(SourceError::PublicationIncomplete {
                 publication: publication.to_string(),
                 table: name.to_string(),
+            });
+        };
+        // A sharded table carries this shard's filter (as Postgres deparses it:
+        // `((hashtext("leadId") & 2147483647) % N) = k`); nothing else is filtered.
+        let sharded = shard.filter(|_| mapping.lead_column(table).is_some());
+        let matches = match (sharded, filter) {
+            (None, None) => true,
+            (Some(shard), Some(filter)) => {
+                let text: String = filter.chars().filter(|c| !c.is_whitespace()).collect();
+                text.contains("hashtext(")
+                    && text.contains(&format!("%{})={}", shard.count, shard.index))
+            }
+            _ => false,
+        };
+        if !matches {
+            return Err(SourceError::ShardMismatch {
+                publication: publication.to_string(),
+                table: name.to_string(),
+                expected: sharded.map_or("no row filter".to_string(), |s| format!("shard {s}")),
             });
         }
     }

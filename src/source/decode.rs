@@ -191,6 +191,17 @@ impl TableMapping {
         }
     }
 
+    /// The lead id column of the tables sharded by lead (SPEC 9); `None` for the
+    /// tables every shard reads.
+    pub fn lead_column(&self, table: Table) -> Option<&str> {
+        match table {
+            Table::Message => Some(&self.message.lead_id),
+            Table::AiDraft => Some(&self.ai_draft.lead_id),
+            Table::BackgroundJob => Some(&self.background_job.lead_id),
+            Table::Lead | Table::EmailCampaign => None,
+        }
+    }
+
     /// The columns replytime reads, by reference name, in SPEC section 1 order.
     pub fn logical_columns(table: Table) -> &'static [LogicalColumn] {
         match table {

@@ -39,7 +39,12 @@ fn casts(table: Table) -> &'static [&'static str] {
 }
 
 /// `SELECT` of one keyset page: `$1` is the last id of the previous page (or NULL).
-pub fn page_sql(mapping: &TableMapping, table: Table, limit: usize) -> String {
+pub fn page_sql(
+    mapping: &TableMapping,
+    table: Table,
+    limit: usize,
+    shard: Option<crate::shard::Shard>,
+) -> String {
     let columns: Vec<String> = mapping
         .column_names(table)
         .iter()
@@ -47,8 +52,12 @@ pub fn page_sql(mapping: &TableMapping, table: Table, limit: usize) -> String {
         .map(|(c, cast)| format!("{}::{cast}", quote_ident(c)))
         .collect();
     let id = quote_ident(mapping.column_names(table)[0]);
+    let owned = match (shard, mapping.lead_column(table)) {
+        (Some(shard), Some(lead)) => format!(" AND {}", shard.predicate(&quote_ident(lead))),
+        _ => String::new(),
+    };
     format!(
-        "SELECT {} FROM {}.{} WHERE $1::text IS NULL OR {id}::text > $1::text ORDER BY {id}::text LIMIT {limit}",
+        "SELECT {} FROM {}.{} WHERE ($1::text IS NULL OR {id}::text > $1::text){owned} ORDER BY {id}::text LIMIT {limit}",
         columns.join(", "),
         quote_ident(&mapping.schema),
         quote_ident(mapping.table_name(table)),

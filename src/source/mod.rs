@@ -48,6 +48,22 @@ pub enum SourceError {
     )]
     PublicationIncomplete { publication: String, table: String },
     #[error(
+        "shard {shard}: table {table}'s replica identity does not cover {column:?}, so a row filter on it would make the application's UPDATE and DELETE fail. ALTER TABLE {table} REPLICA IDENTITY FULL (every UPDATE and DELETE then logs the whole old row), or use a unique index that includes {column:?} as the replica identity; replytime never changes it itself"
+    )]
+    ShardIdentity {
+        shard: String,
+        table: String,
+        column: String,
+    },
+    #[error(
+        "publication {publication:?} does not match the shard setting ({expected}) for table {table:?}: every shard needs its own publication with a row filter on the lead id; drop it (`replytime teardown --yes`) and let replytime create it"
+    )]
+    ShardMismatch {
+        publication: String,
+        table: String,
+        expected: String,
+    },
+    #[error(
         "replication slot {slot:?} is at {slot_lsn}, ahead of replytime's durable high-water mark {durable}: WAL in between is gone (slot recreated or advanced by someone else). Recover with `replytime teardown` then `replytime backfill`"
     )]
     SlotAhead {
