@@ -53,6 +53,10 @@ pub enum PipelineError {
     Engine(#[from] EngineError),
     #[error("source connection: {0}")]
     Connect(#[from] crate::pgconn::PgConnError),
+    #[error(
+        "sink unreachable for {0:?} with rows pending: replication paused until it is back (the slot keeps the WAL)"
+    )]
+    SinkDown(Duration),
     #[error("{0}")]
     Other(String),
 }
@@ -63,6 +67,10 @@ impl PipelineError {
         match self {
             PipelineError::Source(e) => e.is_retryable(),
             PipelineError::Sink(e) => e.is_retryable(),
+            // Only reconnects get here (a failed first connect stops `run` before the
+            // stream starts): a server that is restarting or unreachable is retried.
+            PipelineError::Connect(e) => e.is_retryable(),
+            PipelineError::SinkDown(_) => true,
             _ => false,
         }
     }

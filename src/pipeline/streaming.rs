@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pgwire_replication::{ReplicationClient, ReplicationEvent};
 use tokio::sync::watch;
@@ -41,18 +41,21 @@ pub async fn stream_forever(
     mut engine: Engine,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
-    let mut backoff = Duration::from_millis(250);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+    let mut backoff = FIRST_BACKOFF;
     let mut admin = Some(admin);
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
+        let started = Instant::now();
         let result = Session::open(&ctx, &mut engine, admin.take()).await;
         let err = match result {
             Ok(mut session) => match session.run(shutdown.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    admin = session.admin.take();
+                    // A closed admin connection is replaced on the next attempt.
+                    admin = session.admin.take().filter(|a| !a.is_closed());
                     e
                 }
             },
@@ -60,6 +63,10 @@ pub async fn stream_forever(
         };
         if !err.is_retryable() {
             return Err(err);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            // The session worked for a while: this is a new incident.
+            backoff = FIRST_BACKOFF;
         }
         METRICS.errors.with_label_values(&["source"]).inc();
         ctx.health.ready.store(false, Ordering::SeqCst);
@@ -83,7 +90,16 @@ struct Session<'e> {
     applied: Lsn,
     confirmed: Lsn,
     checks: u64,
+    /// Since when the sink has been unreachable with work pending.
+    sink_down_since: Option<Instant>,
 }
+
+/// How long the sink may be down with work pending before the replication stream
+/// is closed until it is back. A stopping server's walsender waits for its client
+/// to confirm the end of the WAL before it exits; replytime cannot confirm while
+/// the sink (often the same server) refuses connections, so it lets go instead of
+/// holding the shutdown up.
+const SINK_DOWN_RELEASE: Duration = Duration::from_secs(5);
 
 impl<'e> Session<'e> {
     async fn open(
@@ -118,6 +134,7 @@ impl<'e> Session<'e> {
             applied,
             confirmed,
             checks: 0,
+            sink_down_since: None,
         })
     }
 
@@ -299,6 +316,14 @@ impl<'e> Session<'e> {
         let ready = self.ctx.sink.healthy.load(Ordering::SeqCst);
         self.ctx.health.ready.store(ready, Ordering::SeqCst);
         METRICS.ready.set(i64::from(ready));
+        if ready || self.ctx.store.outbox_len()? == 0 {
+            self.sink_down_since = None;
+        } else {
+            let since = *self.sink_down_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SINK_DOWN_RELEASE {
+                return Err(PipelineError::SinkDown(since.elapsed()));
+            }
+        }
         Ok(())
     }
 

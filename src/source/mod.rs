@@ -111,8 +111,15 @@ impl SourceError {
     /// Whether reconnecting may help (network, server restart, slot busy).
     pub fn is_retryable(&self) -> bool {
         match self {
+            // Closed connections, I/O errors, and a server that is stopping,
+            // restarting or out of resources (SQLSTATE classes 08, 53, 57).
             SourceError::Query { source, .. } => {
-                source.is_closed() || source.as_db_error().is_none()
+                source.is_closed()
+                    || source.as_db_error().is_none_or(|db| {
+                        ["08", "53", "57"]
+                            .iter()
+                            .any(|class| db.code().code().starts_with(class))
+                    })
             }
             SourceError::Replication(e) => !matches!(
                 e,

@@ -165,6 +165,10 @@ pub enum StoreError {
         found: u32,
         expected: u32,
     },
+    #[error(
+        "state directory {path} failed earlier ({first}); replytime stops without writing to it again. Is the disk full? Free space and restart: the state resumes from its last durable point, and nothing past it was confirmed"
+    )]
+    Failed { path: PathBuf, first: String },
     #[error("corrupt record in column family {cf}: {reason}")]
     Corrupt { cf: &'static str, reason: String },
 }
@@ -186,12 +190,33 @@ impl Default for StoreOptions {
 }
 
 pub struct Store {
-    db: Db,
+    /// Closed on drop, unless RocksDB failed (see `Drop for Store`).
+    db: std::mem::ManuallyDrop<Db>,
     path: PathBuf,
     next_outbox_seq: AtomicU64,
     /// First outbox sequence number that may still exist: reads seek here instead
     /// of stepping over the tombstones of removed entries.
     outbox_head: AtomicU64,
+    /// The first RocksDB error: after one, RocksDB is not asked to sync or commit
+    /// again (a failed WAL write, e.g. on a full disk, leaves it in a state where
+    /// a later `flush_wal` trips an assertion in some builds and aborts).
+    failed: std::sync::OnceLock<String>,
+    /// Commits and WAL syncs never overlap, so a sync never runs on a WAL writer
+    /// whose last write failed before that failure was recorded in `failed`.
+    write_gate: std::sync::Mutex<()>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.failed.get().is_none() {
+            // SAFETY: `db` is dropped exactly once, here, and never used after.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.db) }
+        }
+        // After a failure, closing would flush the WAL writer that failed, which
+        // aborts the process in builds with assertions (Debian's librocksdb). The
+        // handle is leaked instead: the process is about to exit with the error,
+        // and the WAL on disk holds every commit that succeeded.
+    }
 }
 
 impl Store {
@@ -218,6 +243,13 @@ impl Store {
         db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(2);
         db_opts.set_max_total_wal_size(64 << 20);
+        // RocksDB's own info LOG lives in the state directory. On a full disk its
+        // writer fails first, and the error handler's next log line then trips an
+        // assertion (abort) in builds with assertions on; replytime reports its
+        // errors itself, so RocksDB only logs what is fatal, in a bounded file.
+        db_opts.set_log_level(rocksdb::LogLevel::Fatal);
+        db_opts.set_keep_log_file_num(2);
+        db_opts.set_max_log_file_size(1 << 20);
         db_opts.set_db_write_buffer_size(options.write_buffer_bytes * 4);
         let cfs = PHYSICAL
             .iter()
@@ -236,10 +268,12 @@ impl Store {
             }
         })?;
         let store = Store {
-            db,
+            db: std::mem::ManuallyDrop::new(db),
             path: path.to_path_buf(),
             next_outbox_seq: AtomicU64::new(0),
             outbox_head: AtomicU64::new(0),
+            failed: std::sync::OnceLock::new(),
+            write_gate: std::sync::Mutex::new(()),
         };
         store.check_version()?;
         let next = store.last_outbox_seq()?.map_or(0, |s| s + 1);
@@ -278,15 +312,38 @@ impl Store {
     }
 
     pub(crate) fn err(&self, source: rocksdb::Error) -> StoreError {
+        use rocksdb::ErrorKind::{Busy, TimedOut, TryAgain};
+        if !matches!(source.kind(), Busy | TimedOut | TryAgain) {
+            let _ = self.failed.set(source.to_string());
+        }
         StoreError::RocksDb {
             path: self.path.clone(),
             source,
         }
     }
 
+    /// Refuses to write once RocksDB has failed (see `failed`).
+    pub(crate) fn check_usable(&self) -> Result<(), StoreError> {
+        match self.failed.get() {
+            Some(first) => Err(StoreError::Failed {
+                path: self.path.clone(),
+                first: first.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Makes every committed transaction durable (fsync of RocksDB's WAL).
     pub fn sync(&self) -> Result<(), StoreError> {
+        let _gate = self.gate();
+        self.check_usable()?;
         self.db.flush_wal(true).map_err(|e| self.err(e))
+    }
+
+    pub(crate) fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The end LSN of the last transaction whose effects are in the state (and its

@@ -37,6 +37,8 @@ impl<'a> StoreTxn<'a> {
 
     pub fn commit(self) -> Result<(), StoreError> {
         let store = self.store;
+        let _gate = store.gate();
+        store.check_usable()?;
         self.txn.commit().map_err(|e| store.err(e))
     }
 
