@@ -1,0 +1,181 @@
+//! Draining one WAL twice: `pg_recvlogical` (pgoutput into /dev/null, the reference
+//! ceiling) and the real `replytime run` (decode → RocksDB → sink → confirmation).
+//!
+//! ```text
+//!  daemon: initial load of nothing, stop ─▶ second slot for pg_recvlogical
+//!    ─▶ generator traffic (realistic, committed while nobody reads)
+//!    ─▶ pg_recvlogical --endpos=<WAL end>          (timed)
+//!    ─▶ replytime run until confirmed_flush_lsn ≥ WAL end (timed)
+//! ```
+//!
+//! Both slots start at the same point, so both read the same WAL. While each runs,
+//! the walsender's CPU time is sampled from /proc: it tells whether the walsender
+//! (decoding) or the consumer bounds the rate.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use replytime::lsn::Lsn;
+use replytime::workload::Generator;
+use replytime::workload::sql::transaction_to_sql;
+
+use crate::common;
+use crate::machine;
+use crate::support::{Daemon, confirmed_lsn, current_lsn, slot_for, wait_streaming};
+
+/// Source transactions per `batch_execute` round trip (each its own transaction).
+const TXNS_PER_ROUND_TRIP: usize = 100;
+
+pub struct Figures {
+    pub changes: u64,
+    pub transactions: u64,
+    pub wal_bytes: u64,
+    pub write_seconds: f64,
+    pub recv_seconds: f64,
+    pub recv_walsender_cpu: f64,
+    pub replytime_seconds: f64,
+    pub replytime_walsender_cpu: f64,
+    pub replytime_daemon_cpu: f64,
+}
+
+/// Runs the stage; returns the figures and the daemon, still streaming, caught up.
+pub async fn run(
+    db: &common::TestDb,
+    state: &std::path::Path,
+    generator: &mut Generator,
+    target_changes: u64,
+    daemon_env: &[(&str, &str)],
+) -> (Figures, Daemon) {
+    let slot = slot_for(&db.url);
+    let mut daemon = Daemon::spawn(&db.url, state, daemon_env);
+    wait_streaming(&db.client, &db.url).await;
+    assert!(daemon.stop().success(), "{}", daemon.log_text());
+
+    let recv_slot = format!("{slot}_recv");
+    db.client
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&recv_slot],
+        )
+        .await
+        .expect("create the pg_recvlogical slot");
+
+    let start = current_lsn(&db.client).await;
+    let written = Instant::now();
+    let (changes, transactions) = write_changes(&db.client, generator, target_changes).await;
+    let write_seconds = written.elapsed().as_secs_f64();
+    let end = current_lsn(&db.client).await;
+    eprintln!(
+        "throughput: wrote {changes} row changes in {transactions} transactions ({write_seconds:.1} s), WAL {start}..{end}"
+    );
+
+    let (recv_seconds, recv_walsender_cpu) = drain_with_pg_recvlogical(db, &recv_slot, end).await;
+    db.client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&recv_slot])
+        .await
+        .expect("drop the pg_recvlogical slot");
+    eprintln!("throughput: pg_recvlogical drained it in {recv_seconds:.2} s");
+
+    let started = Instant::now();
+    let daemon = Daemon::spawn(&db.url, state, daemon_env);
+    let mut walsender_cpu = 0.0;
+    loop {
+        if let Some(cpu) = walsender_cpu_of(&db.client, &slot).await {
+            walsender_cpu = cpu;
+        }
+        if confirmed_lsn(&db.client, &slot)
+            .await
+            .is_some_and(|c| c >= end)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "replytime did not drain the WAL within 30 min:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let replytime_seconds = started.elapsed().as_secs_f64();
+    let replytime_daemon_cpu = machine::cpu_seconds(daemon.child.id()).unwrap_or(f64::NAN);
+    eprintln!("throughput: replytime drained it in {replytime_seconds:.2} s");
+    let figures = Figures {
+        changes,
+        transactions,
+        wal_bytes: end.saturating_bytes_since(start),
+        write_seconds,
+        recv_seconds,
+        recv_walsender_cpu,
+        replytime_seconds,
+        replytime_walsender_cpu: walsender_cpu,
+        replytime_daemon_cpu,
+    };
+    (figures, daemon)
+}
+
+/// Writes generator transactions until `target` row changes; returns (changes,
+/// transactions).
+pub async fn write_changes(
+    client: &tokio_postgres::Client,
+    generator: &mut Generator,
+    target: u64,
+) -> (u64, u64) {
+    let (mut changes, mut transactions) = (0u64, 0u64);
+    while changes < target {
+        let mut script = String::new();
+        for _ in 0..TXNS_PER_ROUND_TRIP {
+            let txn = generator.next_transaction();
+            changes += txn.len() as u64;
+            transactions += 1;
+            script.push_str(&transaction_to_sql(&txn));
+            if changes >= target {
+                break;
+            }
+        }
+        client
+            .batch_execute(&script)
+            .await
+            .unwrap_or_else(|e| panic!("writing generated traffic: {e:?}"));
+    }
+    (changes, transactions)
+}
+
+/// CPU seconds of the walsender serving `slot`, while one does.
+async fn walsender_cpu_of(client: &tokio_postgres::Client, slot: &str) -> Option<f64> {
+    let row = client
+        .query_opt(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .ok()??;
+    let pid: Option<i32> = row.get(0);
+    machine::cpu_seconds(u32::try_from(pid?).ok()?)
+}
+
+/// Runs pg_recvlogical from the slot up to `end`; returns (seconds, walsender CPU).
+async fn drain_with_pg_recvlogical(db: &common::TestDb, slot: &str, end: Lsn) -> (f64, f64) {
+    let cluster = common::cluster();
+    let started = Instant::now();
+    let mut child = Command::new(cluster.bindir.join("pg_recvlogical"))
+        .args(["-h", "127.0.0.1", "-U", "postgres", "--no-loop", "--start"])
+        .args(["-p", &cluster.port.to_string(), "-d", &db.name, "-S", slot])
+        .args(["-o", "proto_version=1", "-o", "publication_names=replytime"])
+        .args(["-E", &end.to_string(), "-f", "/dev/null"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start pg_recvlogical");
+    let mut walsender_cpu = 0.0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for pg_recvlogical") {
+            break status;
+        }
+        if let Some(cpu) = walsender_cpu_of(&db.client, slot).await {
+            walsender_cpu = cpu;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(status.success(), "pg_recvlogical failed: {status}");
+    (seconds, walsender_cpu)
+}

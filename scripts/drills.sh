@@ -1,0 +1,9 @@
+#!/bin/sh
+# Fault drills (tests/drills.rs): kill -9 under load, Postgres restart mid-stream,
+# sink unavailable (REPLYTIME_DRILL_SINK_DOWN_SECONDS, default 60), network cut to the
+# source, disk full on the state directory (needs root for mount -t tmpfs; skipped
+# with a message otherwise). The drills share one throwaway cluster and run one at a
+# time. Extra arguments go to the test binary (e.g. a drill's name).
+set -eu
+cd "$(dirname "$0")/.."
+exec cargo test --release --test drills -- --ignored --nocapture --test-threads=1 "$@"
