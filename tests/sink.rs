@@ -731,3 +731,23 @@ async fn the_sink_writes_over_verified_tls() {
     assert_eq!(sink.progress(SLOT).await.unwrap(), Some(Lsn(9)));
     assert!(uses_tls(sink.client()).await);
 }
+
+#[tokio::test]
+async fn commits_are_durable_even_where_synchronous_commit_is_off() {
+    let db = common::fresh_database().await;
+    db.client
+        .batch_execute(&format!(
+            r#"ALTER DATABASE "{}" SET synchronous_commit = off"#,
+            db.name
+        ))
+        .await
+        .unwrap();
+    let sink = Sink::connect(&db.url).await.unwrap();
+    let setting: String = sink
+        .client()
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(setting, "on");
+}

@@ -72,6 +72,14 @@ pub struct Sink {
 impl Sink {
     pub async fn connect(url: &str) -> Result<Sink, SinkError> {
         let client = crate::pgconn::connect(url, "replytime-sink").await?;
+        // A commit the server acknowledges must be durable: the outbox is trimmed
+        // and the LSN confirmed after it. A server (or role) configured with
+        // `synchronous_commit = off` would acknowledge commits it can still lose
+        // in a crash, so the sink's session asks for `on` whatever the default.
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .map_err(SinkError::postgres("setting synchronous_commit"))?;
         Ok(Sink {
             client,
             statements: None,
