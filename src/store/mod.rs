@@ -431,6 +431,10 @@ impl Store {
                 self.db
                     .compact_range_cf(handle, Some([tag]), Some([tag + 1]));
             }
+            if *cf == Cf::Outbox {
+                let next = self.next_outbox_seq.load(Ordering::SeqCst);
+                self.outbox_head.store(next, Ordering::SeqCst);
+            }
         }
         Ok(())
     }

@@ -85,15 +85,15 @@ impl Store {
         Ok(())
     }
 
-    /// Number of entries waiting for the sink.
+    /// Number of entries waiting for the sink, from memory: entries are appended
+    /// with increasing sequence numbers and removed oldest first, so they are the
+    /// range [head, next). A number reserved by a transaction that has not committed
+    /// yet counts too, which only ever delays an idle advance. (Counting keys would
+    /// step over the tombstones of every removed entry, on every status tick.)
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        let tx = self.begin();
-        let first = tx.next_key(Cf::Outbox, &[], self.before_head().as_deref())?;
-        let last = tx.prev_key(Cf::Outbox, &[], None)?;
-        Ok(match (first, last) {
-            (Some(f), Some(l)) => seq_of(&l) - seq_of(&f) + 1,
-            _ => 0,
-        })
+        let next = self.next_outbox_seq.load(Ordering::SeqCst);
+        let head = self.outbox_head.load(Ordering::SeqCst);
+        Ok(next.saturating_sub(head))
     }
 }
 
