@@ -89,7 +89,6 @@ struct Session<'e> {
     txn: Option<OpenTxn>,
     applied: Lsn,
     confirmed: Lsn,
-    checks: u64,
     /// Since when the sink has been unreachable with work pending.
     sink_down_since: Option<Instant>,
 }
@@ -133,7 +132,6 @@ impl<'e> Session<'e> {
             txn: None,
             applied,
             confirmed,
-            checks: 0,
             sink_down_since: None,
         })
     }
@@ -357,19 +355,19 @@ impl<'e> Session<'e> {
         if let Ok(size) = i64::try_from(self.ctx.store.approximate_size()) {
             METRICS.state_bytes.set(size);
         }
-        self.checks += 1;
-        if self.checks % 12 == 1 {
-            self.trim_event_log();
-        }
+        self.trim_event_log();
     }
 
-    /// Event log retention: by age, and by size estimated at ~150 bytes an entry.
+    /// Event log retention: by age, and by the WAL span it covers.
     fn trim_event_log(&self) {
         let settings = &self.ctx.settings;
         let age = chrono::Duration::hours(settings.event_log_retention_hours as i64);
         let cutoff = Timestamp::from_chrono(chrono::Utc::now() - age);
-        let max_entries = settings.event_log_max_bytes / 150;
-        match self.ctx.store.trim_event_log(cutoff, max_entries) {
+        match self
+            .ctx
+            .store
+            .trim_event_log(cutoff, self.applied, settings.event_log_max_bytes)
+        {
             Ok(0) => {}
             Ok(n) => tracing::debug!(entries = n, "trimmed the event log"),
             Err(e) => tracing::warn!(error = %e, "event log retention failed"),

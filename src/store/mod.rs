@@ -197,6 +197,8 @@ pub struct Store {
     /// First outbox sequence number that may still exist: reads seek here instead
     /// of stepping over the tombstones of removed entries.
     outbox_head: AtomicU64,
+    /// Commit LSNs below this were trimmed from the event log (seeks start here).
+    event_log_floor: AtomicU64,
     /// The first RocksDB error: after one, RocksDB is not asked to sync or commit
     /// again (a failed WAL write, e.g. on a full disk, leaves it in a state where
     /// a later `flush_wal` trips an assertion in some builds and aborts).
@@ -272,6 +274,7 @@ impl Store {
             path: path.to_path_buf(),
             next_outbox_seq: AtomicU64::new(0),
             outbox_head: AtomicU64::new(0),
+            event_log_floor: AtomicU64::new(0),
             failed: std::sync::OnceLock::new(),
             write_gate: std::sync::Mutex::new(()),
         };
