@@ -716,3 +716,57 @@ async fn two_shards_on_one_machine_together_equal_the_oracle() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_column_is_ignored_and_an_incompatible_type_stops_without_confirming() {
+    let db = database().await;
+    // With a column list Postgres itself refuses to change a published column's
+    // type; with REPLICA IDENTITY FULL every column is published and it allows it.
+    db.client
+        .batch_execute(r#"ALTER TABLE "Message" REPLICA IDENTITY FULL"#)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::spawn(&db.url, &dir.path().join("state"), &[]);
+    wait_streaming(&db.client, &db.url).await;
+    db.client
+        .batch_execute(
+            r#"
+            INSERT INTO "Lead" (id, "clientId") VALUES ('lead', 'client');
+            ALTER TABLE "Message" ADD COLUMN "mood" text;
+            INSERT INTO "Message" (id, "leadId", channel, direction, "sentAt", mood)
+                VALUES ('in1', 'lead', 'sms', 'inbound', '2024-03-01 10:00:00+00', 'curious');
+            INSERT INTO "Message" (id, "leadId", channel, direction, "sentBy", "sentByUserId", "sentAt")
+                VALUES ('out1', 'lead', 'sms', 'outbound', 'setter', 'u1', '2024-03-01 10:05:00+00');
+            "#,
+        )
+        .await
+        .unwrap();
+    converge(&db.client, CONVERGE).await;
+    assert_eq!(sink_rows(&db.client).await.len(), 1);
+
+    let slot = slot_for(&db.url);
+    let before = current_lsn(&db.client).await;
+    db.client
+        .batch_execute(
+            r#"
+            ALTER TABLE "Message" ALTER COLUMN "sentAt" TYPE text USING "sentAt"::text;
+            INSERT INTO "Message" (id, "leadId", channel, direction, "sentAt")
+                VALUES ('in2', 'lead', 'sms', 'inbound', '2024-03-01 11:00:00+00');
+            "#,
+        )
+        .await
+        .unwrap();
+    let status = wait_exit(&mut daemon.child, Duration::from_secs(60));
+    assert!(!status.success());
+    let log = daemon.log_text();
+    assert!(
+        log.contains("sentAt") && log.contains("Message"),
+        "the error names the table and the column:\n{log}"
+    );
+    let confirmed = confirmed_lsn(&db.client, &slot).await.unwrap();
+    assert!(
+        confirmed <= before,
+        "confirmed {confirmed} past the schema change at {before}"
+    );
+}
