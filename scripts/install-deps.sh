@@ -3,7 +3,8 @@
 # those that are missing: PostgreSQL 15 (the test harness starts throwaway
 # clusters), librocksdb-dev (the rocksdb crate links Debian's library, see
 # .cargo/config.toml), libclang-dev (bindgen), prometheus (promtool checks the
-# alert rules), build-essential, pkg-config and openssl (test TLS certificates).
+# alert rules), build-essential, pkg-config, openssl (test TLS certificates), and
+# curl and python3 (the demo script).
 # Idempotent; runs apt-get as root, through sudo otherwise.
 set -euo pipefail
 
@@ -26,7 +27,7 @@ else
 fi
 
 missing=()
-for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl; do
+for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl curl python3; do
     if installed "$pkg"; then
         log "$pkg: already installed"
     else
