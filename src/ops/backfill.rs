@@ -183,8 +183,7 @@ pub async fn backfill(
             .await?
             .is_some()
         {
-            let batch =
-                (settings.sink_batch_ops as u64).min(summary.rows - written.min(summary.rows));
+            let batch = (settings.sink_batch_ops as u64).min(summary.rows.saturating_sub(written));
             written += batch;
             progress.advance(batch);
         }

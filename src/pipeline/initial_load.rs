@@ -59,12 +59,7 @@ pub async fn load(
         let at = slot.consistent_point;
         (Some(slot), at)
     } else {
-        let row = client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .await
-            .map_err(SourceError::query("reading the current WAL position"))?;
-        let at: String = row.get(0);
-        (None, at.parse().unwrap_or(Lsn::ZERO))
+        (None, crate::source::admin::current_wal_lsn(&client).await?)
     };
     let import = match &slot {
         Some(slot) => format!(
