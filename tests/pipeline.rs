@@ -410,13 +410,41 @@ async fn the_application_can_still_update_and_delete_every_source_table() {
 }
 
 fn cli(url: &str, state: &std::path::Path, args: &[&str]) -> std::process::Output {
+    cli_with(url, state, args, &[])
+}
+
+/// The binary run to completion with the test's settings, `env` overriding them.
+fn cli_with(
+    url: &str,
+    state: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_replytime"))
         .args(args)
         .env("REPLYTIME_SOURCE_URL", url)
         .env("REPLYTIME_STATE_DIR", state)
         .env("REPLYTIME_SLOT", slot_for(url))
+        .env(
+            "REPLYTIME_METRICS_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .envs(env.iter().copied())
         .output()
         .unwrap()
+}
+
+/// A daemon streams 200 generated transactions into the sink, then stops cleanly;
+/// returns the generator to go on with.
+async fn streamed_history(db: &common::TestDb, state: &std::path::Path, seed: u64) -> Generator {
+    let mut daemon = Daemon::spawn(&db.url, state, &[]);
+    wait_streaming(&db.client, &db.url).await;
+    let mut generator = Generator::new(seed, HistoryConfig::realistic());
+    let txns: Vec<_> = (0..200).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &txns).await;
+    converge(&db.client, CONVERGE).await;
+    assert!(daemon.stop().success());
+    generator
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -424,13 +452,7 @@ async fn replay_and_rebuild_repair_a_damaged_sink() {
     let db = database().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
-    wait_streaming(&db.client, &db.url).await;
-    let mut generator = Generator::new(5, HistoryConfig::realistic());
-    let txns: Vec<_> = (0..200).map(|_| generator.next_transaction()).collect();
-    write_history(&db.client, &txns).await;
-    converge(&db.client, CONVERGE).await;
-    assert!(daemon.stop().success());
+    streamed_history(&db, &state, 5).await;
 
     let status = cli(&db.url, &state, &["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
@@ -489,13 +511,7 @@ async fn backfill_rebuilds_lost_state_and_a_damaged_sink_from_the_tables() {
     let db = database().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
-    wait_streaming(&db.client, &db.url).await;
-    let mut generator = Generator::new(23, HistoryConfig::realistic());
-    let txns: Vec<_> = (0..200).map(|_| generator.next_transaction()).collect();
-    write_history(&db.client, &txns).await;
-    converge(&db.client, CONVERGE).await;
-    assert!(daemon.stop().success());
+    let mut generator = streamed_history(&db, &state, 23).await;
 
     // Lost state and a damaged sink.
     std::fs::remove_dir_all(&state).unwrap();
@@ -605,19 +621,9 @@ async fn two_shards_on_one_machine_together_equal_the_oracle() {
 
     // A row filter on "leadId" without a replica identity that covers it would make
     // the application's UPDATE and DELETE fail: refused, and nothing is created.
-    let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_replytime"));
-    refused
-        .arg("run")
-        .env("REPLYTIME_SOURCE_URL", &db.url)
-        .env("REPLYTIME_STATE_DIR", dir.path().join("refused"))
-        .env(
-            "REPLYTIME_METRICS_ADDR",
-            format!("127.0.0.1:{}", free_port()),
-        );
-    for (k, v) in shard_env(0) {
-        refused.env(k, v);
-    }
-    let out = refused.output().unwrap();
+    let env = shard_env(0);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = cli_with(&db.url, &dir.path().join("refused"), &["run"], &env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -694,20 +700,16 @@ async fn two_shards_on_one_machine_together_equal_the_oracle() {
 
     // A publication whose filters do not match the shard setting is refused.
     for shard in ["0/3", ""] {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_replytime"));
-        cmd.arg("run")
-            .env("REPLYTIME_SOURCE_URL", &db.url)
-            .env("REPLYTIME_STATE_DIR", dir.path().join("mismatch"))
-            .env("REPLYTIME_SLOT", format!("{base}_mismatch"))
-            .env("REPLYTIME_PUBLICATION", format!("{base}_p0"))
-            .env(
-                "REPLYTIME_METRICS_ADDR",
-                format!("127.0.0.1:{}", free_port()),
-            );
+        let slot = format!("{base}_mismatch");
+        let publication = format!("{base}_p0");
+        let mut env = vec![
+            ("REPLYTIME_SLOT", slot.as_str()),
+            ("REPLYTIME_PUBLICATION", publication.as_str()),
+        ];
         if !shard.is_empty() {
-            cmd.env("REPLYTIME_SHARD", shard);
+            env.push(("REPLYTIME_SHARD", shard));
         }
-        let out = cmd.output().unwrap();
+        let out = cli_with(&db.url, &dir.path().join("mismatch"), &["run"], &env);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(
