@@ -10,9 +10,9 @@
 //!  the engine's    see `engine::keys`                    the derivation state (rows, threads, anchors)
 //! ```
 //!
-//! Every unit of work is one optimistic RocksDB transaction ([`StoreTxn`]): reads see
-//! the transaction's own writes (iterators included), and state, outbox entries and
-//! the applied LSN commit atomically. Commits are not synced one by one; the pipeline
+//! Every unit of work is one [`StoreTxn`] committed as one RocksDB write batch: reads
+//! see the unit's own writes (key walks included), and state, outbox entries and the
+//! applied LSN commit atomically. Commits are not synced one by one; the pipeline
 //! calls [`Store::sync`] once before it makes anything depend on durability (a sink
 //! commit, a confirmation to the slot), which is where the fsync pays for a batch.
 //!
@@ -27,8 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, OptimisticTransactionDB, Options,
-    SingleThreaded,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBWithThreadMode, Options, SingleThreaded,
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -42,7 +41,7 @@ use crate::lsn::Lsn;
 /// Version of the key layout and record formats. A mismatch is refused at open.
 pub const STATE_VERSION: u32 = 1;
 
-pub(crate) type Db = OptimisticTransactionDB<SingleThreaded>;
+pub(crate) type Db = DBWithThreadMode<SingleThreaded>;
 
 /// Column families. The engine owns the layout of its own families.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,13 +75,17 @@ pub const PHYSICAL: [&str; 4] = ["state", "outbox", "event_log", "meta"];
 impl Cf {
     /// (physical column family, tag byte prefixed to every key).
     pub fn physical(self) -> (&'static str, u8) {
-        let physical = match self {
-            Cf::Outbox => "outbox",
-            Cf::EventLog => "event_log",
-            Cf::Meta | Cf::Quarantine => "meta",
-            _ => "state",
-        };
-        (physical, self as u8)
+        (PHYSICAL[self.physical_index()], self as u8)
+    }
+
+    /// Index of the physical column family in [`PHYSICAL`].
+    pub fn physical_index(self) -> usize {
+        match self {
+            Cf::Outbox => 1,
+            Cf::EventLog => 2,
+            Cf::Meta | Cf::Quarantine => 3,
+            _ => 0,
+        }
     }
 
     pub const ALL: [Cf; 19] = [

@@ -1,71 +1,130 @@
 //! [`StoreTxn`]: one atomic unit of work on the state, with ordered-key navigation.
+//!
+//! Written here rather than with RocksDB's transactions: replytime has one writer of
+//! the state (the engine; the sink task only removes outbox entries it alone
+//! removes), so the conflict checks of an optimistic transaction buy nothing and
+//! cost a lookup per key at commit, and its read-your-writes iterators are rebuilt
+//! on every seek. A [`StoreTxn`] keeps its writes in ordered maps (one per physical
+//! column family), reads through them to the database, merges them into forward and
+//! backward key walks, and commits them as one `WriteBatch`. The database iterators
+//! it reads through are created once per transaction and re-seeked.
 
-use rocksdb::{ColumnFamily, OptimisticTransactionOptions, Transaction, WriteOptions};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use rocksdb::{ColumnFamily, DBRawIteratorWithThreadMode, WriteBatch, WriteOptions};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Cf, Db, Store, StoreError, decode, encode};
+use super::{Cf, Db, PHYSICAL, Store, StoreError, decode, encode};
 
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// A RocksDB optimistic transaction: reads (iterators too) see its own writes, and
-/// everything commits at once or not at all.
+type RawIter<'a> = DBRawIteratorWithThreadMode<'a, Db>;
+
+/// Pending writes by physical key: `Some` puts, `None` deletes.
+type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+type PendingWrite<'w> = (&'w Vec<u8>, &'w Option<Vec<u8>>);
+
+/// A unit of work: reads (walks too) see its own writes, and everything commits at
+/// once or not at all.
 pub struct StoreTxn<'a> {
     store: &'a Store,
-    txn: Transaction<'a, Db>,
+    writes: RefCell<[Writes; PHYSICAL.len()]>,
+    iters: RefCell<[Option<RawIter<'a>>; PHYSICAL.len()]>,
+}
+
+/// Which way a walk goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Forward,
+    Backward,
 }
 
 impl<'a> StoreTxn<'a> {
     pub(super) fn new(store: &'a Store) -> Self {
-        let write = WriteOptions::default();
-        let txn = store
-            .db()
-            .transaction_opt(&write, &OptimisticTransactionOptions::default());
-        StoreTxn { store, txn }
+        StoreTxn {
+            store,
+            writes: RefCell::default(),
+            iters: RefCell::default(),
+        }
     }
 
     pub fn store(&self) -> &'a Store {
         self.store
     }
 
-    fn cf(&self, cf: Cf) -> &'a ColumnFamily {
+    fn handle(&self, cf: Cf) -> &'a ColumnFamily {
         self.store
             .db()
-            .cf_handle(cf.physical().0)
+            .cf_handle(PHYSICAL[cf.physical_index()])
             .expect("every column family is created at open")
     }
 
+    /// Writes everything at once (not synced: see [`Store::sync`]).
     pub fn commit(self) -> Result<(), StoreError> {
         let store = self.store;
+        let mut batch = WriteBatch::default();
+        for (index, writes) in self.writes.take().iter().enumerate() {
+            if writes.is_empty() {
+                continue;
+            }
+            let handle = store
+                .db()
+                .cf_handle(PHYSICAL[index])
+                .expect("every column family is created at open");
+            for (key, value) in writes {
+                match value {
+                    Some(value) => batch.put_cf(handle, key, value),
+                    None => batch.delete_cf(handle, key),
+                }
+            }
+        }
+        drop(self.iters.take());
+        if batch.is_empty() {
+            return Ok(());
+        }
         let _gate = store.gate();
         store.check_usable()?;
-        self.txn.commit().map_err(|e| store.err(e))
+        store
+            .db()
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(|e| store.err(e))
     }
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.txn
-            .get_cf(self.cf(cf), tagged(cf, key))
+        let key = tagged(cf, key);
+        if let Some(value) = self.writes.borrow()[cf.physical_index()].get(&key) {
+            return Ok(value.clone());
+        }
+        self.store
+            .db()
+            .get_cf(self.handle(cf), &key)
             .map_err(|e| self.store.err(e))
     }
 
     pub fn contains(&self, cf: Cf, key: &[u8]) -> Result<bool, StoreError> {
+        let key = tagged(cf, key);
+        if let Some(value) = self.writes.borrow()[cf.physical_index()].get(&key) {
+            return Ok(value.is_some());
+        }
         Ok(self
-            .txn
-            .get_pinned_cf(self.cf(cf), tagged(cf, key))
+            .store
+            .db()
+            .get_pinned_cf(self.handle(cf), &key)
             .map_err(|e| self.store.err(e))?
             .is_some())
     }
 
     pub fn put(&self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.txn
-            .put_cf(self.cf(cf), tagged(cf, key), value)
-            .map_err(|e| self.store.err(e))
+        self.writes.borrow_mut()[cf.physical_index()].insert(tagged(cf, key), Some(value.to_vec()));
+        Ok(())
     }
 
     pub fn delete(&self, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
-        self.txn
-            .delete_cf(self.cf(cf), tagged(cf, key))
-            .map_err(|e| self.store.err(e))
+        self.writes.borrow_mut()[cf.physical_index()].insert(tagged(cf, key), None);
+        Ok(())
     }
 
     pub fn get_record<T: DeserializeOwned>(
@@ -88,20 +147,77 @@ impl<'a> StoreTxn<'a> {
         self.put(cf, key, &encode(value))
     }
 
-    fn iter(&self, cf: Cf) -> RawIter<'_, 'a> {
-        self.txn.raw_iterator_cf(self.cf(cf))
-    }
-
-    /// Positions `it` on the first key strictly after `after`, or on `prefix`.
-    fn seek_after(it: &mut RawIter<'_, 'a>, cf: Cf, prefix: &[u8], after: Option<&[u8]>) {
-        match after {
-            Some(after) => {
-                let mut seek = tagged(cf, after);
-                seek.push(0);
-                it.seek(&seek);
+    /// Visits the live (key, value) pairs of `cf`'s physical family in key order
+    /// from `start` (inclusive, forward; exclusive, backward), this transaction's
+    /// writes merged over the database, until `visit` returns false. Keys are
+    /// physical (tagged).
+    fn walk(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        direction: Direction,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let index = cf.physical_index();
+        let writes = self.writes.borrow();
+        let mut pending: Box<dyn Iterator<Item = PendingWrite<'_>>> = match direction {
+            Direction::Forward => {
+                Box::new(writes[index].range::<[u8], _>((Bound::Included(start), Bound::Unbounded)))
             }
-            None => it.seek(tagged(cf, prefix)),
+            Direction::Backward => Box::new(
+                writes[index]
+                    .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(start)))
+                    .rev(),
+            ),
+        };
+        let mut iters = self.iters.borrow_mut();
+        let it =
+            iters[index].get_or_insert_with(|| self.store.db().raw_iterator_cf(self.handle(cf)));
+        match direction {
+            Direction::Forward => it.seek(start),
+            Direction::Backward => {
+                it.seek_for_prev(start);
+                if it.valid() && it.key() == Some(start) {
+                    it.prev();
+                }
+            }
         }
+        let step = |it: &mut RawIter<'a>| match direction {
+            Direction::Forward => it.next(),
+            Direction::Backward => it.prev(),
+        };
+        // "a comes before b" in the walk's order.
+        let before = |a: &[u8], b: &[u8]| match direction {
+            Direction::Forward => a < b,
+            Direction::Backward => a > b,
+        };
+        let mut next_pending = pending.next();
+        loop {
+            let stored = if it.valid() { it.key() } else { None };
+            match (stored, next_pending) {
+                (None, None) => break,
+                (Some(key), pending_entry) if pending_entry.is_none_or(|(p, _)| before(key, p)) => {
+                    let value = it.value().unwrap_or_default();
+                    if !visit(key, value) {
+                        return Ok(());
+                    }
+                    step(it);
+                }
+                (stored, Some((key, value))) => {
+                    if stored == Some(key.as_slice()) {
+                        step(it);
+                    }
+                    if let Some(value) = value
+                        && !visit(key, value)
+                    {
+                        return Ok(());
+                    }
+                    next_pending = pending.next();
+                }
+                (Some(_), None) => unreachable!("handled by the guard above"),
+            }
+        }
+        it.status().map_err(|e| self.store.err(e))
     }
 
     /// The smallest key that starts with `prefix` and is strictly greater than `after`
@@ -112,9 +228,7 @@ impl<'a> StoreTxn<'a> {
         prefix: &[u8],
         after: Option<&[u8]>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut it = self.iter(cf);
-        Self::seek_after(&mut it, cf, prefix, after);
-        self.key_with_prefix(&it, cf, prefix)
+        Ok(self.keys_with_prefix(cf, prefix, after, 1)?.pop())
     }
 
     /// The greatest key that starts with `prefix` and is strictly less than `before`
@@ -125,33 +239,20 @@ impl<'a> StoreTxn<'a> {
         prefix: &[u8],
         before: Option<&[u8]>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut it = self.iter(cf);
+        let tagged_prefix = tagged(cf, prefix);
+        let end = prefix_successor(&tagged_prefix).expect("a tagged prefix has a successor");
         let bound = match before {
-            Some(before) => tagged(cf, before),
-            None => prefix_successor(&tagged(cf, prefix)).expect("a tagged prefix has a successor"),
+            Some(before) => tagged(cf, before).min(end),
+            None => end,
         };
-        it.seek_for_prev(&bound);
-        if it.valid() && it.key() == Some(bound.as_slice()) {
-            it.prev();
-        }
-        self.key_with_prefix(&it, cf, prefix)
-    }
-
-    fn key_with_prefix(
-        &self,
-        it: &RawIter<'_, 'a>,
-        cf: Cf,
-        prefix: &[u8],
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        if !it.valid() {
-            it.status().map_err(|e| self.store.err(e))?;
-            return Ok(None);
-        }
-        Ok(it
-            .key()
-            .and_then(|k| untagged(cf, k))
-            .filter(|k| k.starts_with(prefix))
-            .map(<[u8]>::to_vec))
+        let mut found = None;
+        self.walk(cf, &bound, Direction::Backward, |key, _| {
+            if key.starts_with(&tagged_prefix) {
+                found = Some(key[1..].to_vec());
+            }
+            false
+        })?;
+        Ok(found)
     }
 
     /// Up to `limit` keys with `prefix`, in order, starting after `after`.
@@ -162,38 +263,46 @@ impl<'a> StoreTxn<'a> {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut it = self.iter(cf);
-        Self::seek_after(&mut it, cf, prefix, after);
-        let mut keys = Vec::new();
-        while keys.len() < limit && it.valid() {
-            match it.key().and_then(|k| untagged(cf, k)) {
-                Some(k) if k.starts_with(prefix) => keys.push(k.to_vec()),
-                _ => break,
+        let tagged_prefix = tagged(cf, prefix);
+        let start = match after {
+            Some(after) => {
+                let mut start = tagged(cf, after);
+                start.push(0);
+                start.max(tagged_prefix.clone())
             }
-            it.next();
+            None => tagged_prefix.clone(),
+        };
+        let mut keys = Vec::new();
+        if limit == 0 {
+            return Ok(keys);
         }
-        it.status().map_err(|e| self.store.err(e))?;
+        self.walk(cf, &start, Direction::Forward, |key, _| {
+            if !key.starts_with(&tagged_prefix) {
+                return false;
+            }
+            keys.push(key[1..].to_vec());
+            keys.len() < limit
+        })?;
         Ok(keys)
     }
 
     /// Up to `limit` (key, value) pairs of a column family from `from` (inclusive).
     pub fn scan(&self, cf: Cf, from: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        let mut it = self.iter(cf);
-        it.seek(tagged(cf, from));
+        let tag = cf.physical().1;
         let mut out = Vec::new();
-        while out.len() < limit && it.valid() {
-            match (it.key().and_then(|k| untagged(cf, k)), it.value()) {
-                (Some(k), Some(v)) => out.push((k.to_vec(), v.to_vec())),
-                _ => break,
-            }
-            it.next();
+        if limit == 0 {
+            return Ok(out);
         }
-        it.status().map_err(|e| self.store.err(e))?;
+        self.walk(cf, &tagged(cf, from), Direction::Forward, |key, value| {
+            if key.first() != Some(&tag) {
+                return false;
+            }
+            out.push((key[1..].to_vec(), value.to_vec()));
+            out.len() < limit
+        })?;
         Ok(out)
     }
 }
-
-type RawIter<'t, 'a> = rocksdb::DBRawIteratorWithThreadMode<'t, Transaction<'a, Db>>;
 
 /// The physical key of a logical family's key: its tag byte, then the key.
 fn tagged(cf: Cf, key: &[u8]) -> Vec<u8> {
@@ -201,13 +310,6 @@ fn tagged(cf: Cf, key: &[u8]) -> Vec<u8> {
     out.push(cf.physical().1);
     out.extend_from_slice(key);
     out
-}
-
-/// The logical key of a physical key, if it belongs to `cf`.
-fn untagged(cf: Cf, key: &[u8]) -> Option<&[u8]> {
-    key.split_first()
-        .filter(|(tag, _)| **tag == cf.physical().1)
-        .map(|(_, rest)| rest)
 }
 
 /// The smallest byte string greater than every string with this prefix.
@@ -220,4 +322,106 @@ pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    //! The merged walks against a model: a `BTreeMap` holding the committed state
+    //! with the transaction's writes applied on top.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// Two-letter keys over a small alphabet, so writes and reads collide often.
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(b'c')], 0..3)
+    }
+
+    fn writes() -> impl Strategy<Value = Vec<(Vec<u8>, Option<u8>)>> {
+        proptest::collection::vec((key(), proptest::option::of(any::<u8>())), 0..12)
+    }
+
+    fn apply(
+        tx: &StoreTxn<'_>,
+        model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+        cf: Cf,
+        w: &[(Vec<u8>, Option<u8>)],
+    ) {
+        for (k, v) in w {
+            match v {
+                Some(v) => {
+                    tx.put(cf, k, &[*v]).unwrap();
+                    model.insert(k.clone(), vec![*v]);
+                }
+                None => {
+                    tx.delete(cf, k).unwrap();
+                    model.remove(k);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn walks_see_committed_state_and_own_writes(
+            committed in writes(),
+            own in writes(),
+            neighbour in writes(),
+            prefix in key(),
+            bound in proptest::option::of(key()),
+            limit in 0usize..5,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            // Thread and Inbound share a physical family: keys of the neighbour
+            // family must never show through.
+            let mut model = BTreeMap::new();
+            let mut other = BTreeMap::new();
+            let tx = store.begin();
+            apply(&tx, &mut model, Cf::Thread, &committed);
+            apply(&tx, &mut other, Cf::Inbound, &neighbour);
+            tx.commit().unwrap();
+            let tx = store.begin();
+            apply(&tx, &mut model, Cf::Thread, &own);
+
+            let with_prefix: Vec<&Vec<u8>> = model.keys().filter(|k| k.starts_with(&prefix)).collect();
+            let after: Vec<Vec<u8>> = with_prefix
+                .iter()
+                .filter(|k| bound.as_ref().is_none_or(|b| k.as_slice() > b.as_slice()))
+                .take(limit)
+                .map(|k| k.to_vec())
+                .collect();
+            prop_assert_eq!(tx.keys_with_prefix(Cf::Thread, &prefix, bound.as_deref(), limit).unwrap(), after);
+            let next = with_prefix
+                .iter()
+                .find(|k| bound.as_ref().is_none_or(|b| k.as_slice() > b.as_slice()))
+                .map(|k| k.to_vec());
+            prop_assert_eq!(tx.next_key(Cf::Thread, &prefix, bound.as_deref()).unwrap(), next);
+            let prev = with_prefix
+                .iter()
+                .rev()
+                .find(|k| bound.as_ref().is_none_or(|b| k.as_slice() < b.as_slice()))
+                .map(|k| k.to_vec());
+            prop_assert_eq!(tx.prev_key(Cf::Thread, &prefix, bound.as_deref()).unwrap(), prev);
+            let from = bound.clone().unwrap_or_default();
+            let scanned: Vec<KeyValue> = model
+                .range(from.clone()..)
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            prop_assert_eq!(tx.scan(Cf::Thread, &from, limit).unwrap(), scanned);
+            for k in model.keys().chain(other.keys()) {
+                prop_assert_eq!(tx.get(Cf::Thread, k).unwrap(), model.get(k).cloned());
+                prop_assert_eq!(tx.contains(Cf::Thread, k).unwrap(), model.contains_key(k));
+            }
+            // What commits is what was read.
+            tx.commit().unwrap();
+            let tx = store.begin();
+            prop_assert_eq!(tx.scan(Cf::Thread, &[], usize::MAX).unwrap(), model.into_iter().collect::<Vec<_>>());
+        }
+    }
 }
