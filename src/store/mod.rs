@@ -243,6 +243,11 @@ impl Store {
         cf_opts.set_block_based_table_factory(&table);
         cf_opts.set_write_buffer_size(options.write_buffer_bytes);
         cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Most point reads of the engine look for keys that are not there (is this
+        // row known yet?): a bloom filter over the memtable answers those without
+        // searching its skip list.
+        cf_opts.set_memtable_prefix_bloom_ratio(0.1);
+        cf_opts.set_memtable_whole_key_filtering(true);
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
