@@ -38,19 +38,62 @@ fn small_config(seed: u64) -> HistoryConfig {
     }
 }
 
-/// Applies the history transaction by transaction, comparing after each; then
-/// re-applies a suffix. Returns a description of the first difference.
-fn check_history(store: &Arc<Store>, seed: u64, options: EngineOptions) -> Result<(), String> {
+/// How a history's transactions reach the state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// One RocksDB commit per transaction.
+    Each,
+    /// Staged in groups of 1–5 (by seed) that commit together, as the streaming
+    /// loop does with small transactions.
+    Grouped,
+}
+
+/// Applies the history transaction by transaction (or group by group), comparing
+/// after each commit; then re-applies a suffix. Returns a description of the first
+/// difference.
+fn check_history(
+    store: &Arc<Store>,
+    seed: u64,
+    options: EngineOptions,
+    commit: Commit,
+) -> Result<(), String> {
     let config = small_config(seed);
     let txns = history(seed, &config);
     let mut h = Harness::reusing(store.clone(), options);
     let mut tables = SourceTables::default();
     let mut metas: Vec<TxnMeta> = Vec::new();
+    let group = 1 + (seed % 5) as usize;
     for (i, changes) in txns.iter().enumerate() {
         for change in changes {
             tables.apply(change);
         }
-        metas.push(h.txn(changes.clone()));
+        match commit {
+            Commit::Each => metas.push(h.txn(changes.clone())),
+            Commit::Grouped => {
+                let meta = h.next_meta();
+                h.engine
+                    .stage_transaction(&meta, changes)
+                    .map_err(|e| e.to_string())?;
+                metas.push(meta);
+                if (i + 1) % group != 0 && i + 1 != txns.len() {
+                    continue;
+                }
+                let (last, _) = h
+                    .engine
+                    .commit_group()
+                    .map_err(|e| e.to_string())?
+                    .ok_or("a staged group commits")?;
+                if last != meta {
+                    return Err(format!(
+                        "seed {seed}: the group ended at {last:?}, not {meta:?}"
+                    ));
+                }
+                if store.applied_lsn().map_err(|e| e.to_string())? != meta.end_lsn {
+                    return Err(format!("seed {seed}: applied LSN is not the group's end"));
+                }
+                h.drain_outbox();
+            }
+        }
         let expected = derive(&tables);
         if h.sink != expected {
             return Err(describe(seed, i, &h.sink, &expected));
@@ -97,7 +140,13 @@ fn describe(
     lines.join("\n")
 }
 
-fn run_property(name: &str, options: EngineOptions, default_cases: u64, default_seconds: u64) {
+fn run_property(
+    name: &str,
+    options: EngineOptions,
+    commit: Commit,
+    default_cases: u64,
+    default_seconds: u64,
+) {
     let open = || {
         let dir = harness::temp_dir();
         let store = Arc::new(Store::open(dir.path(), &StoreOptions::default()).unwrap());
@@ -105,7 +154,7 @@ fn run_property(name: &str, options: EngineOptions, default_cases: u64, default_
     };
     let (dir, store) = open();
     if let Some(seed) = seed_from_env() {
-        check_history(&store, seed, options).unwrap();
+        check_history(&store, seed, options, commit).unwrap();
         return;
     }
     let cases = env_number("REPLYTIME_PROPTEST_CASES", default_cases) as u32;
@@ -129,7 +178,7 @@ fn run_property(name: &str, options: EngineOptions, default_cases: u64, default_
         if n > 0 && n.is_multiple_of(10) {
             *current = open();
         }
-        check_history(&current.1, seed, options.clone()).map_err(|e| {
+        check_history(&current.1, seed, options.clone(), commit).map_err(|e| {
             TestCaseError::fail(format!("{e}\nreplay: REPLYTIME_PROPTEST_SEED={seed} cargo test --test engine_vs_oracle {name}"))
         })
     });
@@ -148,6 +197,7 @@ fn engine_equals_oracle_after_every_transaction() {
     run_property(
         "engine_equals_oracle_after_every_transaction",
         EngineOptions::default(),
+        Commit::Each,
         2_000,
         150,
     );
@@ -163,7 +213,24 @@ fn engine_equals_oracle_with_tiny_chunks_and_spills() {
     run_property(
         "engine_equals_oracle_with_tiny_chunks_and_spills",
         options,
+        Commit::Each,
         500,
         45,
+    );
+}
+
+#[test]
+fn engine_equals_oracle_with_group_commit() {
+    let options = EngineOptions {
+        log_events: true,
+        dirty_spill: 4,
+        refresh_batch: 3,
+    };
+    run_property(
+        "engine_equals_oracle_with_group_commit",
+        options,
+        Commit::Grouped,
+        1_000,
+        60,
     );
 }

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::change::{Change, Operation, Table, Timestamp, TxnMeta};
 use crate::lsn::Lsn;
 use crate::row::{SinkOp, TimingRow};
-use crate::store::{Cf, OutboxEntry, Store, StoreError, StoreTxn, meta};
+use crate::store::{Cf, OutboxEntry, PendingWrites, Store, StoreError, StoreTxn, meta};
 
 pub use anchor::DerivedAnchor;
 
@@ -124,8 +124,19 @@ pub struct TxnOutcome {
     pub ops: usize,
 }
 
+/// Small source transactions applied but not committed yet: they share one RocksDB
+/// commit and one outbox entry (group commit, see [`Engine::stage_transaction`]).
+#[derive(Default)]
+struct Group {
+    writes: PendingWrites,
+    ops: Vec<SinkOp>,
+    last: Option<TxnMeta>,
+    changes: usize,
+}
+
 pub struct Engine {
     store: Arc<Store>,
+    group: Group,
     options: EngineOptions,
     dirty: BTreeSet<String>,
     spilled: bool,
@@ -141,6 +152,7 @@ impl Engine {
     pub fn new(store: Arc<Store>, options: EngineOptions) -> Self {
         Engine {
             store,
+            group: Group::default(),
             options,
             dirty: BTreeSet::new(),
             spilled: false,
@@ -183,6 +195,7 @@ impl Engine {
         first_seq: u32,
         changes: &[Change],
     ) -> Result<(), EngineError> {
+        debug_assert!(!self.has_staged(), "commit the staged transactions first");
         let store = self.store.clone();
         let tx = store.begin();
         self.apply_in(&tx, commit_lsn, first_seq, changes)?;
@@ -192,6 +205,7 @@ impl Engine {
     /// Refreshes the anchors the transaction touched, writes their operations to the
     /// outbox and records `meta.end_lsn` as applied.
     pub fn finish(&mut self, meta: &TxnMeta) -> Result<TxnOutcome, EngineError> {
+        debug_assert!(!self.has_staged(), "commit the staged transactions first");
         let store = self.store.clone();
         self.finish_in(&store, store.begin(), meta)
     }
@@ -202,10 +216,79 @@ impl Engine {
         meta: &TxnMeta,
         changes: &[Change],
     ) -> Result<TxnOutcome, EngineError> {
+        debug_assert!(!self.has_staged(), "commit the staged transactions first");
         let store = self.store.clone();
         let tx = store.begin();
         self.apply_in(&tx, meta.commit_lsn, 0, changes)?;
         self.finish_in(&store, tx, meta)
+    }
+
+    /// Applies a whole transaction on top of the staged ones without committing.
+    /// The staged transactions commit together with [`Engine::commit_group`]: one
+    /// RocksDB write, one outbox entry with all their sink operations (in order),
+    /// and the last one's end LSN as applied. Until then nothing of them is durable
+    /// or visible to the sink, and a crash re-reads them from the slot.
+    pub fn stage_transaction(
+        &mut self,
+        meta: &TxnMeta,
+        changes: &[Change],
+    ) -> Result<(), EngineError> {
+        let store = self.store.clone();
+        let tx = store.begin_with(std::mem::take(&mut self.group.writes));
+        self.apply_in(&tx, meta.commit_lsn, 0, changes)?;
+        loop {
+            let (ops, complete) = self.refresh_batch(&tx, meta.end_lsn)?;
+            self.group.ops.extend(ops);
+            if complete {
+                break;
+            }
+        }
+        if self.options.log_events {
+            tx.put_record(Cf::EventLog, &event_key(meta.commit_lsn, u32::MAX), meta)?;
+        }
+        self.group.writes = tx.into_pending();
+        self.group.last = Some(*meta);
+        self.group.changes += changes.len();
+        Ok(())
+    }
+
+    /// Row changes staged and not committed yet.
+    pub fn staged_changes(&self) -> usize {
+        self.group.changes
+    }
+
+    pub fn has_staged(&self) -> bool {
+        self.group.last.is_some()
+    }
+
+    /// Commits the staged transactions (see [`Engine::stage_transaction`]); `None`
+    /// when nothing was staged.
+    pub fn commit_group(&mut self) -> Result<Option<(TxnMeta, TxnOutcome)>, EngineError> {
+        let group = std::mem::take(&mut self.group);
+        let Some(last) = group.last else {
+            return Ok(None);
+        };
+        let tx = self.store.begin_with(group.writes);
+        let mut outcome = TxnOutcome {
+            outbox: Vec::new(),
+            ops: group.ops.len(),
+        };
+        let entry = OutboxEntry {
+            end_lsn: last.end_lsn,
+            commit_time: last.commit_time,
+            complete: true,
+            ops: group.ops,
+        };
+        outcome.outbox.push(tx.push_outbox(&entry)?);
+        record_applied(&tx, last.end_lsn)?;
+        tx.commit()?;
+        Ok(Some((last, outcome)))
+    }
+
+    /// Forgets the staged transactions (the stream restarts before them).
+    pub fn discard_staged(&mut self) {
+        self.group = Group::default();
+        self.dirty.clear();
     }
 
     fn apply_in(
@@ -258,14 +341,7 @@ impl Engine {
     ) -> Result<TxnOutcome, EngineError> {
         let mut outcome = TxnOutcome::default();
         loop {
-            let batch = self.next_dirty_batch(&tx)?;
-            let mut ops = Vec::new();
-            for id in &batch {
-                if let Some(op) = self.refresh(&tx, id, meta.end_lsn)? {
-                    ops.push(op);
-                }
-            }
-            let complete = self.dirty.is_empty() && !self.spilled;
+            let (ops, complete) = self.refresh_batch(&tx, meta.end_lsn)?;
             outcome.ops += ops.len();
             if !ops.is_empty() || complete {
                 let entry = OutboxEntry {
@@ -280,15 +356,29 @@ impl Engine {
                 if self.options.log_events {
                     tx.put_record(Cf::EventLog, &event_key(meta.commit_lsn, u32::MAX), meta)?;
                 }
-                let applied = tx.get_record::<Lsn>(Cf::Meta, meta::APPLIED_LSN)?;
-                let applied = applied.unwrap_or(Lsn::ZERO).max(meta.end_lsn);
-                tx.put_record(Cf::Meta, meta::APPLIED_LSN, &applied)?;
+                record_applied(&tx, meta.end_lsn)?;
                 tx.commit()?;
                 return Ok(outcome);
             }
             tx.commit()?;
             tx = store.begin();
         }
+    }
+
+    /// Refreshes the next batch of dirty anchors; also says whether none is left.
+    fn refresh_batch(
+        &mut self,
+        tx: &StoreTxn<'_>,
+        end_lsn: Lsn,
+    ) -> Result<(Vec<SinkOp>, bool), EngineError> {
+        let batch = self.next_dirty_batch(tx)?;
+        let mut ops = Vec::new();
+        for id in &batch {
+            if let Some(op) = self.refresh(tx, id, end_lsn)? {
+                ops.push(op);
+            }
+        }
+        Ok((ops, self.dirty.is_empty() && !self.spilled))
     }
 
     /// Up to `refresh_batch` dirty anchors, from memory first, then from the spill.
@@ -461,6 +551,13 @@ impl Engine {
         }
         self.finish(meta)
     }
+}
+
+/// Raises the applied LSN to `end_lsn` (never lowers it).
+fn record_applied(tx: &StoreTxn<'_>, end_lsn: Lsn) -> Result<(), StoreError> {
+    let applied = tx.get_record::<Lsn>(Cf::Meta, meta::APPLIED_LSN)?;
+    let applied = applied.unwrap_or(Lsn::ZERO).max(end_lsn);
+    tx.put_record(Cf::Meta, meta::APPLIED_LSN, &applied)
 }
 
 /// Event log key: commit LSN then change number, both big-endian.

@@ -23,6 +23,11 @@ use crate::store::{QuarantineRecord, meta};
 /// Prefix of replytime's heartbeat messages in the WAL.
 pub const HEARTBEAT_PREFIX: &str = "replytime.heartbeat";
 
+/// Staged source transactions commit together once they hold this many row
+/// changes, or once the oldest has waited this long, or as soon as the stream has
+/// nothing more to read right away.
+const GROUP_MAX_WAIT: Duration = Duration::from_millis(20);
+
 /// A source transaction being received.
 struct OpenTxn {
     commit_lsn: Lsn,
@@ -91,6 +96,8 @@ struct Session<'e> {
     confirmed: Lsn,
     /// Since when the sink has been unreachable with work pending.
     sink_down_since: Option<Instant>,
+    /// When the oldest staged transaction was staged.
+    staged_since: Option<Instant>,
 }
 
 /// How long the sink may be down with work pending before the replication stream
@@ -120,6 +127,8 @@ impl<'e> Session<'e> {
             status_interval: ctx.settings.status_interval(),
             application_name: format!("replytime-{}", ctx.settings.slot),
         };
+        // Transactions staged by a session that failed are read again from `applied`.
+        engine.discard_staged();
         let client = start_stream(&ctx.params, &options).await?;
         tracing::info!(slot = %options.slot, start = %applied, confirmed = %confirmed, "streaming");
         ctx.health.ready.store(true, Ordering::SeqCst);
@@ -133,6 +142,7 @@ impl<'e> Session<'e> {
             applied,
             confirmed,
             sink_down_since: None,
+            staged_since: None,
         })
     }
 
@@ -142,17 +152,22 @@ impl<'e> Session<'e> {
         let mut heartbeat = tokio::time::interval(heartbeat_every);
         let mut slot_check = tokio::time::interval(Duration::from_secs(5));
         loop {
+            // In this order: timers first (they are rarely ready and must not starve
+            // under load), then the stream; the staged transactions commit when the
+            // stream has nothing ready.
             tokio::select! {
+                biased;
+                _ = shutdown.changed() => return self.close().await,
+                _ = status.tick() => self.confirm()?,
+                _ = heartbeat.tick(), if self.ctx.settings.heartbeat_interval_ms > 0 => self.heartbeat().await,
+                _ = slot_check.tick() => self.check_slot().await,
                 event = self.client.recv() => {
                     match event.map_err(SourceError::from)? {
                         Some(event) => self.on_event(event)?,
                         None => return Err(PipelineError::Other("replication stream ended".into())),
                     }
                 }
-                _ = status.tick() => self.confirm()?,
-                _ = heartbeat.tick(), if self.ctx.settings.heartbeat_interval_ms > 0 => self.heartbeat().await,
-                _ = slot_check.tick() => self.check_slot().await,
-                _ = shutdown.changed() => return self.close().await,
+                () = std::future::ready(()), if self.engine.has_staged() => self.commit_staged()?,
             }
         }
     }
@@ -160,6 +175,7 @@ impl<'e> Session<'e> {
     /// Graceful end: drop the open transaction (it is re-sent on restart), let the
     /// sink drain the outbox, send the final confirmation and close the stream.
     async fn close(&mut self) -> Result<(), PipelineError> {
+        self.commit_staged()?;
         tracing::info!("shutting down: draining the outbox");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while self.ctx.store.outbox_len()? > 0 && tokio::time::Instant::now() < deadline {
@@ -247,6 +263,9 @@ impl<'e> Session<'e> {
             _ => {}
         }
         if txn.buffer.len() >= self.ctx.settings.chunk_changes {
+            // A large transaction is applied in chunks, after what was staged.
+            self.commit_staged()?;
+            let txn = self.txn.as_mut().expect("a transaction is open");
             self.engine
                 .apply_chunk(txn.commit_lsn, txn.next_seq, &txn.buffer)?;
             txn.next_seq += txn.buffer.len() as u32;
@@ -272,23 +291,47 @@ impl<'e> Session<'e> {
             self.engine
                 .apply_chunk(txn.commit_lsn, txn.next_seq, &txn.buffer)?;
             self.engine.finish(&meta)?;
-        } else {
-            self.engine.apply_transaction(&meta, &txn.buffer)?;
+            self.committed(&meta);
+            return Ok(());
         }
+        self.engine.stage_transaction(&meta, &txn.buffer)?;
+        let since = *self.staged_since.get_or_insert_with(Instant::now);
+        if self.engine.staged_changes() >= self.ctx.settings.chunk_changes
+            || since.elapsed() >= GROUP_MAX_WAIT
+        {
+            self.commit_staged()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the staged transactions, if any.
+    fn commit_staged(&mut self) -> Result<(), PipelineError> {
+        self.staged_since = None;
+        if let Some((last, _)) = self.engine.commit_group()? {
+            self.committed(&last);
+        }
+        Ok(())
+    }
+
+    /// Bookkeeping once the state holds everything through `last`.
+    fn committed(&mut self, last: &TxnMeta) {
         fault::point(fault::AFTER_STATE_WRITE);
-        self.applied = self.applied.max(end_lsn);
+        self.applied = self.applied.max(last.end_lsn);
         METRICS.set_lsn("applied", self.applied);
         METRICS.record_apply(&self.engine.take_stats());
-        let lag = (now_micros() - commit_time.0).max(0) as f64 / 1e6;
+        let lag = (now_micros() - last.commit_time.0).max(0) as f64 / 1e6;
         METRICS.lag_seconds.set(lag);
         self.ctx.sink.wake.notify_one();
-        Ok(())
     }
 
     /// Idle advance: with no transaction open and nothing pending for the sink,
     /// everything before `wal_end` is applied.
     fn on_keepalive(&mut self, wal_end: Lsn) -> Result<(), PipelineError> {
-        if self.txn.is_none() && wal_end > self.applied && self.ctx.store.outbox_len()? == 0 {
+        if self.txn.is_none()
+            && !self.engine.has_staged()
+            && wal_end > self.applied
+            && self.ctx.store.outbox_len()? == 0
+        {
             self.ctx.store.put_meta(meta::APPLIED_LSN, &wal_end)?;
             self.applied = wal_end;
             METRICS.set_lsn("applied", wal_end);

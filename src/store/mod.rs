@@ -34,7 +34,7 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use event_log::LoggedTxn;
 pub use outbox::OutboxEntry;
 pub use quarantine::QuarantineRecord;
-pub use txn::StoreTxn;
+pub use txn::{PendingWrites, StoreTxn};
 
 use crate::lsn::Lsn;
 
@@ -315,7 +315,12 @@ impl Store {
     }
 
     pub fn begin(&self) -> StoreTxn<'_> {
-        StoreTxn::new(self)
+        StoreTxn::new(self, PendingWrites::default())
+    }
+
+    /// Continues a unit of work whose writes were kept by [`StoreTxn::into_pending`].
+    pub fn begin_with(&self, pending: PendingWrites) -> StoreTxn<'_> {
+        StoreTxn::new(self, pending)
     }
 
     pub(crate) fn db(&self) -> &Db {

@@ -27,6 +27,18 @@ type RawIter<'a> = DBRawIteratorWithThreadMode<'a, Db>;
 type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 type PendingWrite<'w> = (&'w Vec<u8>, &'w Option<Vec<u8>>);
 
+/// Writes of a unit of work taken out of it ([`StoreTxn::into_pending`]) to be
+/// continued later ([`Store::begin_with`]): several source transactions can share
+/// one commit.
+#[derive(Default)]
+pub struct PendingWrites([Writes; PHYSICAL.len()]);
+
+impl PendingWrites {
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(BTreeMap::is_empty)
+    }
+}
+
 /// A unit of work: reads (walks too) see its own writes, and everything commits at
 /// once or not at all.
 pub struct StoreTxn<'a> {
@@ -43,12 +55,17 @@ enum Direction {
 }
 
 impl<'a> StoreTxn<'a> {
-    pub(super) fn new(store: &'a Store) -> Self {
+    pub(super) fn new(store: &'a Store, pending: PendingWrites) -> Self {
         StoreTxn {
             store,
-            writes: RefCell::default(),
+            writes: RefCell::new(pending.0),
             iters: RefCell::default(),
         }
+    }
+
+    /// Ends the unit of work without committing, keeping its writes.
+    pub fn into_pending(self) -> PendingWrites {
+        PendingWrites(self.writes.take())
     }
 
     pub fn store(&self) -> &'a Store {
