@@ -5,7 +5,7 @@ mod common;
 #[allow(dead_code)]
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use replytime::change::Timestamp;
 use replytime::workload::{Generator, HistoryConfig};
@@ -166,7 +166,14 @@ async fn fault_points_lose_nothing() {
         }
         let after: Vec<_> = (0..30).map(|_| generator.next_transaction()).collect();
         write_history(&db.client, &after).await;
-        let status = wait_exit(&mut faulty.child, Duration::from_secs(60));
+        // Transactions that arrive together commit as one group: keep writing, one
+        // transaction at a time, until the fault point has been reached often enough.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while faulty.exited().is_none() && Instant::now() < deadline {
+            write_history(&db.client, &[generator.next_transaction()]).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let status = wait_exit(&mut faulty.child, Duration::from_secs(5));
         assert!(
             !status.success(),
             "{point}: the fault point aborts the process"

@@ -26,6 +26,9 @@ pub(super) struct Apply<'t, 'a> {
     pub dirty: &'t mut BTreeSet<String>,
     pub stats: &'t mut ApplyStats,
     pub stamp: Stamp,
+    /// Look up which existing anchors a change affects. Off while bulk loading:
+    /// every anchor is derived afterwards anyway (see `Engine::derive_all`).
+    pub track: bool,
 }
 
 /// Where a message sits: (lead, channel, sentAt) when it is in a thread.
@@ -215,6 +218,9 @@ impl Apply<'_, '_> {
     /// Marks the last inbound strictly before `key`: its successor or its response
     /// window is where the change happened.
     fn mark_window_owner(&mut self, prefix: &[u8], key: &[u8]) -> Result<(), EngineError> {
+        if !self.track {
+            return Ok(());
+        }
         if let Some(owner) = self.tx.prev_key(Cf::Inbound, prefix, Some(key))? {
             self.dirty.insert(keys::id_after_pos(&owner, prefix.len()));
         }
@@ -222,6 +228,9 @@ impl Apply<'_, '_> {
     }
 
     fn mark_draft_trigger(&mut self, draft_id: &str) -> Result<(), EngineError> {
+        if !self.track {
+            return Ok(());
+        }
         if let Some(draft) = self
             .tx
             .get_record::<DraftRow>(Cf::Drafts, draft_id.as_bytes())?
@@ -373,6 +382,9 @@ impl Apply<'_, '_> {
     }
 
     fn mark_lead_anchors(&mut self, lead: &str) -> Result<(), EngineError> {
+        if !self.track {
+            return Ok(());
+        }
         let prefix = keys::lead_anchor_prefix(lead);
         let mut after: Option<Vec<u8>> = None;
         loop {

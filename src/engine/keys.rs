@@ -48,6 +48,15 @@ pub fn push_pos(key: &mut Vec<u8>, sent_at: Timestamp, id: &str) {
     key.extend_from_slice(id.as_bytes());
 }
 
+/// Length of the thread prefix (`str(lead) str(channel)`) a thread key starts with.
+pub fn thread_prefix_len(key: &[u8]) -> Option<usize> {
+    let str_end = |at: usize| -> Option<usize> {
+        let len = u32::from_be_bytes(key.get(at..at + 4)?.try_into().ok()?) as usize;
+        Some(at + 4 + len).filter(|end| *end <= key.len())
+    };
+    str_end(0).and_then(str_end)
+}
+
 /// The message id at the end of a key that ends with a position after `prefix_len`.
 pub fn id_after_pos(key: &[u8], prefix_len: usize) -> String {
     String::from_utf8_lossy(&key[prefix_len + 8..]).into_owned()
@@ -113,6 +122,9 @@ mod tests {
         assert!(key(i64::MIN, "") < key(i64::MAX, ""));
         let k = key(7, "msg-Ω");
         assert_eq!(id_after_pos(&k, thread_prefix("l", "sms").len()), "msg-Ω");
+        assert_eq!(thread_prefix_len(&k), Some(thread_prefix("l", "sms").len()));
+        assert_eq!(thread_prefix_len(&k[..6]), None, "cut inside the channel");
+        assert_eq!(thread_prefix_len(&[0, 0]), None);
     }
 
     #[test]

@@ -146,6 +146,9 @@ pub struct Engine {
     /// Anchors whose inbound message is older than this are derived and recorded
     /// but not upserted into the sink (`backfill --lookback-days`).
     emit_since: Option<Timestamp>,
+    /// Bulk load: rows are written without tracking affected anchors; every
+    /// anchor is derived afterwards by [`Engine::derive_all`].
+    bulk: bool,
 }
 
 impl Engine {
@@ -159,6 +162,7 @@ impl Engine {
             stats: ApplyStats::default(),
             force_upsert: false,
             emit_since: None,
+            bulk: false,
         }
     }
 
@@ -171,6 +175,14 @@ impl Engine {
     /// Re-emits every refreshed anchor, changed or not (replay of a damaged sink).
     pub fn set_force_upsert(&mut self, on: bool) {
         self.force_upsert = on;
+    }
+
+    /// Bulk mode (initial load into an empty state): changes are applied without
+    /// looking up the anchors they affect, and [`Engine::derive_all`] derives every
+    /// anchor afterwards, in thread order. Turning it off forgets nothing: the
+    /// next `derive_all` covers what was written meanwhile.
+    pub fn set_bulk(&mut self, on: bool) {
+        self.bulk = on;
     }
 
     /// Turns the event log off (initial load, replay) or back on.
@@ -309,8 +321,12 @@ impl Engine {
                 dirty: &mut self.dirty,
                 stats: &mut self.stats,
                 stamp: (commit_lsn, seq),
+                track: !self.bulk,
             };
             apply.change(change)?;
+        }
+        if self.bulk {
+            self.dirty.clear();
         }
         if self.dirty.len() > self.options.dirty_spill {
             for id in std::mem::take(&mut self.dirty) {
@@ -510,6 +526,56 @@ impl Engine {
             self.stats
                 .response_seconds
                 .push((row.channel.clone(), true, seconds));
+        }
+    }
+
+    /// Derives the anchor of every inbound message, walking the threads in order
+    /// (neighbouring anchors share index blocks), writes the operations to the
+    /// outbox in bounded entries and records `meta.end_lsn` as applied. After a
+    /// bulk load into an empty state this is the whole derivation: only inbound
+    /// messages can be anchors, and no anchor was recorded before.
+    pub fn derive_all(
+        &mut self,
+        meta: &TxnMeta,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<TxnOutcome, EngineError> {
+        debug_assert!(!self.has_staged(), "commit the staged transactions first");
+        let store = self.store.clone();
+        let mut outcome = TxnOutcome::default();
+        let mut after: Option<Vec<u8>> = None;
+        let batch = self.options.refresh_batch.max(1);
+        loop {
+            let tx = store.begin();
+            let keys = tx.keys_with_prefix(Cf::Inbound, &[], after.as_deref(), batch)?;
+            let complete = keys.len() < batch;
+            let mut ops = Vec::new();
+            for key in &keys {
+                let prefix_len = keys::thread_prefix_len(key).ok_or_else(|| {
+                    EngineError::Inconsistent("inbound index key without a thread".into())
+                })?;
+                let id = keys::id_after_pos(key, prefix_len);
+                if let Some(op) = self.refresh(&tx, &id, meta.end_lsn)? {
+                    ops.push(op);
+                }
+            }
+            outcome.ops += ops.len();
+            if !ops.is_empty() || complete {
+                let entry = OutboxEntry {
+                    end_lsn: meta.end_lsn,
+                    commit_time: meta.commit_time,
+                    complete,
+                    ops,
+                };
+                outcome.outbox.push(tx.push_outbox(&entry)?);
+            }
+            if complete {
+                record_applied(&tx, meta.end_lsn)?;
+                tx.commit()?;
+                return Ok(outcome);
+            }
+            tx.commit()?;
+            progress(keys.len() as u64);
+            after = keys.last().cloned();
         }
     }
 

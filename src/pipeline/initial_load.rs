@@ -77,7 +77,9 @@ pub async fn load(
         .await
         .map_err(SourceError::query("importing the slot's snapshot"))?;
     engine.set_log_events(false);
+    engine.set_bulk(true);
     let copied = copy_tables(ctx, &client, engine, at).await;
+    engine.set_bulk(false);
     engine.set_log_events(true);
     copied?;
     client
@@ -90,8 +92,16 @@ pub async fn load(
         end_lsn: at,
         commit_time: Timestamp::from_chrono(chrono::Utc::now()),
     };
-    let outcome = engine.finish(&meta)?;
+    let started = Instant::now();
+    let mut progress = Progress::new("deriving anchors", None);
+    let outcome = engine.derive_all(&meta, &mut |n| progress.advance(n))?;
+    progress.finish();
     METRICS.record_apply(&engine.take_stats());
+    tracing::info!(
+        anchors = outcome.ops,
+        seconds = started.elapsed().as_secs_f64(),
+        "anchors derived"
+    );
     ctx.store.put_meta(meta::INITIAL_LOAD_DONE, &true)?;
     ctx.store.sync()?;
     tracing::info!(anchors = outcome.ops, lsn = %at, "tables loaded and derived");
