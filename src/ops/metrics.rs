@@ -34,6 +34,7 @@ pub struct Metrics {
     pub initial_load_rows: IntCounter,
     pub ready: IntGauge,
     pub state_bytes: IntGauge,
+    pub state_memory_bytes: IntGaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -234,6 +235,16 @@ impl Metrics {
                     "replytime_state_bytes",
                     "Approximate size of the RocksDB state"
                 ))
+            ),
+            state_memory_bytes: register!(
+                r,
+                IntGaugeVec::new(
+                    opts(
+                        "replytime_state_memory_bytes",
+                        "Memory RocksDB reports for the state, by kind: memtables, block_cache (data, index and filter blocks), block_cache_pinned, table_readers"
+                    ),
+                    &["kind"]
+                )
             ),
             registry: r,
         }

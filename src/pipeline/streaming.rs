@@ -398,6 +398,12 @@ impl<'e> Session<'e> {
         if let Ok(size) = i64::try_from(self.ctx.store.approximate_size()) {
             METRICS.state_bytes.set(size);
         }
+        for (kind, bytes) in self.ctx.store.memory_usage() {
+            METRICS
+                .state_memory_bytes
+                .with_label_values(&[kind])
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         self.trim_event_log();
     }
 

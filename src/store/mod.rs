@@ -401,6 +401,40 @@ impl Store {
         tx.commit()
     }
 
+    /// Memory RocksDB accounts for, by kind (see `replytime_state_memory_bytes`).
+    pub fn memory_usage(&self) -> [(&'static str, u64); 4] {
+        let sum = |property: &str| -> u64 {
+            PHYSICAL
+                .iter()
+                .filter_map(|name| self.db.cf_handle(name))
+                .filter_map(|handle| {
+                    self.db
+                        .property_int_value_cf(handle, property)
+                        .ok()
+                        .flatten()
+                })
+                .sum()
+        };
+        // The block cache is shared by replytime's families (not by the default
+        // family, which replytime does not use): any one of them reports all of it.
+        let cache = |property: &str| {
+            self.db
+                .cf_handle(PHYSICAL[0])
+                .and_then(|handle| self.db.property_int_value_cf(handle, property).ok())
+                .flatten()
+                .unwrap_or(0)
+        };
+        [
+            ("memtables", sum("rocksdb.cur-size-all-mem-tables")),
+            ("block_cache", cache("rocksdb.block-cache-usage")),
+            (
+                "block_cache_pinned",
+                cache("rocksdb.block-cache-pinned-usage"),
+            ),
+            ("table_readers", sum("rocksdb.estimate-table-readers-mem")),
+        ]
+    }
+
     /// Approximate bytes on disk of all column families.
     pub fn approximate_size(&self) -> u64 {
         PHYSICAL
