@@ -10,7 +10,7 @@
 //!                                       initial load, peak RSS and RocksDB size
 //! ```
 //!
-//! Run: `cargo bench --bench e2e` (about 5 minutes on 2 cores with the defaults).
+//! Run: `cargo bench --bench e2e` (about 2 minutes on 2 cores with the defaults).
 //! The machine and versions are printed with the results; compare ratios within a
 //! run, not absolute figures across machines.
 //!
