@@ -114,6 +114,12 @@ fn rendered_metrics() -> String {
     for responder in ["setter", "ai"] {
         m.response_seconds.with_label_values(&["sms", responder]);
     }
+    // The memory kinds as a real state directory reports them.
+    let dir = tempfile::tempdir().unwrap();
+    let store = replytime::store::Store::open(dir.path(), &Default::default()).unwrap();
+    for (kind, _) in store.memory_usage() {
+        m.state_memory_bytes.with_label_values(&[kind]);
+    }
     m.render()
 }
 
