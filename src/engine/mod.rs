@@ -139,6 +139,27 @@ struct Group {
     changes: usize,
 }
 
+impl TxnOutcome {
+    /// Appends (part of) `meta`'s sink operations to the outbox as one entry.
+    fn push(
+        &mut self,
+        tx: &StoreTxn<'_>,
+        meta: &TxnMeta,
+        complete: bool,
+        ops: Vec<SinkOp>,
+    ) -> Result<(), StoreError> {
+        self.ops += ops.len();
+        let entry = OutboxEntry {
+            end_lsn: meta.end_lsn,
+            commit_time: meta.commit_time,
+            complete,
+            ops,
+        };
+        self.outbox.push(tx.push_outbox(&entry)?);
+        Ok(())
+    }
+}
+
 pub struct Engine {
     store: Arc<Store>,
     group: Group,
@@ -287,17 +308,8 @@ impl Engine {
             return Ok(None);
         };
         let tx = self.store.begin_with(group.writes);
-        let mut outcome = TxnOutcome {
-            outbox: Vec::new(),
-            ops: group.ops.len(),
-        };
-        let entry = OutboxEntry {
-            end_lsn: last.end_lsn,
-            commit_time: last.commit_time,
-            complete: true,
-            ops: group.ops,
-        };
-        outcome.outbox.push(tx.push_outbox(&entry)?);
+        let mut outcome = TxnOutcome::default();
+        outcome.push(&tx, &last, true, group.ops)?;
         record_applied(&tx, last.end_lsn)?;
         tx.commit()?;
         Ok(Some((last, outcome)))
@@ -364,15 +376,8 @@ impl Engine {
         let mut outcome = TxnOutcome::default();
         loop {
             let (ops, complete) = self.refresh_batch(&tx, meta.end_lsn)?;
-            outcome.ops += ops.len();
             if !ops.is_empty() || complete {
-                let entry = OutboxEntry {
-                    end_lsn: meta.end_lsn,
-                    commit_time: meta.commit_time,
-                    complete,
-                    ops,
-                };
-                outcome.outbox.push(tx.push_outbox(&entry)?);
+                outcome.push(&tx, meta, complete, ops)?;
             }
             if complete {
                 if self.options.log_events {
@@ -574,15 +579,8 @@ impl Engine {
                 }
             }
             self.bound_stats();
-            outcome.ops += ops.len();
             if !ops.is_empty() || complete {
-                let entry = OutboxEntry {
-                    end_lsn: meta.end_lsn,
-                    commit_time: meta.commit_time,
-                    complete,
-                    ops,
-                };
-                outcome.outbox.push(tx.push_outbox(&entry)?);
+                outcome.push(&tx, meta, complete, ops)?;
             }
             if complete {
                 record_applied(&tx, meta.end_lsn)?;
