@@ -28,7 +28,9 @@ use crate::config::Settings;
 use crate::engine::{AnchorRecord, Engine, EngineOptions};
 use crate::ops::http::Health;
 use crate::ops::progress::Progress;
-use crate::pipeline::{Context, SinkShared, flush_batch, load_tables, open_store};
+use crate::pipeline::{
+    Context, SinkShared, flush_batch, load_tables, open_store, prepare_sink_and_publication,
+};
 use crate::row::TimingRow;
 use crate::sink::Sink;
 use crate::source::admin;
@@ -140,14 +142,7 @@ pub async fn backfill(
                 "{e}\n(backfill needs the daemon stopped: it holds the state directory)"
             )
         })?;
-        sink.migrate().await?;
-        admin::ensure_publication(
-            &admin,
-            &settings.publication,
-            &settings.tables,
-            settings.shard,
-        )
-        .await?;
+        prepare_sink_and_publication(&settings, &admin, &sink).await?;
         if let Some(state) = admin::slot_state(&admin, &settings.slot).await? {
             if let Some(pid) = state.active_pid {
                 anyhow::bail!(

@@ -126,14 +126,7 @@ pub async fn run(
     let sink = Sink::connect(settings.sink_url())
         .await?
         .with_shard(settings.shard);
-    sink.migrate().await?;
-    admin::ensure_publication(
-        &admin,
-        &settings.publication,
-        &settings.tables,
-        settings.shard,
-    )
-    .await?;
+    prepare_sink_and_publication(&settings, &admin, &sink).await?;
 
     let ctx = Arc::new(Context {
         settings,
@@ -193,6 +186,24 @@ pub async fn run(
 
 /// The state belongs to one Postgres cluster: a different system identifier means a
 /// failover or a wrong URL, and the slot's positions mean nothing here.
+/// Brings the sink schema up to date and makes sure the publication covers the
+/// source tables (row-filtered to the shard's leads when sharded).
+pub async fn prepare_sink_and_publication(
+    settings: &Settings,
+    admin: &tokio_postgres::Client,
+    sink: &Sink,
+) -> Result<(), PipelineError> {
+    sink.migrate().await?;
+    admin::ensure_publication(
+        admin,
+        &settings.publication,
+        &settings.tables,
+        settings.shard,
+    )
+    .await?;
+    Ok(())
+}
+
 fn check_system(store: &Store, system_id: &str) -> Result<(), PipelineError> {
     match store.get_meta::<String>(meta::SYSTEM_ID)? {
         Some(expected) if expected != system_id => Err(SourceError::SystemChanged {
