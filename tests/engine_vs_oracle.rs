@@ -143,13 +143,14 @@ fn describe(
 fn run_property(
     name: &str,
     options: EngineOptions,
+    store_options: StoreOptions,
     commit: Commit,
     default_cases: u64,
     default_seconds: u64,
 ) {
     let open = || {
         let dir = harness::temp_dir();
-        let store = Arc::new(Store::open(dir.path(), &StoreOptions::default()).unwrap());
+        let store = Arc::new(Store::open(dir.path(), &store_options).unwrap());
         (dir, store)
     };
     let (dir, store) = open();
@@ -197,12 +198,15 @@ fn engine_equals_oracle_after_every_transaction() {
     run_property(
         "engine_equals_oracle_after_every_transaction",
         EngineOptions::default(),
+        StoreOptions::default(),
         Commit::Each,
         2_000,
         150,
     );
 }
 
+/// Also with a read cache of a few entries: nearly every read misses, and what
+/// is cached is evicted and filled again between commits.
 #[test]
 fn engine_equals_oracle_with_tiny_chunks_and_spills() {
     let options = EngineOptions {
@@ -210,9 +214,14 @@ fn engine_equals_oracle_with_tiny_chunks_and_spills() {
         dirty_spill: 2,
         refresh_batch: 3,
     };
+    let store_options = StoreOptions {
+        read_cache_bytes: 2048,
+        ..StoreOptions::default()
+    };
     run_property(
         "engine_equals_oracle_with_tiny_chunks_and_spills",
         options,
+        store_options,
         Commit::Each,
         500,
         45,
@@ -229,6 +238,7 @@ fn engine_equals_oracle_with_group_commit() {
     run_property(
         "engine_equals_oracle_with_group_commit",
         options,
+        StoreOptions::default(),
         Commit::Grouped,
         1_000,
         60,

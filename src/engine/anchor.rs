@@ -88,10 +88,8 @@ fn successor_is_outbound(
     prefix: &[u8],
     key: &[u8],
 ) -> Result<bool, EngineError> {
-    let Some(next) = tx.next_key(Cf::Thread, prefix, Some(key))? else {
-        return Ok(false);
-    };
-    Ok(tx.get(Cf::Thread, &next)?.as_deref() == Some(b"o"))
+    let next = tx.next_entry(Cf::Thread, prefix, Some(key))?;
+    Ok(next.is_some_and(|(_, direction)| direction == b"o"))
 }
 
 /// SPEC 3.3–3.4: the first setter message with a user in the response window.

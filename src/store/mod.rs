@@ -18,6 +18,7 @@
 //!
 //! One process owns a state directory: RocksDB's `LOCK` file refuses a second opener.
 
+mod cache;
 mod event_log;
 mod outbox;
 mod quarantine;
@@ -71,6 +72,9 @@ pub enum Cf {
 /// keep memtable memory bounded and opening cheap; each logical family owns a
 /// one-byte key prefix (its tag) inside its physical one.
 pub const PHYSICAL: [&str; 4] = ["state", "outbox", "event_log", "meta"];
+
+/// Index in [`PHYSICAL`] of the engine's family, the one the read cache serves.
+pub(crate) const STATE: usize = 0;
 
 impl Cf {
     /// (physical column family, tag byte prefixed to every key).
@@ -176,18 +180,21 @@ pub enum StoreError {
     Corrupt { cf: &'static str, reason: String },
 }
 
-/// Tuning that bounds memory: RocksDB's block cache and write buffers.
+/// Tuning that bounds memory: RocksDB's block cache and write buffers, and the
+/// read cache in front of RocksDB (`cache.rs`).
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub block_cache_bytes: usize,
     pub write_buffer_bytes: usize,
+    pub read_cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            block_cache_bytes: 64 << 20,
+            block_cache_bytes: 32 << 20,
             write_buffer_bytes: 16 << 20,
+            read_cache_bytes: 64 << 20,
         }
     }
 }
@@ -209,6 +216,8 @@ pub struct Store {
     /// Commits and WAL syncs never overlap, so a sync never runs on a WAL writer
     /// whose last write failed before that failure was recorded in `failed`.
     write_gate: std::sync::Mutex<()>,
+    /// Committed state of the `state` family, in front of RocksDB (`cache.rs`).
+    cache: std::sync::Mutex<cache::StateCache>,
 }
 
 impl Drop for Store {
@@ -273,9 +282,21 @@ impl Store {
         db_opts.set_keep_log_file_num(2);
         db_opts.set_max_log_file_size(1 << 20);
         db_opts.set_db_write_buffer_size(options.write_buffer_bytes * 4);
-        let cfs = PHYSICAL
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
+        let cfs = PHYSICAL.iter().enumerate().map(|(index, name)| {
+            let mut opts = cf_opts.clone();
+            if index == STATE {
+                // Navigation prefixes (a thread, a draft's sends, ...) go into the
+                // bloom filters too: the read cache's misses are mostly prefixes
+                // that do not exist yet (a new thread, an inbound without drafts),
+                // and a prefix seek then skips every file without them.
+                opts.set_prefix_extractor(rocksdb::SliceTransform::create(
+                    "replytime.navigation_prefix",
+                    cache::navigation_prefix,
+                    Some(cache::has_navigation_prefix),
+                ));
+            }
+            ColumnFamilyDescriptor::new(*name, opts)
+        });
         let db = Db::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| {
             if source.to_string().contains("lock") {
                 StoreError::Locked {
@@ -297,6 +318,7 @@ impl Store {
             event_log_floor: AtomicU64::new(0),
             failed: std::sync::OnceLock::new(),
             write_gate: std::sync::Mutex::new(()),
+            cache: std::sync::Mutex::new(cache::StateCache::new(options.read_cache_bytes as u64)),
         };
         store.check_version()?;
         let next = store.last_outbox_seq()?.map_or(0, |s| s + 1);
@@ -374,6 +396,12 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, cache::StateCache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The end LSN of the last transaction whose effects are in the state (and its
     /// sink operations in the outbox or the sink). Durable after [`Store::sync`].
     pub fn applied_lsn(&self) -> Result<Lsn, StoreError> {
@@ -401,8 +429,8 @@ impl Store {
         tx.commit()
     }
 
-    /// Memory RocksDB accounts for, by kind (see `replytime_state_memory_bytes`).
-    pub fn memory_usage(&self) -> [(&'static str, u64); 4] {
+    /// Memory RocksDB and the read cache account for, by kind (see `replytime_state_memory_bytes`).
+    pub fn memory_usage(&self) -> [(&'static str, u64); 5] {
         let sum = |property: &str| -> u64 {
             PHYSICAL
                 .iter()
@@ -432,6 +460,7 @@ impl Store {
                 cache("rocksdb.block-cache-pinned-usage"),
             ),
             ("table_readers", sum("rocksdb.estimate-table-readers-mem")),
+            ("read_cache", self.cache().bytes()),
         ]
     }
 

@@ -9,14 +9,15 @@
 //! backward key walks, and commits them as one `WriteBatch`. The database iterators
 //! it reads through are created once per transaction and re-seeked.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use rocksdb::{ColumnFamily, DBRawIteratorWithThreadMode, WriteBatch, WriteOptions};
+use rocksdb::{ColumnFamily, DBRawIteratorWithThreadMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Cf, Db, PHYSICAL, Store, StoreError, decode, encode};
+use super::cache::{self, LOAD_KEYS, Range};
+use super::{Cf, Db, PHYSICAL, STATE, Store, StoreError, decode, encode};
 
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -44,8 +45,16 @@ impl PendingWrites {
 pub struct StoreTxn<'a> {
     store: &'a Store,
     writes: RefCell<[Writes; PHYSICAL.len()]>,
-    iters: RefCell<[Option<RawIter<'a>>; PHYSICAL.len()]>,
+    /// One per physical family (total order), then [`PREFIX_SEEK`].
+    iters: RefCell<[Option<RawIter<'a>>; PHYSICAL.len() + 1]>,
+    /// Read-cache generation when each `state` iterator ([`STATE`], [`PREFIX_SEEK`])
+    /// was created: what it reads may be cached only while no commit came after.
+    generations: [Cell<u64>; 2],
 }
+
+/// Index in [`StoreTxn::iters`] of the `state` iterator in prefix mode: its seeks
+/// consult the prefix bloom filters, and it is only valid within one prefix.
+const PREFIX_SEEK: usize = PHYSICAL.len();
 
 /// Which way a walk goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -60,6 +69,7 @@ impl<'a> StoreTxn<'a> {
             store,
             writes: RefCell::new(pending.0),
             iters: RefCell::default(),
+            generations: Default::default(),
         }
     }
 
@@ -83,7 +93,8 @@ impl<'a> StoreTxn<'a> {
     pub fn commit(self) -> Result<(), StoreError> {
         let store = self.store;
         let mut batch = WriteBatch::default();
-        for (index, writes) in self.writes.take().iter().enumerate() {
+        let all = self.writes.take();
+        for (index, writes) in all.iter().enumerate() {
             if writes.is_empty() {
                 continue;
             }
@@ -107,13 +118,18 @@ impl<'a> StoreTxn<'a> {
         store
             .db()
             .write_opt(batch, &WriteOptions::default())
-            .map_err(|e| store.err(e))
+            .map_err(|e| store.err(e))?;
+        store.cache().apply(&all[STATE]);
+        Ok(())
     }
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let key = tagged(cf, key);
         if let Some(value) = self.writes.borrow()[cf.physical_index()].get(&key) {
             return Ok(value.clone());
+        }
+        if cf.physical_index() == STATE {
+            return self.committed_get(&key);
         }
         self.store
             .db()
@@ -122,16 +138,7 @@ impl<'a> StoreTxn<'a> {
     }
 
     pub fn contains(&self, cf: Cf, key: &[u8]) -> Result<bool, StoreError> {
-        let key = tagged(cf, key);
-        if let Some(value) = self.writes.borrow()[cf.physical_index()].get(&key) {
-            return Ok(value.is_some());
-        }
-        Ok(self
-            .store
-            .db()
-            .get_pinned_cf(self.handle(cf), &key)
-            .map_err(|e| self.store.err(e))?
-            .is_some())
+        Ok(self.get(cf, key)?.is_some())
     }
 
     pub fn put(&self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -164,6 +171,31 @@ impl<'a> StoreTxn<'a> {
         self.put(cf, key, &encode(value))
     }
 
+    /// The database iterator of physical family `index`, created on first use.
+    /// Index [`PREFIX_SEEK`] is the `state` family's prefix-mode iterator.
+    fn iterator<'i>(
+        &self,
+        iters: &'i mut [Option<RawIter<'a>>; PHYSICAL.len() + 1],
+        index: usize,
+    ) -> &'i mut RawIter<'a> {
+        iters[index].get_or_insert_with(|| {
+            match index {
+                STATE => self.generations[0].set(self.store.cache().generation()),
+                PREFIX_SEEK => self.generations[1].set(self.store.cache().generation()),
+                _ => {}
+            }
+            let physical = if index == PREFIX_SEEK { STATE } else { index };
+            let handle = self
+                .store
+                .db()
+                .cf_handle(PHYSICAL[physical])
+                .expect("every column family is created at open");
+            let mut options = ReadOptions::default();
+            options.set_total_order_seek(index != PREFIX_SEEK);
+            self.store.db().raw_iterator_cf_opt(handle, options)
+        })
+    }
+
     /// Visits the live (key, value) pairs of `cf`'s physical family in key order
     /// from `start` (inclusive, forward; exclusive, backward), this transaction's
     /// writes merged over the database, until `visit` returns false. Keys are
@@ -188,8 +220,7 @@ impl<'a> StoreTxn<'a> {
             ),
         };
         let mut iters = self.iters.borrow_mut();
-        let it =
-            iters[index].get_or_insert_with(|| self.store.db().raw_iterator_cf(self.handle(cf)));
+        let it = self.iterator(&mut iters, index);
         match direction {
             Direction::Forward => it.seek(start),
             Direction::Backward => {
@@ -245,7 +276,7 @@ impl<'a> StoreTxn<'a> {
         prefix: &[u8],
         after: Option<&[u8]>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.keys_with_prefix(cf, prefix, after, 1)?.pop())
+        Ok(self.next_entry(cf, prefix, after)?.map(|(key, _)| key))
     }
 
     /// The greatest key that starts with `prefix` and is strictly less than `before`
@@ -256,20 +287,134 @@ impl<'a> StoreTxn<'a> {
         prefix: &[u8],
         before: Option<&[u8]>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.prev_entry(cf, prefix, before)?.map(|(key, _)| key))
+    }
+
+    /// [`StoreTxn::next_key`] with the key's value.
+    pub fn next_entry(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+    ) -> Result<Option<KeyValue>, StoreError> {
+        let tagged_prefix = tagged(cf, prefix);
+        let start = match after.map(|after| tagged(cf, after)) {
+            Some(after) if after >= tagged_prefix => Bound::Excluded(after),
+            _ => Bound::Included(tagged_prefix.clone()),
+        };
+        let found = if cached_prefix(cf, &tagged_prefix) {
+            self.merged_next(&tagged_prefix, start)?
+        } else {
+            let from = match start {
+                Bound::Excluded(mut after) => {
+                    after.push(0);
+                    after
+                }
+                Bound::Included(from) => from,
+                Bound::Unbounded => unreachable!("walks start at a key"),
+            };
+            let mut found = None;
+            self.walk(cf, &from, Direction::Forward, |key, value| {
+                if key.starts_with(&tagged_prefix) {
+                    found = Some((key.to_vec(), value.to_vec()));
+                }
+                false
+            })?;
+            found
+        };
+        Ok(found.map(|(key, value)| (key[1..].to_vec(), value)))
+    }
+
+    /// [`StoreTxn::prev_key`] with the key's value.
+    pub fn prev_entry(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+    ) -> Result<Option<KeyValue>, StoreError> {
         let tagged_prefix = tagged(cf, prefix);
         let end = prefix_successor(&tagged_prefix).expect("a tagged prefix has a successor");
         let bound = match before {
             Some(before) => tagged(cf, before).min(end),
             None => end,
         };
-        let mut found = None;
-        self.walk(cf, &bound, Direction::Backward, |key, _| {
-            if key.starts_with(&tagged_prefix) {
-                found = Some(key[1..].to_vec());
+        let found = if cached_prefix(cf, &tagged_prefix) {
+            self.merged_prev(&tagged_prefix, bound)?
+        } else {
+            let mut found = None;
+            self.walk(cf, &bound, Direction::Backward, |key, value| {
+                if key.starts_with(&tagged_prefix) {
+                    found = Some((key.to_vec(), value.to_vec()));
+                }
+                false
+            })?;
+            found
+        };
+        Ok(found.map(|(key, value)| (key[1..].to_vec(), value)))
+    }
+
+    /// The first live entry of `prefix` (physical) from `start`: this unit's writes
+    /// merged over the committed state, which the read cache serves.
+    fn merged_next(
+        &self,
+        prefix: &[u8],
+        start: Bound<Vec<u8>>,
+    ) -> Result<Option<KeyValue>, StoreError> {
+        let end = prefix_successor(prefix).expect("a tagged prefix has a successor");
+        let start = start.as_ref().map(Vec::as_slice);
+        let writes = self.writes.borrow();
+        let mut pending = writes[STATE].range::<[u8], _>((start, Bound::Excluded(end.as_slice())));
+        let mut committed = self.committed_next(prefix, start)?;
+        let mut next_pending = pending.next();
+        loop {
+            match (committed, next_pending) {
+                (None, None) => return Ok(None),
+                (Some(stored), None) => return Ok(Some(stored)),
+                (Some(stored), Some((key, _))) if stored.0 < *key => return Ok(Some(stored)),
+                (stored, Some((key, value))) => {
+                    committed = match stored {
+                        Some(stored) if stored.0 == *key => {
+                            self.committed_next(prefix, Bound::Excluded(&stored.0))?
+                        }
+                        other => other,
+                    };
+                    if let Some(value) = value {
+                        return Ok(Some((key.clone(), value.clone())));
+                    }
+                    next_pending = pending.next();
+                }
             }
-            false
-        })?;
-        Ok(found)
+        }
+    }
+
+    /// The last live entry of `prefix` (physical) before `before` (exclusive): this
+    /// unit's writes merged over the committed state, which the read cache serves.
+    fn merged_prev(&self, prefix: &[u8], before: Vec<u8>) -> Result<Option<KeyValue>, StoreError> {
+        let writes = self.writes.borrow();
+        let mut pending = writes[STATE]
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Excluded(before.as_slice())))
+            .rev();
+        let mut committed = self.committed_prev(prefix, &before)?;
+        let mut next_pending = pending.next();
+        loop {
+            match (committed, next_pending) {
+                (None, None) => return Ok(None),
+                (Some(stored), None) => return Ok(Some(stored)),
+                (Some(stored), Some((key, _))) if stored.0 > *key => return Ok(Some(stored)),
+                (stored, Some((key, value))) => {
+                    committed = match stored {
+                        Some(stored) if stored.0 == *key => {
+                            self.committed_prev(prefix, &stored.0)?
+                        }
+                        other => other,
+                    };
+                    if let Some(value) = value {
+                        return Ok(Some((key.clone(), value.clone())));
+                    }
+                    next_pending = pending.next();
+                }
+            }
+        }
     }
 
     /// Up to `limit` keys with `prefix`, in order, starting after `after`.
@@ -319,6 +464,154 @@ impl<'a> StoreTxn<'a> {
         })?;
         Ok(out)
     }
+}
+
+/// Whether walks in `prefix` (physical) go through the read cache: prefixes of the
+/// navigated families at the granularity the cache keeps.
+fn cached_prefix(cf: Cf, prefix: &[u8]) -> bool {
+    cf.physical_index() == STATE && cache::range_prefix_len(prefix) == Some(prefix.len())
+}
+
+/// Reads of the committed `state` family through the read cache (`cache.rs`).
+/// Misses read the unit's own database iterator: its view is the committed state
+/// as of its creation, and what it reads is kept only if nothing committed since.
+impl<'a> StoreTxn<'a> {
+    fn committed_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let store = self.store;
+        let generation = {
+            let cache = store.cache();
+            if let Some(value) = cache.get(key) {
+                return Ok(value);
+            }
+            cache.generation()
+        };
+        let value = store
+            .db()
+            .get_cf(self.handle(Cf::Messages), key)
+            .map_err(|e| store.err(e))?;
+        store
+            .cache()
+            .fill_point(generation, key.to_vec(), value.clone());
+        Ok(value)
+    }
+
+    /// The first committed entry of `prefix` from `start`.
+    fn committed_next(
+        &self,
+        prefix: &[u8],
+        start: Bound<&[u8]>,
+    ) -> Result<Option<KeyValue>, StoreError> {
+        let whole = {
+            let cache = self.store.cache();
+            if let Some(found) = cache.next(prefix, start) {
+                return Ok(found);
+            }
+            !cache.has_range(prefix)
+        };
+        let mut iters = self.iters.borrow_mut();
+        let (range, generation) = match self.read_whole(&mut iters, prefix, whole)? {
+            Some(whole) => whole,
+            None => {
+                let it = self.iterator(&mut iters, STATE);
+                let from = match start {
+                    Bound::Included(key) | Bound::Excluded(key) => key,
+                    Bound::Unbounded => prefix,
+                };
+                it.seek(from);
+                let (entries, exhausted) = read_keys(it, prefix, Direction::Forward);
+                let hi = match (exhausted, entries.last()) {
+                    (false, Some((last, _))) => Some([last.as_slice(), &[0]].concat()),
+                    _ => None,
+                };
+                it.status().map_err(|e| self.store.err(e))?;
+                let range = Range::new(from.to_vec(), hi, entries);
+                (range, self.generations[0].get())
+            }
+        };
+        let found = range.first_from(start);
+        self.store
+            .cache()
+            .fill_range(generation, prefix.to_vec(), range);
+        Ok(found)
+    }
+
+    /// The last committed entry of `prefix` before `before` (exclusive).
+    fn committed_prev(&self, prefix: &[u8], before: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        let whole = {
+            let cache = self.store.cache();
+            if let Some(found) = cache.prev(prefix, before) {
+                return Ok(found);
+            }
+            !cache.has_range(prefix)
+        };
+        let mut iters = self.iters.borrow_mut();
+        let (range, generation) = match self.read_whole(&mut iters, prefix, whole)? {
+            Some(whole) => whole,
+            None => {
+                let it = self.iterator(&mut iters, STATE);
+                it.seek_for_prev(before);
+                if it.valid() && it.key() == Some(before) {
+                    it.prev();
+                }
+                let (mut entries, exhausted) = read_keys(it, prefix, Direction::Backward);
+                entries.reverse();
+                let lo = match (exhausted, entries.first()) {
+                    (false, Some((first, _))) => first.clone(),
+                    _ => prefix.to_vec(),
+                };
+                let end = prefix_successor(prefix).expect("a tagged prefix has a successor");
+                let hi = (before < end.as_slice()).then(|| before.to_vec());
+                it.status().map_err(|e| self.store.err(e))?;
+                (Range::new(lo, hi, entries), self.generations[0].get())
+            }
+        };
+        let found = range.last_before(before);
+        self.store
+            .cache()
+            .fill_range(generation, prefix.to_vec(), range);
+        Ok(found)
+    }
+
+    /// The whole of `prefix` when `try_it` and it has at most [`LOAD_KEYS`] keys,
+    /// read by a prefix seek, with the generation to cache it at.
+    fn read_whole(
+        &self,
+        iters: &mut [Option<RawIter<'a>>; PHYSICAL.len() + 1],
+        prefix: &[u8],
+        try_it: bool,
+    ) -> Result<Option<(Range, u64)>, StoreError> {
+        if !try_it {
+            return Ok(None);
+        }
+        let it = self.iterator(iters, PREFIX_SEEK);
+        it.seek(prefix);
+        let (entries, exhausted) = read_keys(it, prefix, Direction::Forward);
+        it.status().map_err(|e| self.store.err(e))?;
+        Ok(exhausted.then(|| {
+            let range = Range::new(prefix.to_vec(), None, entries);
+            (range, self.generations[1].get())
+        }))
+    }
+}
+
+/// Up to [`LOAD_KEYS`] entries of `prefix` from where `it` stands, and whether the
+/// prefix ended before the limit.
+fn read_keys(it: &mut RawIter<'_>, prefix: &[u8], direction: Direction) -> (Vec<KeyValue>, bool) {
+    let mut entries = Vec::new();
+    while entries.len() < LOAD_KEYS {
+        match (it.key(), it.value()) {
+            (Some(key), Some(value)) if key.starts_with(prefix) => {
+                entries.push((key.to_vec(), value.to_vec()));
+            }
+            _ => return (entries, true),
+        }
+        match direction {
+            Direction::Forward => it.next(),
+            Direction::Backward => it.prev(),
+        }
+    }
+    let more = it.key().is_some_and(|key| key.starts_with(prefix));
+    (entries, !more)
 }
 
 /// The physical key of a logical family's key: its tag byte, then the key.
@@ -439,6 +732,110 @@ mod tests {
             tx.commit().unwrap();
             let tx = store.begin();
             prop_assert_eq!(tx.scan(Cf::Thread, &[], usize::MAX).unwrap(), model.into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Put(u8, u8, u8),
+        Delete(u8, u8),
+        /// next and previous entries around a bound (None: the whole prefix).
+        Read(u8, Option<u8>),
+        Commit,
+        /// The unit of work is dropped: its writes never happened.
+        Discard,
+        /// The writes move into a new unit of work (group commit).
+        Stage,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let lead = 0u8..3;
+        let pos = 0u8..12;
+        prop_oneof![
+            4 => (lead.clone(), pos.clone(), any::<u8>()).prop_map(|(l, p, v)| Op::Put(l, p, v)),
+            2 => (lead.clone(), pos.clone()).prop_map(|(l, p)| Op::Delete(l, p)),
+            4 => (lead, proptest::option::of(pos)).prop_map(|(l, p)| Op::Read(l, p)),
+            1 => Just(Op::Commit),
+            1 => Just(Op::Discard),
+            1 => Just(Op::Stage),
+        ]
+    }
+
+    /// A navigation prefix as the engine builds it: two length-prefixed strings.
+    fn nav_prefix(lead: u8) -> Vec<u8> {
+        let mut key = Vec::new();
+        for part in [[b'a' + lead], [b'x']] {
+            key.extend_from_slice(&1u32.to_be_bytes());
+            key.extend_from_slice(&part);
+        }
+        key
+    }
+
+    fn nav_key(lead: u8, pos: u8) -> Vec<u8> {
+        [nav_prefix(lead), vec![pos]].concat()
+    }
+
+    proptest! {
+        /// Navigation and point reads through the read cache, across commits,
+        /// discarded units and staged ones, against a model; with a cache large
+        /// enough to keep everything and one so small it keeps almost nothing.
+        #[test]
+        fn cached_reads_follow_commits(
+            ops in proptest::collection::vec(op(), 1..80),
+            tiny_cache in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let options = StoreOptions {
+                read_cache_bytes: if tiny_cache { 600 } else { 1 << 20 },
+                ..StoreOptions::default()
+            };
+            let store = Store::open(dir.path(), &options).unwrap();
+            let mut committed: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let mut visible = committed.clone();
+            let mut tx = store.begin();
+            for op in ops {
+                match op {
+                    Op::Put(lead, pos, value) => {
+                        tx.put(Cf::Thread, &nav_key(lead, pos), &[value]).unwrap();
+                        visible.insert(nav_key(lead, pos), vec![value]);
+                    }
+                    Op::Delete(lead, pos) => {
+                        tx.delete(Cf::Thread, &nav_key(lead, pos)).unwrap();
+                        visible.remove(&nav_key(lead, pos));
+                    }
+                    Op::Read(lead, bound) => {
+                        let prefix = nav_prefix(lead);
+                        let bound = bound.map(|pos| nav_key(lead, pos));
+                        let of_prefix = || visible.iter().filter(|(k, _)| k.starts_with(&prefix));
+                        let next = of_prefix()
+                            .find(|(k, _)| bound.as_ref().is_none_or(|b| *k > b))
+                            .map(|(k, v)| (k.clone(), v.clone()));
+                        let prev = of_prefix()
+                            .rev()
+                            .find(|(k, _)| bound.as_ref().is_none_or(|b| *k < b))
+                            .map(|(k, v)| (k.clone(), v.clone()));
+                        prop_assert_eq!(tx.next_entry(Cf::Thread, &prefix, bound.as_deref()).unwrap(), next);
+                        prop_assert_eq!(tx.prev_entry(Cf::Thread, &prefix, bound.as_deref()).unwrap(), prev);
+                        if let Some(bound) = &bound {
+                            prop_assert_eq!(tx.get(Cf::Thread, bound).unwrap(), visible.get(bound).cloned());
+                        }
+                    }
+                    Op::Commit => {
+                        tx.commit().unwrap();
+                        committed = visible.clone();
+                        tx = store.begin();
+                    }
+                    Op::Discard => {
+                        drop(tx);
+                        visible = committed.clone();
+                        tx = store.begin();
+                    }
+                    Op::Stage => tx = store.begin_with(tx.into_pending()),
+                }
+            }
+            drop(tx);
+            let all = store.begin().scan(Cf::Thread, &[], usize::MAX).unwrap();
+            prop_assert_eq!(all, committed.into_iter().collect::<Vec<_>>());
         }
     }
 }

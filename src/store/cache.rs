@@ -1,0 +1,299 @@
+//! Read cache of the committed `state` column family, in front of RocksDB.
+//!
+//! Each change costs the engine about eight point reads and five ordered seeks
+//! (see `engine/anchor.rs`), and through RocksDB every one of them searches the
+//! memtables, the L0 files and each level: about three quarters of the daemon's
+//! time went there. Conversations have locality (a thread is written to, and its
+//! anchors derived, many times within minutes), so two bounded caches answer most
+//! of them from memory:
+//!
+//! - points: physical key → value, or "absent" (most reads of a new row's key are
+//!   answered "absent" once and then follow its writes);
+//! - ranges: for a navigation prefix (a thread, a draft's sends, a trigger's
+//!   drafts, a job pair), every committed key of one contiguous interval
+//!   `[lo, hi)` of it, with values. A short prefix is cached whole; a long one (a
+//!   thread of 100,000 messages) as a window of a few hundred keys around where it
+//!   is read, so its cost stays that of the seeks it replaces.
+//!
+//! The cache holds committed state only; a unit of work merges its own writes over
+//! it exactly as over RocksDB (`txn.rs`). It stays exact because every write to the
+//! `state` family goes through [`super::StoreTxn::commit`], which passes the batch
+//! through here after RocksDB took it (write-through: cached keys are updated, and
+//! keys inside a cached interval are inserted or removed). A fill read from RocksDB
+//! carries the generation it started at, and is dropped if a commit came in
+//! between. Both caches are bounded by weight (S3-FIFO eviction, `quick_cache`).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use quick_cache::Weighter;
+use quick_cache::unsync::Cache;
+
+use super::Cf;
+
+/// Bookkeeping bytes counted per cached entry besides its key and value.
+const ENTRY_OVERHEAD: u64 = 64;
+/// Keys a range read takes from RocksDB on a miss (a few in unit tests, so that
+/// windows, joins and replacements all happen on small data).
+#[cfg(not(test))]
+pub(super) const LOAD_KEYS: usize = 256;
+#[cfg(test)]
+pub(super) const LOAD_KEYS: usize = 3;
+/// Keys a prefix's interval may hold; past it, a new read replaces the interval.
+#[cfg(not(test))]
+const RANGE_MAX_KEYS: usize = 1024;
+#[cfg(test)]
+const RANGE_MAX_KEYS: usize = 7;
+
+/// Families navigated by prefix, and how many length-prefixed strings (u32 BE
+/// length, bytes: the engine's key layout, `engine/keys.rs`) their prefix is.
+fn prefix_strings(cf: Cf) -> Option<usize> {
+    match cf {
+        Cf::Thread | Cf::Inbound | Cf::Setter | Cf::DraftTrigger | Cf::JobIndex => Some(2),
+        Cf::AiSend => Some(1),
+        _ => None,
+    }
+}
+
+/// Length of the navigation prefix a physical (tagged) key starts with, for the
+/// families whose walks are cached.
+pub(super) fn range_prefix_len(key: &[u8]) -> Option<usize> {
+    let cf = Cf::ALL.get(usize::from(*key.first()?))?;
+    let mut end = 1;
+    for _ in 0..prefix_strings(*cf)? {
+        let len = u32::from_be_bytes(key.get(end..end + 4)?.try_into().ok()?) as usize;
+        end += 4 + len;
+        if end > key.len() {
+            return None;
+        }
+    }
+    Some(end)
+}
+
+/// RocksDB's prefix extractor for the `state` family: the navigation prefix.
+pub(super) fn navigation_prefix(key: &[u8]) -> &[u8] {
+    &key[..range_prefix_len(key).unwrap_or(key.len())]
+}
+
+pub(super) fn has_navigation_prefix(key: &[u8]) -> bool {
+    range_prefix_len(key).is_some()
+}
+
+#[derive(Clone)]
+struct PointWeight;
+
+impl Weighter<Vec<u8>, Option<Vec<u8>>> for PointWeight {
+    fn weight(&self, key: &Vec<u8>, value: &Option<Vec<u8>>) -> u64 {
+        ENTRY_OVERHEAD + key.len() as u64 + value.as_ref().map_or(0, |v| v.len() as u64)
+    }
+}
+
+/// Every committed key of a prefix in `[lo, hi)`, with its value.
+pub(super) struct Range {
+    /// Inclusive; the prefix itself when the interval starts at the prefix's start.
+    lo: Vec<u8>,
+    /// Exclusive; `None` when the interval runs to the prefix's end.
+    hi: Option<Vec<u8>>,
+    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    bytes: u64,
+}
+
+impl Range {
+    pub(super) fn new(lo: Vec<u8>, hi: Option<Vec<u8>>, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
+        let mut range = Range {
+            lo,
+            hi,
+            entries: BTreeMap::new(),
+            bytes: 0,
+        };
+        for (key, value) in entries {
+            range.insert(key, value);
+        }
+        range
+    }
+
+    fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
+        ENTRY_OVERHEAD + (key.len() + value.len()) as u64
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.bytes += Self::entry_bytes(&key, &value);
+        if let Some(old) = self.entries.insert(key.clone(), value) {
+            self.bytes -= Self::entry_bytes(&key, &old);
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(old) = self.entries.remove(key) {
+            self.bytes -= Self::entry_bytes(key, &old);
+        }
+    }
+
+    /// The first entry from `start` (the interval must cover it).
+    pub(super) fn first_from(&self, start: Bound<&[u8]>) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.entries
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .next()
+            .map(|(key, value)| (key.clone(), value.clone()))
+    }
+
+    /// The last entry before `before` (the interval must cover it).
+    pub(super) fn last_before(&self, before: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.entries
+            .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(before)))
+            .next_back()
+            .map(|(key, value)| (key.clone(), value.clone()))
+    }
+
+    fn covers(&self, key: &[u8]) -> bool {
+        self.lo.as_slice() <= key && self.hi.as_ref().is_none_or(|hi| key < hi.as_slice())
+    }
+
+    /// Whether `other` overlaps or touches this interval (their union is one).
+    fn touches(&self, other: &Range) -> bool {
+        let below = |hi: &Option<Vec<u8>>, lo: &Vec<u8>| hi.as_ref().is_some_and(|hi| hi < lo);
+        !below(&self.hi, &other.lo) && !below(&other.hi, &self.lo)
+    }
+}
+
+#[derive(Clone)]
+struct RangeWeight;
+
+impl Weighter<Vec<u8>, Range> for RangeWeight {
+    fn weight(&self, prefix: &Vec<u8>, range: &Range) -> u64 {
+        ENTRY_OVERHEAD + prefix.len() as u64 + range.bytes
+    }
+}
+
+pub(super) struct StateCache {
+    points: Cache<Vec<u8>, Option<Vec<u8>>, PointWeight>,
+    ranges: Cache<Vec<u8>, Range, RangeWeight>,
+    /// Commits applied so far: fills read before the last one are dropped.
+    generation: u64,
+}
+
+/// A cached answer: `None` when the cache does not know.
+pub(super) type Known<T> = Option<T>;
+
+impl StateCache {
+    /// A cache of about `bytes`, half for points and half for ranges.
+    pub(super) fn new(bytes: u64) -> Self {
+        let half = (bytes / 2).max(1);
+        StateCache {
+            points: Cache::with_weighter((half / 256) as usize + 1, half, PointWeight),
+            ranges: Cache::with_weighter((half / 4096) as usize + 1, half, RangeWeight),
+            generation: 0,
+        }
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Bytes held (as weighed).
+    pub(super) fn bytes(&self) -> u64 {
+        self.points.weight() + self.ranges.weight()
+    }
+
+    pub(super) fn get(&self, key: &[u8]) -> Known<Option<Vec<u8>>> {
+        self.points.get(key).cloned()
+    }
+
+    /// Keeps a value read from RocksDB at `generation`.
+    pub(super) fn fill_point(&mut self, generation: u64, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if generation == self.generation {
+            self.points.insert(key, value);
+        }
+    }
+
+    /// The first committed entry of `prefix` after `start`.
+    pub(super) fn next(
+        &self,
+        prefix: &[u8],
+        start: Bound<&[u8]>,
+    ) -> Known<Option<(Vec<u8>, Vec<u8>)>> {
+        let range = self.ranges.get(prefix)?;
+        let from = match start {
+            Bound::Included(key) | Bound::Excluded(key) => key,
+            Bound::Unbounded => prefix,
+        };
+        if from < range.lo.as_slice() {
+            return None;
+        }
+        match range.first_from(start) {
+            Some(found) => Some(Some(found)),
+            None if range.hi.is_none() => Some(None),
+            None => None,
+        }
+    }
+
+    /// The last committed entry of `prefix` before `before` (exclusive), which is
+    /// at most the prefix's end.
+    pub(super) fn prev(&self, prefix: &[u8], before: &[u8]) -> Known<Option<(Vec<u8>, Vec<u8>)>> {
+        let range = self.ranges.get(prefix)?;
+        if range.hi.as_ref().is_some_and(|hi| hi.as_slice() < before) {
+            return None;
+        }
+        match range.last_before(before) {
+            Some(found) => Some(Some(found)),
+            None if range.lo.as_slice() == prefix => Some(None),
+            None => None,
+        }
+    }
+
+    /// Whether anything of `prefix` is cached (a miss then reads around the point
+    /// asked for instead of trying the whole prefix first).
+    pub(super) fn has_range(&self, prefix: &[u8]) -> bool {
+        self.ranges.peek(prefix).is_some()
+    }
+
+    /// Keeps an interval read from RocksDB at `generation`: joined to the cached
+    /// one when they touch and stay small, else in its place.
+    pub(super) fn fill_range(&mut self, generation: u64, prefix: Vec<u8>, new: Range) {
+        if generation != self.generation {
+            return;
+        }
+        if let Some(mut old) = self.ranges.peek_mut(&prefix)
+            && old.touches(&new)
+            && old.entries.len() + new.entries.len() <= RANGE_MAX_KEYS
+        {
+            if new.lo < old.lo {
+                old.lo = new.lo;
+            }
+            old.hi = match (old.hi.take(), new.hi) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+            for (key, value) in new.entries {
+                old.insert(key, value);
+            }
+            return;
+        }
+        self.ranges.insert(prefix, new);
+    }
+
+    /// Passes committed writes through: cached keys take their new value, and
+    /// keys inside a cached interval are inserted or removed.
+    pub(super) fn apply<'w>(
+        &mut self,
+        writes: impl IntoIterator<Item = (&'w Vec<u8>, &'w Option<Vec<u8>>)>,
+    ) {
+        self.generation += 1;
+        for (key, value) in writes {
+            if let Some(mut cached) = self.points.peek_mut(key.as_slice()) {
+                *cached = value.clone();
+            }
+            let Some(len) = range_prefix_len(key) else {
+                continue;
+            };
+            if let Some(mut range) = self.ranges.peek_mut(&key[..len])
+                && range.covers(key)
+            {
+                match value {
+                    Some(value) => range.insert(key.clone(), value.clone()),
+                    None => range.remove(key),
+                }
+            }
+        }
+    }
+}
