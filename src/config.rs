@@ -67,6 +67,9 @@ pub struct Settings {
     /// Rows per initial-load / backfill batch.
     pub load_batch_rows: usize,
     pub block_cache_bytes: usize,
+    /// Read cache of the derivation state in front of RocksDB (hot threads,
+    /// rows and anchors).
+    pub read_cache_bytes: usize,
     /// This daemon's shard of the leads, `k/N` (REPLYTIME_SHARD); none = all.
     pub shard: Option<crate::shard::Shard>,
     pub tables: TableMapping,
@@ -91,7 +94,8 @@ impl Default for Settings {
             event_log_max_bytes: 1 << 30,
             statement_timeout_ms: 60_000,
             load_batch_rows: 10_000,
-            block_cache_bytes: 64 << 20,
+            block_cache_bytes: 32 << 20,
+            read_cache_bytes: 64 << 20,
             shard: None,
             tables: TableMapping::default(),
         }
@@ -123,6 +127,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("REPLYTIME_STATEMENT_TIMEOUT_MS", "statement_timeout_ms"),
     ("REPLYTIME_LOAD_BATCH_ROWS", "load_batch_rows"),
     ("REPLYTIME_BLOCK_CACHE_BYTES", "block_cache_bytes"),
+    ("REPLYTIME_READ_CACHE_BYTES", "read_cache_bytes"),
     ("REPLYTIME_SHARD", "shard"),
 ];
 
@@ -236,6 +241,7 @@ impl Settings {
             "statement_timeout_ms" => self.statement_timeout_ms = int(value)?,
             "load_batch_rows" => self.load_batch_rows = int(value)? as usize,
             "block_cache_bytes" => self.block_cache_bytes = int(value)? as usize,
+            "read_cache_bytes" => self.read_cache_bytes = int(value)? as usize,
             "shard" => self.shard = Some(value.parse().map_err(bad)?),
             other => return Err(bad(format!("unknown setting {other:?}"))),
         }

@@ -103,6 +103,7 @@ impl Context {
 pub fn open_store(settings: &Settings) -> Result<Arc<Store>, StoreError> {
     let options = StoreOptions {
         block_cache_bytes: settings.block_cache_bytes,
+        read_cache_bytes: settings.read_cache_bytes,
         ..StoreOptions::default()
     };
     Ok(Arc::new(Store::open(settings.state_dir(), &options)?))
