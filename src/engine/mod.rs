@@ -209,6 +209,7 @@ impl Engine {
     /// next `derive_all` covers what was written meanwhile.
     pub fn set_bulk(&mut self, on: bool) {
         self.bulk = on;
+        self.store.set_bulk_reads(on);
     }
 
     /// Turns the event log off (initial load, replay) or back on.
@@ -561,6 +562,18 @@ impl Engine {
     ) -> Result<TxnOutcome, EngineError> {
         debug_assert!(!self.has_staged(), "commit the staged transactions first");
         let store = self.store.clone();
+        store.set_bulk_reads(true);
+        let outcome = self.derive_every_inbound(&store, meta, progress);
+        store.set_bulk_reads(self.bulk);
+        outcome
+    }
+
+    fn derive_every_inbound(
+        &mut self,
+        store: &Store,
+        meta: &TxnMeta,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<TxnOutcome, EngineError> {
         let mut outcome = TxnOutcome::default();
         let mut after: Option<Vec<u8>> = None;
         let batch = self.options.refresh_batch.max(1);

@@ -45,6 +45,9 @@ const RANGE_MAX_KEYS: usize = 1024;
 #[cfg(test)]
 const RANGE_MAX_KEYS: usize = 7;
 
+/// Size of the cache during bulk work (see `Store::set_bulk_reads`).
+pub(super) const BULK_BYTES: u64 = 1 << 20;
+
 /// Families navigated by prefix, and how many length-prefixed strings (u32 BE
 /// length, bytes: the engine's key layout, `engine/keys.rs`) their prefix is.
 fn prefix_strings(cf: Cf) -> Option<usize> {
@@ -170,6 +173,8 @@ pub(super) struct StateCache {
     ranges: Cache<Vec<u8>, Range, RangeWeight>,
     /// Commits applied so far: fills read before the last one are dropped.
     generation: u64,
+    /// Whether point reads are kept (not during bulk work).
+    fill_points: bool,
 }
 
 /// A cached answer: `None` when the cache does not know.
@@ -183,7 +188,17 @@ impl StateCache {
             points: Cache::with_weighter((half / 256) as usize + 1, half, PointWeight),
             ranges: Cache::with_weighter((half / 4096) as usize + 1, half, RangeWeight),
             generation: 0,
+            fill_points: true,
         }
+    }
+
+    /// A new size (half for points, half for ranges), and whether to keep point
+    /// reads from now on.
+    pub(super) fn resize(&mut self, bytes: u64, fill_points: bool) {
+        let half = (bytes / 2).max(1);
+        self.points.set_capacity(half);
+        self.ranges.set_capacity(half);
+        self.fill_points = fill_points;
     }
 
     pub(super) fn generation(&self) -> u64 {
@@ -201,7 +216,7 @@ impl StateCache {
 
     /// Keeps a value read from RocksDB at `generation`.
     pub(super) fn fill_point(&mut self, generation: u64, key: Vec<u8>, value: Option<Vec<u8>>) {
-        if generation == self.generation {
+        if self.fill_points && generation == self.generation {
             self.points.insert(key, value);
         }
     }

@@ -218,6 +218,7 @@ pub struct Store {
     write_gate: std::sync::Mutex<()>,
     /// Committed state of the `state` family, in front of RocksDB (`cache.rs`).
     cache: std::sync::Mutex<cache::StateCache>,
+    read_cache_bytes: u64,
 }
 
 impl Drop for Store {
@@ -319,6 +320,7 @@ impl Store {
             failed: std::sync::OnceLock::new(),
             write_gate: std::sync::Mutex::new(()),
             cache: std::sync::Mutex::new(cache::StateCache::new(options.read_cache_bytes as u64)),
+            read_cache_bytes: options.read_cache_bytes as u64,
         };
         store.check_version()?;
         let next = store.last_outbox_seq()?.map_or(0, |s| s + 1);
@@ -394,6 +396,18 @@ impl Store {
         self.write_gate
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Bulk work (an initial load, deriving every anchor) reads each row about
+    /// once: meanwhile the read cache keeps no rows and only a few threads, so
+    /// it neither costs inserts nor holds memory for nothing.
+    pub fn set_bulk_reads(&self, on: bool) {
+        let bytes = if on {
+            cache::BULK_BYTES.min(self.read_cache_bytes)
+        } else {
+            self.read_cache_bytes
+        };
+        self.cache().resize(bytes, !on);
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, cache::StateCache> {
