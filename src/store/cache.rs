@@ -132,20 +132,19 @@ impl Range {
         }
     }
 
-    /// The first entry from `start` (the interval must cover it).
-    pub(super) fn first_from(&self, start: Bound<&[u8]>) -> Option<(Vec<u8>, Vec<u8>)> {
-        self.entries
-            .range::<[u8], _>((start, Bound::Unbounded))
-            .next()
-            .map(|(key, value)| (key.clone(), value.clone()))
-    }
-
-    /// The last entry before `before` (the interval must cover it).
-    pub(super) fn last_before(&self, before: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-        self.entries
-            .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(before)))
-            .next_back()
-            .map(|(key, value)| (key.clone(), value.clone()))
+    /// The entry `look` wants (the interval must cover it).
+    pub(super) fn find(&self, look: Look<'_>) -> Option<(Vec<u8>, Vec<u8>)> {
+        let found = match look {
+            Look::From(start) => self
+                .entries
+                .range::<[u8], _>((start, Bound::Unbounded))
+                .next(),
+            Look::Before(before) => self
+                .entries
+                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(before)))
+                .next_back(),
+        };
+        found.map(|(key, value)| (key.clone(), value.clone()))
     }
 
     fn covers(&self, key: &[u8]) -> bool {
@@ -175,6 +174,33 @@ pub(super) struct StateCache {
     generation: u64,
     /// Whether point reads are kept (not during bulk work).
     fill_points: bool,
+}
+
+/// Which committed entry of a prefix a navigation read wants.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Look<'k> {
+    /// The first entry from a bound.
+    From(Bound<&'k [u8]>),
+    /// The last entry before a key (exclusive).
+    Before(&'k [u8]),
+}
+
+impl Look<'_> {
+    /// The same look continued past `key`, an entry it found.
+    pub(super) fn past(self, key: &[u8]) -> Look<'_> {
+        match self {
+            Look::From(_) => Look::From(Bound::Excluded(key)),
+            Look::Before(_) => Look::Before(key),
+        }
+    }
+
+    /// Whether `a` comes before `b` in the look's order.
+    pub(super) fn precedes(self, a: &[u8], b: &[u8]) -> bool {
+        match self {
+            Look::From(_) => a < b,
+            Look::Before(_) => a > b,
+        }
+    }
 }
 
 /// A cached answer: `None` when the cache does not know.
@@ -221,37 +247,28 @@ impl StateCache {
         }
     }
 
-    /// The first committed entry of `prefix` after `start`.
-    pub(super) fn next(
-        &self,
-        prefix: &[u8],
-        start: Bound<&[u8]>,
-    ) -> Known<Option<(Vec<u8>, Vec<u8>)>> {
+    /// The committed entry of `prefix` that `look` wants (a `Before` bound is at
+    /// most the prefix's end).
+    pub(super) fn find(&self, prefix: &[u8], look: Look<'_>) -> Known<Option<(Vec<u8>, Vec<u8>)>> {
         let range = self.ranges.get(prefix)?;
-        let from = match start {
-            Bound::Included(key) | Bound::Excluded(key) => key,
-            Bound::Unbounded => prefix,
+        // Whether the interval holds every key between the bound and the answer,
+        // and whether "nothing found" means the prefix has nothing there.
+        let (covered, to_the_edge) = match look {
+            Look::From(Bound::Included(from) | Bound::Excluded(from)) => {
+                (range.lo.as_slice() <= from, range.hi.is_none())
+            }
+            Look::From(Bound::Unbounded) => (range.lo.as_slice() == prefix, range.hi.is_none()),
+            Look::Before(before) => (
+                range.hi.as_ref().is_none_or(|hi| before <= hi.as_slice()),
+                range.lo.as_slice() == prefix,
+            ),
         };
-        if from < range.lo.as_slice() {
+        if !covered {
             return None;
         }
-        match range.first_from(start) {
+        match range.find(look) {
             Some(found) => Some(Some(found)),
-            None if range.hi.is_none() => Some(None),
-            None => None,
-        }
-    }
-
-    /// The last committed entry of `prefix` before `before` (exclusive), which is
-    /// at most the prefix's end.
-    pub(super) fn prev(&self, prefix: &[u8], before: &[u8]) -> Known<Option<(Vec<u8>, Vec<u8>)>> {
-        let range = self.ranges.get(prefix)?;
-        if range.hi.as_ref().is_some_and(|hi| hi.as_slice() < before) {
-            return None;
-        }
-        match range.last_before(before) {
-            Some(found) => Some(Some(found)),
-            None if range.lo.as_slice() == prefix => Some(None),
+            None if to_the_edge => Some(None),
             None => None,
         }
     }

@@ -16,7 +16,7 @@ use std::ops::Bound;
 use rocksdb::{ColumnFamily, DBRawIteratorWithThreadMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::cache::{self, LOAD_KEYS, Range};
+use super::cache::{self, LOAD_KEYS, Look, Range};
 use super::{Cf, Db, PHYSICAL, STATE, Store, StoreError, decode, encode};
 
 /// A key and its value.
@@ -129,7 +129,7 @@ impl<'a> StoreTxn<'a> {
             return Ok(value.clone());
         }
         if cf.physical_index() == STATE {
-            return self.committed_get(&key);
+            return self.committed_get(self.handle(cf), &key);
         }
         self.store
             .db()
@@ -298,31 +298,12 @@ impl<'a> StoreTxn<'a> {
         after: Option<&[u8]>,
     ) -> Result<Option<KeyValue>, StoreError> {
         let tagged_prefix = tagged(cf, prefix);
-        let start = match after.map(|after| tagged(cf, after)) {
-            Some(after) if after >= tagged_prefix => Bound::Excluded(after),
-            _ => Bound::Included(tagged_prefix.clone()),
+        let after = after.map(|after| tagged(cf, after));
+        let start = match &after {
+            Some(after) if *after >= tagged_prefix => Bound::Excluded(after.as_slice()),
+            _ => Bound::Included(tagged_prefix.as_slice()),
         };
-        let found = if cached_prefix(cf, &tagged_prefix) {
-            self.merged_next(&tagged_prefix, start)?
-        } else {
-            let from = match start {
-                Bound::Excluded(mut after) => {
-                    after.push(0);
-                    after
-                }
-                Bound::Included(from) => from,
-                Bound::Unbounded => unreachable!("walks start at a key"),
-            };
-            let mut found = None;
-            self.walk(cf, &from, Direction::Forward, |key, value| {
-                if key.starts_with(&tagged_prefix) {
-                    found = Some((key.to_vec(), value.to_vec()));
-                }
-                false
-            })?;
-            found
-        };
-        Ok(found.map(|(key, value)| (key[1..].to_vec(), value)))
+        self.entry(cf, &tagged_prefix, Look::From(start))
     }
 
     /// [`StoreTxn::prev_key`] with the key's value.
@@ -338,12 +319,38 @@ impl<'a> StoreTxn<'a> {
             Some(before) => tagged(cf, before).min(end),
             None => end,
         };
-        let found = if cached_prefix(cf, &tagged_prefix) {
-            self.merged_prev(&tagged_prefix, bound)?
+        self.entry(cf, &tagged_prefix, Look::Before(&bound))
+    }
+
+    /// The live entry of `prefix` (physical) that `look` wants, with its logical
+    /// key: through the read cache for the navigated families, else a walk.
+    fn entry(&self, cf: Cf, prefix: &[u8], look: Look<'_>) -> Result<Option<KeyValue>, StoreError> {
+        let found = if cached_prefix(cf, prefix) {
+            let writes = self.writes.borrow();
+            let writes = &writes[STATE];
+            match look {
+                Look::From(start) => {
+                    let end = prefix_successor(prefix).expect("a tagged prefix has a successor");
+                    let pending = writes.range::<[u8], _>((start, Bound::Excluded(end.as_slice())));
+                    self.merged(prefix, look, pending)?
+                }
+                Look::Before(before) => {
+                    let pending = writes
+                        .range::<[u8], _>((Bound::Included(prefix), Bound::Excluded(before)))
+                        .rev();
+                    self.merged(prefix, look, pending)?
+                }
+            }
         } else {
+            let (from, direction) = match look {
+                Look::From(Bound::Excluded(after)) => ([after, &[0]].concat(), Direction::Forward),
+                Look::From(Bound::Included(from)) => (from.to_vec(), Direction::Forward),
+                Look::From(Bound::Unbounded) => (prefix.to_vec(), Direction::Forward),
+                Look::Before(before) => (before.to_vec(), Direction::Backward),
+            };
             let mut found = None;
-            self.walk(cf, &bound, Direction::Backward, |key, value| {
-                if key.starts_with(&tagged_prefix) {
+            self.walk(cf, &from, direction, |key, value| {
+                if key.starts_with(prefix) {
                     found = Some((key.to_vec(), value.to_vec()));
                 }
                 false
@@ -353,58 +360,27 @@ impl<'a> StoreTxn<'a> {
         Ok(found.map(|(key, value)| (key[1..].to_vec(), value)))
     }
 
-    /// The first live entry of `prefix` (physical) from `start`: this unit's writes
-    /// merged over the committed state, which the read cache serves.
-    fn merged_next(
+    /// The entry `look` wants: `pending` (this unit's writes in the look's order
+    /// and range) merged over the committed state, which the read cache serves.
+    fn merged<'w>(
         &self,
         prefix: &[u8],
-        start: Bound<Vec<u8>>,
+        look: Look<'_>,
+        mut pending: impl Iterator<Item = PendingWrite<'w>>,
     ) -> Result<Option<KeyValue>, StoreError> {
-        let end = prefix_successor(prefix).expect("a tagged prefix has a successor");
-        let start = start.as_ref().map(Vec::as_slice);
-        let writes = self.writes.borrow();
-        let mut pending = writes[STATE].range::<[u8], _>((start, Bound::Excluded(end.as_slice())));
-        let mut committed = self.committed_next(prefix, start)?;
+        let mut committed = self.committed(prefix, look)?;
         let mut next_pending = pending.next();
         loop {
             match (committed, next_pending) {
                 (None, None) => return Ok(None),
                 (Some(stored), None) => return Ok(Some(stored)),
-                (Some(stored), Some((key, _))) if stored.0 < *key => return Ok(Some(stored)),
-                (stored, Some((key, value))) => {
-                    committed = match stored {
-                        Some(stored) if stored.0 == *key => {
-                            self.committed_next(prefix, Bound::Excluded(&stored.0))?
-                        }
-                        other => other,
-                    };
-                    if let Some(value) = value {
-                        return Ok(Some((key.clone(), value.clone())));
-                    }
-                    next_pending = pending.next();
+                (Some(stored), Some((key, _))) if look.precedes(&stored.0, key) => {
+                    return Ok(Some(stored));
                 }
-            }
-        }
-    }
-
-    /// The last live entry of `prefix` (physical) before `before` (exclusive): this
-    /// unit's writes merged over the committed state, which the read cache serves.
-    fn merged_prev(&self, prefix: &[u8], before: Vec<u8>) -> Result<Option<KeyValue>, StoreError> {
-        let writes = self.writes.borrow();
-        let mut pending = writes[STATE]
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Excluded(before.as_slice())))
-            .rev();
-        let mut committed = self.committed_prev(prefix, &before)?;
-        let mut next_pending = pending.next();
-        loop {
-            match (committed, next_pending) {
-                (None, None) => return Ok(None),
-                (Some(stored), None) => return Ok(Some(stored)),
-                (Some(stored), Some((key, _))) if stored.0 > *key => return Ok(Some(stored)),
                 (stored, Some((key, value))) => {
                     committed = match stored {
                         Some(stored) if stored.0 == *key => {
-                            self.committed_prev(prefix, &stored.0)?
+                            self.committed(prefix, look.past(&stored.0))?
                         }
                         other => other,
                     };
@@ -476,7 +452,11 @@ fn cached_prefix(cf: Cf, prefix: &[u8]) -> bool {
 /// Misses read the unit's own database iterator: its view is the committed state
 /// as of its creation, and what it reads is kept only if nothing committed since.
 impl<'a> StoreTxn<'a> {
-    fn committed_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn committed_get(
+        &self,
+        handle: &ColumnFamily,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let store = self.store;
         let generation = {
             let cache = store.cache();
@@ -485,25 +465,18 @@ impl<'a> StoreTxn<'a> {
             }
             cache.generation()
         };
-        let value = store
-            .db()
-            .get_cf(self.handle(Cf::Messages), key)
-            .map_err(|e| store.err(e))?;
+        let value = store.db().get_cf(handle, key).map_err(|e| store.err(e))?;
         store
             .cache()
             .fill_point(generation, key.to_vec(), value.clone());
         Ok(value)
     }
 
-    /// The first committed entry of `prefix` from `start`.
-    fn committed_next(
-        &self,
-        prefix: &[u8],
-        start: Bound<&[u8]>,
-    ) -> Result<Option<KeyValue>, StoreError> {
+    /// The committed entry of `prefix` that `look` wants.
+    fn committed(&self, prefix: &[u8], look: Look<'_>) -> Result<Option<KeyValue>, StoreError> {
         let whole = {
             let cache = self.store.cache();
-            if let Some(found) = cache.next(prefix, start) {
+            if let Some(found) = cache.find(prefix, look) {
                 return Ok(found);
             }
             !cache.has_range(prefix)
@@ -513,59 +486,12 @@ impl<'a> StoreTxn<'a> {
             Some(whole) => whole,
             None => {
                 let it = self.iterator(&mut iters, STATE);
-                let from = match start {
-                    Bound::Included(key) | Bound::Excluded(key) => key,
-                    Bound::Unbounded => prefix,
-                };
-                it.seek(from);
-                let (entries, exhausted) = read_keys(it, prefix, Direction::Forward);
-                let hi = match (exhausted, entries.last()) {
-                    (false, Some((last, _))) => Some([last.as_slice(), &[0]].concat()),
-                    _ => None,
-                };
+                let range = read_window(it, prefix, look);
                 it.status().map_err(|e| self.store.err(e))?;
-                let range = Range::new(from.to_vec(), hi, entries);
                 (range, self.generations[0].get())
             }
         };
-        let found = range.first_from(start);
-        self.store
-            .cache()
-            .fill_range(generation, prefix.to_vec(), range);
-        Ok(found)
-    }
-
-    /// The last committed entry of `prefix` before `before` (exclusive).
-    fn committed_prev(&self, prefix: &[u8], before: &[u8]) -> Result<Option<KeyValue>, StoreError> {
-        let whole = {
-            let cache = self.store.cache();
-            if let Some(found) = cache.prev(prefix, before) {
-                return Ok(found);
-            }
-            !cache.has_range(prefix)
-        };
-        let mut iters = self.iters.borrow_mut();
-        let (range, generation) = match self.read_whole(&mut iters, prefix, whole)? {
-            Some(whole) => whole,
-            None => {
-                let it = self.iterator(&mut iters, STATE);
-                it.seek_for_prev(before);
-                if it.valid() && it.key() == Some(before) {
-                    it.prev();
-                }
-                let (mut entries, exhausted) = read_keys(it, prefix, Direction::Backward);
-                entries.reverse();
-                let lo = match (exhausted, entries.first()) {
-                    (false, Some((first, _))) => first.clone(),
-                    _ => prefix.to_vec(),
-                };
-                let end = prefix_successor(prefix).expect("a tagged prefix has a successor");
-                let hi = (before < end.as_slice()).then(|| before.to_vec());
-                it.status().map_err(|e| self.store.err(e))?;
-                (Range::new(lo, hi, entries), self.generations[0].get())
-            }
-        };
-        let found = range.last_before(before);
+        let found = range.find(look);
         self.store
             .cache()
             .fill_range(generation, prefix.to_vec(), range);
@@ -591,6 +517,41 @@ impl<'a> StoreTxn<'a> {
             let range = Range::new(prefix.to_vec(), None, entries);
             (range, self.generations[1].get())
         }))
+    }
+}
+
+/// Up to [`LOAD_KEYS`] committed entries of `prefix` around where `look` points,
+/// as the interval they cover.
+fn read_window(it: &mut RawIter<'_>, prefix: &[u8], look: Look<'_>) -> Range {
+    match look {
+        Look::From(start) => {
+            let from = match start {
+                Bound::Included(key) | Bound::Excluded(key) => key,
+                Bound::Unbounded => prefix,
+            };
+            it.seek(from);
+            let (entries, exhausted) = read_keys(it, prefix, Direction::Forward);
+            let hi = match (exhausted, entries.last()) {
+                (false, Some((last, _))) => Some([last.as_slice(), &[0]].concat()),
+                _ => None,
+            };
+            Range::new(from.to_vec(), hi, entries)
+        }
+        Look::Before(before) => {
+            it.seek_for_prev(before);
+            if it.valid() && it.key() == Some(before) {
+                it.prev();
+            }
+            let (mut entries, exhausted) = read_keys(it, prefix, Direction::Backward);
+            entries.reverse();
+            let lo = match (exhausted, entries.first()) {
+                (false, Some((first, _))) => first.clone(),
+                _ => prefix.to_vec(),
+            };
+            let end = prefix_successor(prefix).expect("a tagged prefix has a successor");
+            let hi = (before < end.as_slice()).then(|| before.to_vec());
+            Range::new(lo, hi, entries)
+        }
     }
 }
 
