@@ -296,15 +296,38 @@ async fn load_lines(
         pct(load_rate / copy_rate),
         "≥ 30 %",
     ));
-    if let Some(copied) = load.copy_seconds {
-        lines.push(line(
-            "  of which copy + derive into RocksDB (daemon's \"tables copied\")",
-            format!("{:.0} rows/s ({copied:.1} s)", rows / copied),
-            String::new(),
-            pct(rows / copied / copy_rate),
-            "",
-        ));
+    let phases = [
+        ("tables copied into RocksDB", load.copy_seconds),
+        ("every anchor derived into the outbox", load.derive_seconds),
+        (
+            "the rest: start-up, and delivery still pending when the derivation ended",
+            load.copy_seconds
+                .zip(load.derive_seconds)
+                .map(|(c, d)| load.seconds - c - d),
+        ),
+    ];
+    for (what, seconds) in phases {
+        if let Some(seconds) = seconds {
+            lines.push(line(
+                &format!("  of which {what}"),
+                format!("{seconds:.1} s ({} of it)", pct(seconds / load.seconds)),
+                String::new(),
+                String::new(),
+                "",
+            ));
+        }
     }
+    let floor = load::sink_floor(&db.client).await;
+    lines.push(line(
+        &format!(
+            "  Postgres floor of the sink part: INSERT … SELECT of the {} anchors into a table shaped like the sink (same indexes)",
+            load.sink_rows
+        ),
+        format!("{floor:.1} s"),
+        format!("bounds the load's ratio to COPY at {}", pct(copy_seconds / floor)),
+        String::new(),
+        "",
+    ));
     lines.push(line(
         "anchors: sink rows after the load vs the seed query's count",
         load.sink_rows.to_string(),
