@@ -32,9 +32,7 @@ async fn open(settings: &Settings) -> anyhow::Result<(Arc<Store>, Sink)> {
             "{e}\n(replay and rebuild need the daemon stopped: it holds the state directory)"
         )
     })?;
-    let sink = Sink::connect(settings.sink_url())
-        .await?
-        .with_shard(settings.shard);
+    let sink = Sink::for_settings(settings).await?;
     sink.migrate().await?;
     Ok((store, sink))
 }

@@ -124,9 +124,7 @@ pub async fn run(
     admin::check_tables(&admin, &settings.tables).await?;
     check_system(&store, &server.system_identifier)?;
 
-    let sink = Sink::connect(settings.sink_url())
-        .await?
-        .with_shard(settings.shard);
+    let sink = Sink::for_settings(&settings).await?;
     prepare_sink_and_publication(&settings, &admin, &sink).await?;
 
     let ctx = Arc::new(Context {

@@ -87,6 +87,13 @@ impl Sink {
         })
     }
 
+    /// The daemon's sink: `settings`' URL, restricted to its shard.
+    pub async fn for_settings(settings: &crate::config::Settings) -> Result<Sink, SinkError> {
+        Ok(Sink::connect(settings.sink_url())
+            .await?
+            .with_shard(settings.shard))
+    }
+
     /// Restricts upserts and deletes to rows whose `"leadId"` is `shard`'s.
     pub fn with_shard(mut self, shard: Option<Shard>) -> Sink {
         self.shard = shard;
