@@ -13,6 +13,9 @@ pub const AFTER_STATE_WRITE: &str = "after_state_write";
 pub const AFTER_SINK_COMMIT: &str = "after_sink_commit";
 /// Inside the initial load, after the first batch of copied rows was applied.
 pub const INSIDE_INITIAL_LOAD: &str = "inside_initial_load";
+/// After the initial load derived every anchor (the sink may be delivering them),
+/// before the load is marked done.
+pub const BEFORE_LOAD_DONE: &str = "before_load_done";
 
 fn armed() -> &'static Option<(String, u64)> {
     static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();

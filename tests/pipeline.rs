@@ -185,6 +185,56 @@ async fn fault_points_lose_nothing() {
     }
 }
 
+/// The daemon's sink task delivers while an initial load derives. A load that dies
+/// after that starts over at a new snapshot: a row the first attempt delivered whose
+/// inbound message is deleted before the second attempt must not stay in the sink.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_load_that_reached_the_sink_leaves_no_stale_rows() {
+    let db = database().await;
+    let mut generator = Generator::new(11, HistoryConfig::realistic());
+    let history: Vec<_> = (0..40).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &history).await;
+    delay_records_as_of_now(&db.client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut faulty = Daemon::spawn(&db.url, &state, &[("REPLYTIME_FAULT", "before_load_done")]);
+    let status = wait_exit(&mut faulty.child, Duration::from_secs(60));
+    assert!(!status.success(), "the fault point aborts the load");
+
+    // Whatever the sink task delivered before the abort: make sure the first
+    // attempt's row for one anchor is there, then delete its inbound message.
+    let oracle = oracle_rows(&db.client).await;
+    let (gone, row) = oracle.iter().next().expect("the history has anchors");
+    db.client
+        .execute(
+            r#"INSERT INTO "ResponseTimingEvent"
+                   (id, "clientId", "leadId", channel, "inboundMessageId", "inboundSentAt", "sourceLsn")
+               VALUES (gen_random_uuid(), $1, $2, $3, $4, now(), '0/1')
+               ON CONFLICT ("inboundMessageId") DO NOTHING"#,
+            &[&row.client_id, &row.lead_id, &row.channel, gone],
+        )
+        .await
+        .unwrap();
+    db.client
+        .execute(r#"DELETE FROM "Message" WHERE id = $1"#, &[gone])
+        .await
+        .unwrap();
+
+    let daemon = Daemon::spawn(&db.url, &state, &[]);
+    converge(&db.client, CONVERGE).await;
+    assert!(
+        !sink_rows(&db.client).await.contains_key(gone),
+        "the deleted inbound message's row is gone"
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("deleted sink rows of an interrupted initial load"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
 async fn sink_stamp(c: &tokio_postgres::Client) -> tokio_postgres::Row {
     c.query_one(
         r#"SELECT coalesce(max("updatedAt")::text, ''), count(*) FROM "ResponseTimingEvent""#,

@@ -1,7 +1,20 @@
 //! The initial load (SPEC 5): create the slot with an exported snapshot, copy the
 //! tables at that snapshot in bounded keyset batches, derive, then stream from the
-//! slot's consistent point. Interrupted loads start over from an empty state (the
-//! sink only sees the result once the load finished deriving).
+//! slot's consistent point.
+//!
+//! ```text
+//!  clear the state ─▶ slot + snapshot ─▶ copy ─▶ derive every anchor ──▶ done
+//!                                              │  into the outbox      ▲
+//!                        sink task (daemon): ──┴─ delivers meanwhile ──┘
+//! ```
+//!
+//! The daemon's sink task delivers the outbox while the load derives, so writing the
+//! sink overlaps deriving. The sink's progress row moves only with the load's last
+//! outbox entry. An interrupted load starts over from an empty state at a new
+//! snapshot; when the interrupted one had let the sink deliver (`LOAD_WROTE_SINK`),
+//! the sink may hold rows that are no anchors at the new snapshot (their inbound
+//! message was deleted meanwhile), so the new load delivers nothing until it has
+//! derived, then deletes the sink rows that are not anchors.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,6 +53,10 @@ pub async fn load(
         .copied()
         .filter(|cf| *cf != Cf::Meta)
         .collect();
+    let earlier_load_wrote_sink = ctx
+        .store
+        .get_meta::<bool>(meta::LOAD_WROTE_SINK)?
+        .unwrap_or(false);
     ctx.store.clear(&derivation)?;
     ctx.store.put_meta(meta::APPLIED_LSN, &Lsn::ZERO)?;
     ctx.store.put_meta(meta::HELD_ANCHORS, &0u64)?;
@@ -92,6 +109,14 @@ pub async fn load(
         end_lsn: at,
         commit_time: Timestamp::from_chrono(chrono::Utc::now()),
     };
+    // A sink task that waits for this load (the daemon's) delivers while it derives,
+    // unless an earlier attempt's rows must be pruned first.
+    let deliver_now = ctx.sink.is_paused() && !earlier_load_wrote_sink;
+    if deliver_now {
+        ctx.store.put_meta(meta::LOAD_WROTE_SINK, &true)?;
+        ctx.store.sync()?;
+        ctx.sink.resume();
+    }
     let started = Instant::now();
     let mut progress = Progress::new("deriving anchors", None);
     let outcome = engine.derive_all(&meta, &mut |n| progress.advance(n))?;
@@ -102,10 +127,33 @@ pub async fn load(
         seconds = started.elapsed().as_secs_f64(),
         "anchors derived"
     );
+    fault::point(fault::BEFORE_LOAD_DONE);
+    if earlier_load_wrote_sink {
+        prune_earlier_load(ctx).await?;
+    }
     ctx.store.put_meta(meta::INITIAL_LOAD_DONE, &true)?;
+    ctx.store.put_meta(meta::LOAD_WROTE_SINK, &false)?;
     ctx.store.sync()?;
     tracing::info!(anchors = outcome.ops, lsn = %at, "tables loaded and derived");
     Ok(at)
+}
+
+/// Deletes the sink rows that are not anchors at this load's snapshot: what an
+/// interrupted load delivered and the source deleted since.
+async fn prune_earlier_load(ctx: &Arc<Context>) -> Result<(), PipelineError> {
+    let sink = crate::sink::Sink::for_settings(&ctx.settings).await?;
+    let pruned = crate::ops::repair::prune_strays(&ctx.store, &sink, None, false)
+        .await
+        .map_err(|e| {
+            PipelineError::Other(format!(
+                "deleting the sink rows an interrupted initial load left: {e:#}"
+            ))
+        })?;
+    tracing::info!(
+        rows = pruned,
+        "deleted sink rows of an interrupted initial load that are no anchors now"
+    );
+    Ok(())
 }
 
 async fn copy_tables(

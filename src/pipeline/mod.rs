@@ -134,9 +134,9 @@ pub async fn run(
         health: health.clone(),
         sink: Arc::new(SinkShared::default()),
     });
-    let mut engine = Engine::new(store.clone(), EngineOptions::default());
-    prepare_slot(&ctx, &admin, &mut engine).await?;
-
+    // The sink task runs from here on, paused until the slot is ready: an initial
+    // load lets it deliver while the load derives (see `initial_load`).
+    ctx.sink.paused.store(true, Ordering::SeqCst);
     let (stop_sink, stop_rx) = watch::channel(false);
     let sink_task = sink_task::SinkTask {
         store: store.clone(),
@@ -148,6 +148,9 @@ pub async fn run(
         stop: stop_rx,
     };
     let mut sink_handle = tokio::spawn(sink_task.run(Some(sink)));
+    let mut engine = Engine::new(store.clone(), EngineOptions::default());
+    prepare_slot(&ctx, &admin, &mut engine).await?;
+    ctx.sink.resume();
 
     let (stop_stream, stream_stop) = watch::channel(false);
     let stream = streaming::stream_forever(ctx.clone(), admin, engine, stream_stop);

@@ -21,9 +21,23 @@ pub struct SinkShared {
     pub done_lsn: AtomicU64,
     pub healthy: AtomicBool,
     pub wake: Notify,
+    /// While set, the sink task moves nothing. The daemon starts its sink task
+    /// paused: the outbox may hold what an interrupted initial load derived at an
+    /// older snapshot, which that load clears first.
+    pub paused: AtomicBool,
 }
 
 impl SinkShared {
+    /// Lets the sink task move the outbox.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
     pub fn done_lsn(&self) -> Lsn {
         Lsn(self.done_lsn.load(Ordering::SeqCst))
     }
@@ -45,6 +59,13 @@ impl SinkTask {
     pub async fn run(mut self, mut sink: Option<Sink>) -> Result<(), SinkError> {
         let mut backoff = Duration::from_millis(200);
         loop {
+            if self.shared.is_paused() {
+                if *self.stop.borrow() {
+                    return Ok(());
+                }
+                self.idle().await;
+                continue;
+            }
             let sink_ref = match sink.as_mut() {
                 Some(s) => s,
                 None => match Sink::connect(&self.sink_url)
@@ -68,11 +89,7 @@ impl SinkTask {
                     if *self.stop.borrow() {
                         return Ok(());
                     }
-                    tokio::select! {
-                        _ = self.shared.wake.notified() => {}
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                        _ = self.stop.changed() => {}
-                    }
+                    self.idle().await;
                 }
                 Err(e) if e.is_retryable() => {
                     sink = None;
@@ -83,6 +100,15 @@ impl SinkTask {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Until woken, stopped, or 50 ms passed.
+    async fn idle(&mut self) {
+        tokio::select! {
+            _ = self.shared.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = self.stop.changed() => {}
         }
     }
 

@@ -146,6 +146,9 @@ pub mod meta {
     pub const HELD_ANCHORS: &[u8] = b"held_anchors";
     pub const SYSTEM_ID: &[u8] = b"system_id";
     pub const INITIAL_LOAD_DONE: &[u8] = b"initial_load_done";
+    /// An initial load let the sink task deliver while it derived, and has not
+    /// finished: the sink may hold rows of that load's snapshot.
+    pub const LOAD_WROTE_SINK: &[u8] = b"load_wrote_sink";
 }
 
 #[derive(Debug, thiserror::Error)]
