@@ -139,12 +139,7 @@ pub async fn run(
     ctx.sink.paused.store(true, Ordering::SeqCst);
     let (stop_sink, stop_rx) = watch::channel(false);
     let sink_task = sink_task::SinkTask {
-        store: store.clone(),
-        sink_url: ctx.settings.sink_url().to_string(),
-        shard: ctx.settings.shard,
-        slot: ctx.settings.slot.clone(),
-        batch_ops: ctx.settings.sink_batch_ops,
-        shared: ctx.sink.clone(),
+        ctx: ctx.clone(),
         stop: stop_rx,
     };
     let mut sink_handle = tokio::spawn(sink_task.run(Some(sink)));

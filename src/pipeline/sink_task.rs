@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
+use super::Context;
 use crate::fault;
 use crate::lsn::Lsn;
 use crate::ops::metrics::METRICS;
@@ -44,12 +45,9 @@ impl SinkShared {
 }
 
 pub struct SinkTask {
-    pub store: Arc<Store>,
-    pub sink_url: String,
-    pub shard: Option<crate::shard::Shard>,
-    pub slot: String,
-    pub batch_ops: usize,
-    pub shared: Arc<SinkShared>,
+    /// The store, the settings (sink, shard, slot, batch size) and what the task
+    /// shares with the rest of the daemon (`ctx.sink`).
+    pub ctx: Arc<Context>,
     /// true: drain what is left, then stop.
     pub stop: watch::Receiver<bool>,
 }
@@ -59,7 +57,7 @@ impl SinkTask {
     pub async fn run(mut self, mut sink: Option<Sink>) -> Result<(), SinkError> {
         let mut backoff = Duration::from_millis(200);
         loop {
-            if self.shared.is_paused() {
+            if self.ctx.sink.is_paused() {
                 if *self.stop.borrow() {
                     return Ok(());
                 }
@@ -68,10 +66,7 @@ impl SinkTask {
             }
             let sink_ref = match sink.as_mut() {
                 Some(s) => s,
-                None => match Sink::connect(&self.sink_url)
-                    .await
-                    .map(|s| s.with_shard(self.shard))
-                {
+                None => match Sink::for_settings(&self.ctx.settings).await {
                     Ok(s) => sink.insert(s),
                     Err(e) if e.is_retryable() => {
                         self.unhealthy(&e, &mut backoff).await;
@@ -106,14 +101,14 @@ impl SinkTask {
     /// Until woken, stopped, or 50 ms passed.
     async fn idle(&mut self) {
         tokio::select! {
-            _ = self.shared.wake.notified() => {}
+            _ = self.ctx.sink.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             _ = self.stop.changed() => {}
         }
     }
 
     async fn unhealthy(&self, e: &SinkError, backoff: &mut Duration) {
-        self.shared.healthy.store(false, Ordering::SeqCst);
+        self.ctx.sink.healthy.store(false, Ordering::SeqCst);
         METRICS.errors.with_label_values(&["sink"]).inc();
         tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sink unavailable, retrying");
         tokio::time::sleep(*backoff).await;
@@ -122,12 +117,19 @@ impl SinkTask {
 
     /// Moves one batch; `Ok(false)` when the outbox was empty.
     async fn flush_once(&self, sink: &mut Sink) -> Result<bool, SinkError> {
-        let moved = flush_batch(&self.store, sink, &self.slot, self.batch_ops).await?;
+        let settings = &self.ctx.settings;
+        let moved = flush_batch(
+            &self.ctx.store,
+            sink,
+            &settings.slot,
+            settings.sink_batch_ops,
+        )
+        .await?;
         if let Some(Some(lsn)) = moved {
-            self.shared.done_lsn.fetch_max(lsn.0, Ordering::SeqCst);
+            self.ctx.sink.done_lsn.fetch_max(lsn.0, Ordering::SeqCst);
             METRICS.set_lsn("sink", lsn);
         }
-        self.shared.healthy.store(true, Ordering::SeqCst);
+        self.ctx.sink.healthy.store(true, Ordering::SeqCst);
         Ok(moved.is_some())
     }
 }
