@@ -241,7 +241,7 @@ impl Metrics {
                 IntGaugeVec::new(
                     opts(
                         "replytime_state_memory_bytes",
-                        "Memory RocksDB reports for the state, by kind: memtables, block_cache (data, index and filter blocks), block_cache_pinned, table_readers"
+                        "Memory of the state, by kind: RocksDB's memtables, block_cache (data, index and filter blocks), block_cache_pinned and table_readers, and replytime's read_cache"
                     ),
                     &["kind"]
                 )

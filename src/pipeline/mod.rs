@@ -181,8 +181,6 @@ pub async fn run(
     result
 }
 
-/// The state belongs to one Postgres cluster: a different system identifier means a
-/// failover or a wrong URL, and the slot's positions mean nothing here.
 /// Brings the sink schema up to date and makes sure the publication covers the
 /// source tables (row-filtered to the shard's leads when sharded).
 pub async fn prepare_sink_and_publication(
@@ -201,6 +199,8 @@ pub async fn prepare_sink_and_publication(
     Ok(())
 }
 
+/// The state belongs to one Postgres cluster: a different system identifier means a
+/// failover or a wrong URL, and the slot's positions mean nothing here.
 fn check_system(store: &Store, system_id: &str) -> Result<(), PipelineError> {
     match store.get_meta::<String>(meta::SYSTEM_ID)? {
         Some(expected) if expected != system_id => Err(SourceError::SystemChanged {
