@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use pgwire_replication::{ReplicationClient, ReplicationEvent};
+use pgwire_replication::ReplicationEvent;
 use tokio::sync::watch;
 
 use super::{Context, PipelineError};
@@ -17,6 +17,7 @@ use crate::ops::metrics::METRICS;
 use crate::source::SourceError;
 use crate::source::admin;
 use crate::source::decode::{Decoded, Decoder};
+use crate::source::relay::{Received, Relay};
 use crate::source::stream::{StreamOptions, start_stream};
 use crate::store::{QuarantineRecord, meta};
 
@@ -88,7 +89,9 @@ pub async fn stream_forever(
 struct Session<'e> {
     ctx: Arc<Context>,
     engine: &'e mut Engine,
-    client: ReplicationClient,
+    relay: Relay,
+    /// Events taken from the relay and not handled yet.
+    batch: Vec<Received>,
     admin: Option<tokio_postgres::Client>,
     decoder: Decoder,
     txn: Option<OpenTxn>,
@@ -135,7 +138,8 @@ impl<'e> Session<'e> {
         Ok(Session {
             ctx: ctx.clone(),
             engine,
-            client,
+            relay: Relay::spawn(client, confirmed),
+            batch: Vec::new(),
             admin: Some(admin),
             decoder: Decoder::new(ctx.settings.tables.clone()),
             txn: None,
@@ -161,12 +165,7 @@ impl<'e> Session<'e> {
                 _ = status.tick() => self.confirm()?,
                 _ = heartbeat.tick(), if self.ctx.settings.heartbeat_interval_ms > 0 => self.heartbeat().await,
                 _ = slot_check.tick() => self.check_slot().await,
-                event = self.client.recv() => {
-                    match event.map_err(SourceError::from)? {
-                        Some(event) => self.on_event(event)?,
-                        None => return Err(PipelineError::Other("replication stream ended".into())),
-                    }
-                }
+                () = self.relay.next_batch(&mut self.batch) => self.on_batch()?,
                 () = std::future::ready(()), if self.engine.has_staged() => self.commit_staged()?,
             }
         }
@@ -185,10 +184,22 @@ impl<'e> Session<'e> {
         self.confirm()?;
         // The worker sends a raised position within one status interval.
         tokio::time::sleep(self.ctx.settings.status_interval() + Duration::from_millis(100)).await;
-        if let Err(e) = self.client.shutdown().await {
+        if let Err(e) = self.relay.shutdown().await {
             tracing::debug!(error = %e, "closing the replication stream");
         }
         tracing::info!(confirmed = %self.confirmed, "final status sent");
+        Ok(())
+    }
+
+    fn on_batch(&mut self) -> Result<(), PipelineError> {
+        let mut batch = std::mem::take(&mut self.batch);
+        for received in batch.drain(..) {
+            match received? {
+                Some(event) => self.on_event(event)?,
+                None => return Err(PipelineError::Other("replication stream ended".into())),
+            }
+        }
+        self.batch = batch;
         Ok(())
     }
 
@@ -343,7 +354,7 @@ impl<'e> Session<'e> {
     fn confirm(&mut self) -> Result<(), PipelineError> {
         let lsn = self.ctx.confirmable()?;
         if lsn > self.confirmed {
-            self.client.update_applied_lsn(lsn.into());
+            self.relay.update_applied_lsn(lsn);
             self.confirmed = lsn;
             METRICS.set_lsn("confirmed", lsn);
             METRICS.last_progress_seconds.set(now_micros() as f64 / 1e6);

@@ -4,6 +4,7 @@
 //!  admin.rs   SQL checks and set-up: wal_level, privileges, tables, publication, slot state
 //!  load.rs    the initial copy of the tables at the slot's exported snapshot
 //!  stream.rs  the replication connection (pgwire-replication) and its events
+//!  relay.rs   hands those events to the streaming loop in batches
 //!  pgoutput.rs, decode.rs   bytes → pgoutput messages → typed changes (pure)
 //! ```
 
@@ -11,6 +12,7 @@ pub mod admin;
 pub mod decode;
 pub mod load;
 pub mod pgoutput;
+pub mod relay;
 pub mod stream;
 
 use crate::lsn::Lsn;
