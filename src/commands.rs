@@ -135,19 +135,23 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<ExitCode> {
     tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");
     health.live.store(true, Ordering::SeqCst);
     tokio::spawn(http::serve(listener, health.clone()));
-    pipeline::run(settings, health, shutdown_signal())
+    pipeline::run(settings, health, shutdown_signal()?)
         .await
         .context("replytime run stopped")?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed here, before the
+/// daemon starts: a signal during start-up or the initial load stops it cleanly
+/// instead of killing it.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
 }

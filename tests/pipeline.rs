@@ -235,6 +235,34 @@ async fn an_interrupted_load_that_reached_the_sink_leaves_no_stale_rows() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_the_initial_load_stops_cleanly_and_the_next_start_loads_again() {
+    let db = database().await;
+    let mut generator = Generator::new(12, HistoryConfig::realistic());
+    let history: Vec<_> = (0..1500).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &history).await;
+    delay_records_as_of_now(&db.client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // One row per copy page: the load takes seconds, with an await per row.
+    let mut daemon = Daemon::spawn(&db.url, &state, &[("REPLYTIME_LOAD_BATCH_ROWS", "1")]);
+    eventually(Duration::from_secs(30), "the load to start copying", || {
+        let log = daemon.log_text();
+        async move { log.contains("copying tables") }
+    })
+    .await;
+    let status = daemon.stop();
+    let log = daemon.log_text();
+    assert!(status.success(), "SIGTERM during the load: {status}\n{log}");
+    assert!(
+        log.contains("stopped before streaming began"),
+        "the load was still running when the signal came\n{log}"
+    );
+
+    let _daemon = Daemon::spawn(&db.url, &state, &[]);
+    converge(&db.client, CONVERGE).await;
+}
+
 async fn sink_stamp(c: &tokio_postgres::Client) -> tokio_postgres::Row {
     c.query_one(
         r#"SELECT coalesce(max("updatedAt")::text, ''), count(*) FROM "ResponseTimingEvent""#,

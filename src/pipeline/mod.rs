@@ -116,41 +116,32 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PipelineError> {
-    let store = open_store(&settings)?;
-    let params = conn_params(settings.source_url())?;
-    let admin = crate::pgconn::connect(settings.source_url(), "replytime-admin").await?;
-    let server = admin::server_info(&admin).await?;
-    admin::check_replication_privilege(&admin).await?;
-    admin::check_tables(&admin, &settings.tables).await?;
-    check_system(&store, &server.system_identifier)?;
-
-    let sink = Sink::for_settings(&settings).await?;
-    prepare_sink_and_publication(&settings, &admin, &sink).await?;
-
-    let ctx = Arc::new(Context {
-        settings,
-        store: store.clone(),
-        params,
-        health: health.clone(),
-        sink: Arc::new(SinkShared::default()),
-    });
-    // The sink task runs from here on, paused until the slot is ready: an initial
-    // load lets it deliver while the load derives (see `initial_load`).
-    ctx.sink.paused.store(true, Ordering::SeqCst);
-    let (stop_sink, stop_rx) = watch::channel(false);
-    let sink_task = sink_task::SinkTask {
-        ctx: ctx.clone(),
-        stop: stop_rx,
+    tokio::pin!(shutdown);
+    // A stop before streaming begins (during the checks or the initial load) ends
+    // the start-up at its next await: nothing was confirmed yet, and a load that
+    // did not finish starts over on the next start, as after a crash.
+    let started = tokio::select! {
+        biased;
+        () = &mut shutdown => None,
+        started = start(settings, &health) => Some(started?),
     };
-    let mut sink_handle = tokio::spawn(sink_task.run(Some(sink)));
-    let mut engine = Engine::new(store.clone(), EngineOptions::default());
-    prepare_slot(&ctx, &admin, &mut engine).await?;
-    ctx.sink.resume();
+    let Some(Started {
+        ctx,
+        admin,
+        engine,
+        mut sink_handle,
+        stop_sink,
+    }) = started
+    else {
+        tracing::info!(
+            "stopped before streaming began; nothing was confirmed, and an unfinished initial load starts over on the next start"
+        );
+        return Ok(());
+    };
 
     let (stop_stream, stream_stop) = watch::channel(false);
     let stream = streaming::stream_forever(ctx.clone(), admin, engine, stream_stop);
     tokio::pin!(stream);
-    tokio::pin!(shutdown);
     let mut stopping = false;
     let result = loop {
         tokio::select! {
@@ -179,6 +170,58 @@ pub async fn run(
         tracing::info!(lsn = %ctx.confirmable()?, "stopped");
     }
     result
+}
+
+/// A daemon ready to stream: checked, its slot ready (loaded if new), its sink
+/// task running.
+struct Started {
+    ctx: Arc<Context>,
+    admin: tokio_postgres::Client,
+    engine: Engine,
+    sink_handle: tokio::task::JoinHandle<Result<(), crate::sink::SinkError>>,
+    stop_sink: watch::Sender<bool>,
+}
+
+/// Opens the state, checks the source and the sink, starts the sink task and
+/// prepares the slot (the initial load when it is new).
+async fn start(settings: Settings, health: &Arc<Health>) -> Result<Started, PipelineError> {
+    let store = open_store(&settings)?;
+    let params = conn_params(settings.source_url())?;
+    let admin = crate::pgconn::connect(settings.source_url(), "replytime-admin").await?;
+    let server = admin::server_info(&admin).await?;
+    admin::check_replication_privilege(&admin).await?;
+    admin::check_tables(&admin, &settings.tables).await?;
+    check_system(&store, &server.system_identifier)?;
+
+    let sink = Sink::for_settings(&settings).await?;
+    prepare_sink_and_publication(&settings, &admin, &sink).await?;
+
+    let ctx = Arc::new(Context {
+        settings,
+        store: store.clone(),
+        params,
+        health: health.clone(),
+        sink: Arc::new(SinkShared::default()),
+    });
+    // The sink task runs from here on, paused until the slot is ready: an initial
+    // load lets it deliver while the load derives (see `initial_load`).
+    ctx.sink.paused.store(true, Ordering::SeqCst);
+    let (stop_sink, stop_rx) = watch::channel(false);
+    let sink_task = sink_task::SinkTask {
+        ctx: ctx.clone(),
+        stop: stop_rx,
+    };
+    let sink_handle = tokio::spawn(sink_task.run(Some(sink)));
+    let mut engine = Engine::new(store.clone(), EngineOptions::default());
+    prepare_slot(&ctx, &admin, &mut engine).await?;
+    ctx.sink.resume();
+    Ok(Started {
+        ctx,
+        admin,
+        engine,
+        sink_handle,
+        stop_sink,
+    })
 }
 
 /// Brings the sink schema up to date and makes sure the publication covers the

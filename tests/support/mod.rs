@@ -241,8 +241,12 @@ pub async fn wait_streaming(client: &tokio_postgres::Client, url: &str) {
         "the daemon to stream from its slot",
         || async {
             client
+                // The streaming session, not the initial load's (which holds the
+                // slot while it copies, as `replytime-<slot>-load`).
                 .query_opt(
-                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                    "SELECT 1 FROM pg_replication_slots s \
+                     JOIN pg_stat_replication r ON r.pid = s.active_pid \
+                     WHERE s.slot_name = $1 AND r.application_name = 'replytime-' || $1",
                     &[&slot],
                 )
                 .await
