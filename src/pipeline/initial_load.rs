@@ -69,7 +69,8 @@ pub async fn load(
         status_interval: ctx.settings.status_interval(),
         application_name: format!("replytime-{}-load", ctx.settings.slot),
     };
-    let client = crate::pgconn::connect(ctx.settings.source_url(), "replytime-load").await?;
+    let client =
+        Arc::new(crate::pgconn::connect(ctx.settings.source_url(), "replytime-load").await?);
     let (slot, at) = if create_slot {
         let slot = create_slot_with_snapshot(&ctx.params, &options).await?;
         tracing::info!(slot = %options.slot, consistent_point = %slot.consistent_point, "created slot; copying tables");
@@ -158,21 +159,55 @@ async fn prune_earlier_load(ctx: &Arc<Context>) -> Result<(), PipelineError> {
 
 async fn copy_tables(
     ctx: &Arc<Context>,
-    client: &tokio_postgres::Client,
+    client: &Arc<tokio_postgres::Client>,
     engine: &mut Engine,
     consistent_point: Lsn,
 ) -> Result<(), PipelineError> {
-    let mapping = &ctx.settings.tables;
-    let estimate = crate::ops::progress::estimate_rows(client, mapping).await;
+    let estimate = crate::ops::progress::estimate_rows(client, &ctx.settings.tables).await;
     let mut progress = Progress::new("initial load", estimate);
     let mut seq: u32 = 0;
     let started = Instant::now();
+    // Pages are read (Postgres's work and decoding the rows) by a task of their
+    // own, a page or two ahead of applying them here.
+    let (pages, mut received) = tokio::sync::mpsc::channel(PAGES_AHEAD);
+    let reader = tokio::spawn(read_pages(ctx.clone(), client.clone(), pages));
+    while let Some(rows) = received.recv().await {
+        let changes: Vec<Change> = rows.into_iter().map(Change::Insert).collect();
+        engine.apply_chunk(consistent_point, seq, &changes)?;
+        seq += changes.len() as u32;
+        METRICS.initial_load_rows.inc_by(changes.len() as u64);
+        progress.advance(changes.len() as u64);
+        fault::point(fault::INSIDE_INITIAL_LOAD);
+    }
+    reader
+        .await
+        .map_err(|e| PipelineError::Other(format!("initial load reader: {e}")))??;
+    progress.finish();
+    tracing::info!(
+        rows = seq,
+        seconds = started.elapsed().as_secs_f64(),
+        "tables copied"
+    );
+    Ok(())
+}
+
+/// Pages read ahead of the one being applied.
+const PAGES_AHEAD: usize = 2;
+
+/// Reads every table in load order, in keyset pages, into `pages`; stops early
+/// when the receiver is gone (the load failed or was stopped).
+async fn read_pages(
+    ctx: Arc<Context>,
+    client: Arc<tokio_postgres::Client>,
+    pages: tokio::sync::mpsc::Sender<Vec<crate::change::Row>>,
+) -> Result<(), SourceError> {
+    let settings = &ctx.settings;
     for table in LOAD_ORDER {
         let sql = page_sql(
-            mapping,
+            &settings.tables,
             table,
-            ctx.settings.load_batch_rows,
-            ctx.settings.shard,
+            settings.load_batch_rows,
+            settings.shard,
         );
         let statement = client
             .prepare(&sql)
@@ -180,24 +215,15 @@ async fn copy_tables(
             .map_err(SourceError::query("preparing the initial load query"))?;
         let mut after: Option<String> = None;
         loop {
-            let (rows, last) = read_page(client, &statement, table, after.as_deref()).await?;
+            let (rows, last) = read_page(&client, &statement, table, after.as_deref()).await?;
             if last.is_none() {
                 break;
             }
-            let changes: Vec<Change> = rows.into_iter().map(Change::Insert).collect();
-            engine.apply_chunk(consistent_point, seq, &changes)?;
-            seq += changes.len() as u32;
-            METRICS.initial_load_rows.inc_by(changes.len() as u64);
-            progress.advance(changes.len() as u64);
-            fault::point(fault::INSIDE_INITIAL_LOAD);
+            if pages.send(rows).await.is_err() {
+                return Ok(());
+            }
             after = last;
         }
     }
-    progress.finish();
-    tracing::info!(
-        rows = seq,
-        seconds = started.elapsed().as_secs_f64(),
-        "tables copied"
-    );
     Ok(())
 }
