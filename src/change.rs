@@ -51,7 +51,10 @@ impl Timestamp {
         let minutes = parts.next().unwrap_or(Some(0))?;
         let seconds = parts.next().unwrap_or(Some(0))?;
         let offset_secs = sign * (hours * 3600 + minutes * 60 + seconds);
-        let naive = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S%.f").ok()?;
+        let naive = match parse_iso_local(local) {
+            Some(naive) => naive,
+            None => NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S%.f").ok()?,
+        };
         let utc = Utc.from_utc_datetime(&naive).timestamp_micros() - offset_secs * 1_000_000;
         Some(Timestamp(utc))
     }
@@ -66,6 +69,40 @@ impl Timestamp {
     pub fn floor_seconds_since(self, earlier: Timestamp) -> i64 {
         (self.0 - earlier.0).div_euclid(1_000_000)
     }
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.f…]`, the layout Postgres prints (four-digit years): the
+/// same result as chrono's `%Y-%m-%d %H:%M:%S%.f` without interpreting a format
+/// string on every value (it is in every row change). `None` for anything else
+/// (the caller then asks chrono).
+fn parse_iso_local(text: &str) -> Option<NaiveDateTime> {
+    let b = text.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b' ' || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if second > 59 {
+        return None;
+    }
+    let nanos = match &b[19..] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
+            let value = num(20..b.len())?;
+            value * 10u32.pow(9 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?
+        .and_hms_nano_opt(hour, minute, second, nanos)
 }
 
 impl fmt::Display for Timestamp {
@@ -288,6 +325,48 @@ mod tests {
         let t = Timestamp::parse_pg_text("1999-12-31 23:59:59.5-08").unwrap();
         assert_eq!(t.to_string(), "2000-01-01T07:59:59.500000Z");
         assert!(Timestamp::parse_pg_text("yesterday").is_none());
+    }
+
+    #[test]
+    fn the_fast_timestamp_path_agrees_with_chrono() {
+        let chrono_parse =
+            |local: &str| NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S%.f").ok();
+        let cases = [
+            "2024-01-02 03:04:05",
+            "2024-01-02 03:04:05.1",
+            "2024-01-02 03:04:05.123456",
+            "2024-01-02 03:04:05.123456789",
+            "0001-01-01 00:00:00",
+            "9999-12-31 23:59:59.999999",
+            "2024-02-29 12:00:00",
+            "2023-02-29 12:00:00",
+            "2024-13-01 00:00:00",
+            "2024-01-02 24:00:00",
+            "2024-01-02 03:04:60",
+            "2024-01-02 03:04:05.",
+            "2024-01-02 03:04:05.1234567890",
+            "2024-01-02T03:04:05",
+            "2024-1-02 03:04:05",
+            "12024-01-02 03:04:05",
+            "2024-01-02 03:04:05 BC",
+        ];
+        for case in cases {
+            if let Some(fast) = parse_iso_local(case) {
+                assert_eq!(Some(fast), chrono_parse(case), "{case}");
+            }
+        }
+        let mut seed = 7u64;
+        for _ in 0..20_000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let micros = (seed >> 8) as i64 % 400_000_000_000_000;
+            let t = chrono::DateTime::from_timestamp_micros(micros)
+                .unwrap()
+                .naive_utc();
+            let text = t.format("%Y-%m-%d %H:%M:%S%.f").to_string();
+            assert_eq!(parse_iso_local(&text), Some(t), "{text}");
+        }
     }
 
     #[test]

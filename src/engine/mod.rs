@@ -358,13 +358,11 @@ impl Engine {
 
     fn count_change(&mut self, change: &Change) {
         let op = change.operation();
-        let tables = match change {
-            Change::Insert(row) | Change::Update { row, .. } => vec![row.table()],
-            Change::Delete { table, .. } => vec![*table],
-            Change::Truncate(tables) => tables.clone(),
-        };
-        for table in tables {
-            *self.stats.changes.entry((table, op)).or_default() += 1;
+        let mut count = |table: Table| *self.stats.changes.entry((table, op)).or_default() += 1;
+        match change {
+            Change::Insert(row) | Change::Update { row, .. } => count(row.table()),
+            Change::Delete { table, .. } => count(*table),
+            Change::Truncate(tables) => tables.iter().for_each(|t| count(*t)),
         }
     }
 
