@@ -135,7 +135,20 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<ExitCode> {
     tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");
     health.live.store(true, Ordering::SeqCst);
     tokio::spawn(http::serve(listener, health.clone()));
-    pipeline::run(settings, health, shutdown_signal()?)
+    // The signal raises `stopping` at once (for work that cannot await) and ends
+    // the future the daemon waits on.
+    let signal = shutdown_signal()?;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let stopping = health.stopping.clone();
+    tokio::spawn(async move {
+        signal.await;
+        stopping.store(true, Ordering::SeqCst);
+        let _ = stop.send(true);
+    });
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    };
+    pipeline::run(settings, health, shutdown)
         .await
         .context("replytime run stopped")?;
     Ok(ExitCode::SUCCESS)

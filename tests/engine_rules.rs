@@ -7,7 +7,7 @@ mod harness;
 
 use harness::*;
 use replytime::change::{Change, LeadRow, MessageRow, Row, Table};
-use replytime::engine::EngineOptions;
+use replytime::engine::{EngineError, EngineOptions};
 
 fn conversation(h: &mut Harness) {
     h.txn(vec![
@@ -491,4 +491,48 @@ fn large_transactions_apply_in_chunks_with_bounded_memory() {
     chunked.drain_outbox();
     assert_eq!(chunked.sink.len(), 20);
     assert_eq!(chunked.sink, whole.sink);
+}
+
+#[test]
+fn deriving_every_anchor_stops_between_batches_when_interrupted() {
+    let mut h = Harness::with_options(EngineOptions {
+        refresh_batch: 2,
+        ..EngineOptions::default()
+    });
+    h.engine.set_bulk(true);
+    let mut changes = vec![lead("L", "C")];
+    for i in 0..6 {
+        let at = f64::from(i) * 100.0;
+        changes.push(inbound(&format!("in{i}"), "L", at));
+        changes.push(setter(&format!("out{i}"), "L", "u1", at + 10.0));
+    }
+    h.txn(changes);
+    h.engine.set_bulk(false);
+    assert!(
+        h.sink.is_empty(),
+        "a bulk load derives nothing until derive_all"
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    h.engine.set_interrupt(stop.clone());
+    let meta = h.next_meta();
+    let mut batches = 0;
+    let stopped = h.engine.derive_all(&meta, &mut |_| {
+        batches += 1;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    assert!(
+        matches!(stopped, Err(EngineError::Interrupted)),
+        "{stopped:?}"
+    );
+    assert_eq!(batches, 1, "it stops at the batch after the flag went up");
+
+    stop.store(false, std::sync::atomic::Ordering::SeqCst);
+    h.engine.derive_all(&meta, &mut |_| {}).unwrap();
+    h.drain_outbox();
+    assert_eq!(
+        h.sink.len(),
+        6,
+        "a derivation started over covers every anchor"
+    );
 }

@@ -34,6 +34,7 @@ mod toast;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +70,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("state is inconsistent: {0}; run `replytime rebuild`")]
     Inconsistent(String),
+    #[error("stopped on request before the work was done")]
+    Interrupted,
 }
 
 /// Counters of one application, for metrics.
@@ -175,6 +178,8 @@ pub struct Engine {
     /// Bulk load: rows are written without tracking affected anchors; every
     /// anchor is derived afterwards by [`Engine::derive_all`].
     bulk: bool,
+    /// When raised, [`Engine::derive_all`] stops between batches.
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Engine {
@@ -189,7 +194,14 @@ impl Engine {
             force_upsert: false,
             emit_since: None,
             bulk: false,
+            interrupt: None,
         }
+    }
+
+    /// [`Engine::derive_all`] returns [`EngineError::Interrupted`] at its next
+    /// batch once `flag` is raised (what it committed stays committed).
+    pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
     }
 
     /// Upserts of anchors whose inbound message was sent before `cutoff` are not
@@ -576,6 +588,13 @@ impl Engine {
         let mut after: Option<Vec<u8>> = None;
         let batch = self.options.refresh_batch.max(1);
         loop {
+            if self
+                .interrupt
+                .as_ref()
+                .is_some_and(|flag| flag.load(Ordering::SeqCst))
+            {
+                return Err(EngineError::Interrupted);
+            }
             let tx = store.begin();
             let keys = tx.keys_with_prefix(Cf::Inbound, &[], after.as_deref(), batch)?;
             let complete = keys.len() < batch;

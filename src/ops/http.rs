@@ -17,6 +17,9 @@ use super::metrics::METRICS;
 pub struct Health {
     pub live: AtomicBool,
     pub ready: AtomicBool,
+    /// Raised by SIGTERM or SIGINT: long synchronous work (deriving every anchor
+    /// of an initial load) checks it between batches and stops.
+    pub stopping: std::sync::Arc<AtomicBool>,
 }
 
 /// Binds the address (a clear error when it is in use) and serves until dropped.

@@ -123,7 +123,10 @@ pub async fn run(
     let started = tokio::select! {
         biased;
         () = &mut shutdown => None,
-        started = start(settings, &health) => Some(started?),
+        started = start(settings, &health) => match started {
+            Err(PipelineError::Engine(EngineError::Interrupted)) => None,
+            started => Some(started?),
+        },
     };
     let Some(Started {
         ctx,
@@ -213,6 +216,7 @@ async fn start(settings: Settings, health: &Arc<Health>) -> Result<Started, Pipe
     };
     let sink_handle = tokio::spawn(sink_task.run(Some(sink)));
     let mut engine = Engine::new(store.clone(), EngineOptions::default());
+    engine.set_interrupt(health.stopping.clone());
     prepare_slot(&ctx, &admin, &mut engine).await?;
     ctx.sink.resume();
     Ok(Started {
