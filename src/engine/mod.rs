@@ -457,6 +457,18 @@ impl Engine {
         end_lsn: Lsn,
     ) -> Result<Option<SinkOp>, EngineError> {
         let derived = anchor::derive(tx, inbound_id)?;
+        self.settle(tx, inbound_id, derived, end_lsn)
+    }
+
+    /// Records an anchor as `derived` now and returns the sink operation, if the
+    /// sink must change.
+    fn settle(
+        &mut self,
+        tx: &StoreTxn<'_>,
+        inbound_id: &str,
+        derived: Option<DerivedAnchor>,
+        end_lsn: Lsn,
+    ) -> Result<Option<SinkOp>, EngineError> {
         let old = tx.get_record::<AnchorRecord>(Cf::Anchors, inbound_id.as_bytes())?;
         let new = derived.map(|d| AnchorRecord {
             lead_id: d.lead_id,
@@ -578,49 +590,53 @@ impl Engine {
         outcome
     }
 
+    /// Two threads: a helper derives the next batch of anchors (reads only: the
+    /// rows and indexes it reads do not change while every anchor is derived)
+    /// while this one records the previous batch and writes its outbox entry.
     fn derive_every_inbound(
         &mut self,
         store: &Store,
         meta: &TxnMeta,
         progress: &mut dyn FnMut(u64),
     ) -> Result<TxnOutcome, EngineError> {
-        let mut outcome = TxnOutcome::default();
-        let mut after: Option<Vec<u8>> = None;
         let batch = self.options.refresh_batch.max(1);
-        loop {
-            if self
-                .interrupt
-                .as_ref()
-                .is_some_and(|flag| flag.load(Ordering::SeqCst))
-            {
-                return Err(EngineError::Interrupted);
-            }
-            let tx = store.begin();
-            let keys = tx.keys_with_prefix(Cf::Inbound, &[], after.as_deref(), batch)?;
-            let complete = keys.len() < batch;
-            let mut ops = Vec::new();
-            for key in &keys {
-                let prefix_len = keys::thread_prefix_len(key).ok_or_else(|| {
-                    EngineError::Inconsistent("inbound index key without a thread".into())
-                })?;
-                let id = keys::id_after_pos(key, prefix_len);
-                if let Some(op) = self.refresh(&tx, &id, meta.end_lsn)? {
-                    ops.push(op);
+        std::thread::scope(|scope| {
+            let (derived_tx, derived_rx) = std::sync::mpsc::sync_channel(1);
+            scope.spawn(move || derive_batches(store, batch, &derived_tx));
+            let mut outcome = TxnOutcome::default();
+            loop {
+                if self
+                    .interrupt
+                    .as_ref()
+                    .is_some_and(|flag| flag.load(Ordering::SeqCst))
+                {
+                    return Err(EngineError::Interrupted);
                 }
-            }
-            self.bound_stats();
-            if !ops.is_empty() || complete {
-                outcome.push(&tx, meta, complete, ops)?;
-            }
-            if complete {
-                record_applied(&tx, meta.end_lsn)?;
+                let derived: DerivedBatch = derived_rx.recv().map_err(|_| {
+                    EngineError::Inconsistent("the deriving thread ended early".into())
+                })??;
+                let complete = derived.len() < batch;
+                let count = derived.len() as u64;
+                let tx = store.begin();
+                let mut ops = Vec::new();
+                for (id, anchor) in derived {
+                    if let Some(op) = self.settle(&tx, &id, anchor, meta.end_lsn)? {
+                        ops.push(op);
+                    }
+                }
+                self.bound_stats();
+                if !ops.is_empty() || complete {
+                    outcome.push(&tx, meta, complete, ops)?;
+                }
+                if complete {
+                    record_applied(&tx, meta.end_lsn)?;
+                    tx.commit()?;
+                    return Ok(outcome);
+                }
                 tx.commit()?;
-                return Ok(outcome);
+                progress(count);
             }
-            tx.commit()?;
-            progress(keys.len() as u64);
-            after = keys.last().cloned();
-        }
+        })
     }
 
     /// Re-derives every message's anchor and writes the operations to the outbox;
@@ -660,6 +676,40 @@ impl Engine {
             after = Some(last);
         }
         self.finish(meta)
+    }
+}
+
+/// Inbound message ids with their anchors as derived now.
+type DerivedBatch = Vec<(String, Option<DerivedAnchor>)>;
+
+/// The anchors of every inbound message in thread order, `batch` at a time, into
+/// `out`; stops at the first error (sent on) or when the receiver is gone.
+fn derive_batches(
+    store: &Store,
+    batch: usize,
+    out: &std::sync::mpsc::SyncSender<Result<DerivedBatch, EngineError>>,
+) {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let derived = (|| {
+            let tx = store.begin();
+            let keys = tx.keys_with_prefix(Cf::Inbound, &[], after.as_deref(), batch)?;
+            let mut derived = Vec::with_capacity(keys.len());
+            for key in &keys {
+                let prefix_len = keys::thread_prefix_len(key).ok_or_else(|| {
+                    EngineError::Inconsistent("inbound index key without a thread".into())
+                })?;
+                let id = keys::id_after_pos(key, prefix_len);
+                let anchor = anchor::derive(&tx, &id)?;
+                derived.push((id, anchor));
+            }
+            after = keys.last().cloned();
+            Ok(derived)
+        })();
+        let last = derived.as_ref().map_or(true, |d| d.len() < batch);
+        if out.send(derived).is_err() || last {
+            return;
+        }
     }
 }
 
