@@ -97,54 +97,90 @@ pub(super) struct Range {
     lo: Vec<u8>,
     /// Exclusive; `None` when the interval runs to the prefix's end.
     hi: Option<Vec<u8>>,
+    /// The navigation prefix every key of the interval starts with.
+    prefix: Vec<u8>,
+    /// By the key after the prefix: comparisons skip the part every key shares.
     entries: BTreeMap<Vec<u8>, Vec<u8>>,
     bytes: u64,
 }
 
 impl Range {
+    /// `lo` is the prefix itself or a key of it; every entry's key has the prefix.
     pub(super) fn new(lo: Vec<u8>, hi: Option<Vec<u8>>, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
+        let prefix_len = range_prefix_len(&lo).unwrap_or(lo.len());
         let mut range = Range {
+            prefix: lo[..prefix_len].to_vec(),
             lo,
             hi,
             entries: BTreeMap::new(),
             bytes: 0,
         };
         for (key, value) in entries {
-            range.insert(key, value);
+            range.insert(&key, value);
         }
         range
+    }
+
+    /// The part of `key` (which has the range's prefix) after the prefix.
+    fn suffix<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        debug_assert!(key.starts_with(&self.prefix), "a key of the range's prefix");
+        &key[self.prefix.len()..]
     }
 
     fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
         ENTRY_OVERHEAD + (key.len() + value.len()) as u64
     }
 
-    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.bytes += Self::entry_bytes(&key, &value);
-        if let Some(old) = self.entries.insert(key.clone(), value) {
-            self.bytes -= Self::entry_bytes(&key, &old);
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) {
+        let suffix = self.suffix(key).to_vec();
+        self.insert_suffix(suffix, value);
+    }
+
+    fn insert_suffix(&mut self, suffix: Vec<u8>, value: Vec<u8>) {
+        self.bytes += Self::entry_bytes(&suffix, &value);
+        if let Some(old) = self.entries.insert(suffix.clone(), value) {
+            self.bytes -= Self::entry_bytes(&suffix, &old);
         }
     }
 
     fn remove(&mut self, key: &[u8]) {
-        if let Some(old) = self.entries.remove(key) {
-            self.bytes -= Self::entry_bytes(key, &old);
+        let suffix = self.suffix(key);
+        if let Some(old) = self.entries.remove(suffix) {
+            self.bytes -= Self::entry_bytes(suffix, &old);
         }
     }
 
-    /// The entry `look` wants (the interval must cover it).
+    /// The entry `look` wants (the interval must cover it), with its whole key.
     pub(super) fn find(&self, look: Look<'_>) -> Option<(Vec<u8>, Vec<u8>)> {
+        let prefix = self.prefix.as_slice();
+        // A bound outside the prefix lies before or past all of its keys.
         let found = match look {
-            Look::From(start) => self
+            Look::From(Bound::Unbounded) => self.entries.iter().next(),
+            Look::From(Bound::Included(from) | Bound::Excluded(from))
+                if !from.starts_with(prefix) =>
+            {
+                if from < prefix {
+                    self.entries.iter().next()
+                } else {
+                    None
+                }
+            }
+            Look::From(Bound::Included(from)) => self
                 .entries
-                .range::<[u8], _>((start, Bound::Unbounded))
+                .range::<[u8], _>((Bound::Included(&from[prefix.len()..]), Bound::Unbounded))
                 .next(),
-            Look::Before(before) => self
+            Look::From(Bound::Excluded(from)) => self
                 .entries
-                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(before)))
+                .range::<[u8], _>((Bound::Excluded(&from[prefix.len()..]), Bound::Unbounded))
+                .next(),
+            Look::Before(before) if before.starts_with(prefix) => self
+                .entries
+                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(&before[prefix.len()..])))
                 .next_back(),
+            Look::Before(before) if before < prefix => None,
+            Look::Before(_) => self.entries.iter().next_back(),
         };
-        found.map(|(key, value)| (key.clone(), value.clone()))
+        found.map(|(suffix, value)| ([prefix, suffix.as_slice()].concat(), value.clone()))
     }
 
     fn covers(&self, key: &[u8]) -> bool {
@@ -296,8 +332,8 @@ impl StateCache {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 _ => None,
             };
-            for (key, value) in new.entries {
-                old.insert(key, value);
+            for (suffix, value) in new.entries {
+                old.insert_suffix(suffix, value);
             }
             return;
         }
@@ -322,7 +358,7 @@ impl StateCache {
                 && range.covers(key)
             {
                 match value {
-                    Some(value) => range.insert(key.clone(), value.clone()),
+                    Some(value) => range.insert(key, value.clone()),
                     None => range.remove(key),
                 }
             }
