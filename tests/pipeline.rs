@@ -146,10 +146,7 @@ async fn fault_points_lose_nothing() {
         "inside_initial_load:1",
     ] {
         let db = database().await;
-        let mut generator = Generator::new(7, HistoryConfig::realistic());
-        let before: Vec<_> = (0..30).map(|_| generator.next_transaction()).collect();
-        write_history(&db.client, &before).await;
-        delay_records_as_of_now(&db.client).await;
+        let mut generator = existing_history(&db.client, 7, 30).await;
         freeze_campaigns(&mut generator);
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
@@ -191,10 +188,7 @@ async fn fault_points_lose_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_load_that_reached_the_sink_leaves_no_stale_rows() {
     let db = database().await;
-    let mut generator = Generator::new(11, HistoryConfig::realistic());
-    let history: Vec<_> = (0..40).map(|_| generator.next_transaction()).collect();
-    write_history(&db.client, &history).await;
-    delay_records_as_of_now(&db.client).await;
+    existing_history(&db.client, 11, 40).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let mut faulty = Daemon::spawn(&db.url, &state, &[("REPLYTIME_FAULT", "before_load_done")]);
@@ -238,10 +232,7 @@ async fn an_interrupted_load_that_reached_the_sink_leaves_no_stale_rows() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_the_initial_load_stops_cleanly_and_the_next_start_loads_again() {
     let db = database().await;
-    let mut generator = Generator::new(12, HistoryConfig::realistic());
-    let history: Vec<_> = (0..1500).map(|_| generator.next_transaction()).collect();
-    write_history(&db.client, &history).await;
-    delay_records_as_of_now(&db.client).await;
+    existing_history(&db.client, 12, 1500).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     // One row per copy page: the load takes seconds, with an await per row.
@@ -431,10 +422,7 @@ async fn pending_work_is_never_confirmed_while_the_sink_is_blocked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn initial_load_of_existing_rows_converges_while_writes_go_on() {
     let db = database().await;
-    let mut generator = Generator::new(11, HistoryConfig::realistic());
-    let existing: Vec<_> = (0..300).map(|_| generator.next_transaction()).collect();
-    write_history(&db.client, &existing).await;
-    delay_records_as_of_now(&db.client).await;
+    let mut generator = existing_history(&db.client, 11, 300).await;
     freeze_campaigns(&mut generator);
     let more: Vec<_> = (0..150).map(|_| generator.next_transaction()).collect();
     let writer = {
@@ -732,10 +720,7 @@ async fn two_shards_on_one_machine_together_equal_the_oracle() {
         )
         .await
         .unwrap();
-    let mut generator = Generator::new(31, HistoryConfig::realistic());
-    let existing: Vec<_> = (0..100).map(|_| generator.next_transaction()).collect();
-    write_history(&db.client, &existing).await;
-    delay_records_as_of_now(&db.client).await;
+    let mut generator = existing_history(&db.client, 31, 100).await;
     freeze_campaigns(&mut generator);
 
     let daemons: Vec<Daemon> = (0..2)

@@ -257,6 +257,23 @@ pub async fn wait_streaming(client: &tokio_postgres::Client, url: &str) {
     .await;
 }
 
+/// Rows that exist before a daemon first starts: `txns` transactions of realistic
+/// generator traffic (seed `seed`) written to the source, with the oracle's delay
+/// records as a load at this snapshot records them. The generator continues the
+/// traffic.
+pub async fn existing_history(
+    client: &tokio_postgres::Client,
+    seed: u64,
+    txns: usize,
+) -> replytime::workload::Generator {
+    let mut generator =
+        replytime::workload::Generator::new(seed, replytime::workload::HistoryConfig::realistic());
+    let history: Vec<_> = (0..txns).map(|_| generator.next_transaction()).collect();
+    write_history(client, &history).await;
+    delay_records_as_of_now(client).await;
+    generator
+}
+
 /// Rewrites the oracle's delay records to the bounds in force now: what a load from
 /// a snapshot taken now records (SPEC 3.6), for tests that start on existing data.
 pub async fn delay_records_as_of_now(client: &tokio_postgres::Client) {
