@@ -153,32 +153,35 @@ impl Range {
     /// The entry `look` wants (the interval must cover it), with its whole key.
     pub(super) fn find(&self, look: Look<'_>) -> Option<(Vec<u8>, Vec<u8>)> {
         let prefix = self.prefix.as_slice();
-        // A bound outside the prefix lies before or past all of its keys.
+        // A bound outside the prefix lies before all of its keys or past them.
+        let outside = |bound: &[u8]| !bound.starts_with(prefix);
         let found = match look {
-            Look::From(Bound::Unbounded) => self.entries.iter().next(),
-            Look::From(Bound::Included(from) | Bound::Excluded(from))
-                if !from.starts_with(prefix) =>
-            {
-                if from < prefix {
-                    self.entries.iter().next()
-                } else {
-                    None
-                }
+            Look::From(start) => {
+                let start = match start {
+                    Bound::Included(from) | Bound::Excluded(from) if outside(from) => {
+                        if from > prefix {
+                            return None;
+                        }
+                        Bound::Unbounded
+                    }
+                    start => start.map(|from| &from[prefix.len()..]),
+                };
+                self.entries
+                    .range::<[u8], _>((start, Bound::Unbounded))
+                    .next()
             }
-            Look::From(Bound::Included(from)) => self
-                .entries
-                .range::<[u8], _>((Bound::Included(&from[prefix.len()..]), Bound::Unbounded))
-                .next(),
-            Look::From(Bound::Excluded(from)) => self
-                .entries
-                .range::<[u8], _>((Bound::Excluded(&from[prefix.len()..]), Bound::Unbounded))
-                .next(),
-            Look::Before(before) if before.starts_with(prefix) => self
-                .entries
-                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(&before[prefix.len()..])))
-                .next_back(),
-            Look::Before(before) if before < prefix => None,
-            Look::Before(_) => self.entries.iter().next_back(),
+            Look::Before(before) => {
+                let end = if !outside(before) {
+                    Bound::Excluded(&before[prefix.len()..])
+                } else if before < prefix {
+                    return None;
+                } else {
+                    Bound::Unbounded
+                };
+                self.entries
+                    .range::<[u8], _>((Bound::Unbounded, end))
+                    .next_back()
+            }
         };
         found.map(|(suffix, value)| ([prefix, suffix.as_slice()].concat(), value.clone()))
     }
