@@ -226,10 +226,11 @@ pub async fn initial_load(
         .await
         .expect("count the sink")
         .get(0);
+    let log = daemon.log_text();
     let figures = LoadFigures {
         seconds,
-        copy_seconds: logged_seconds(&daemon.log_text(), "tables copied"),
-        derive_seconds: logged_seconds(&daemon.log_text(), "anchors derived"),
+        copy_seconds: logged_seconds(&log, "tables copied"),
+        derive_seconds: logged_seconds(&log, "anchors derived"),
         sink_rows,
         peak_rss_bytes: machine::peak_rss_bytes(daemon.child.id()),
         state_bytes: machine::dir_bytes(state),
