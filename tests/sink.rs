@@ -751,3 +751,52 @@ async fn commits_are_durable_even_where_synchronous_commit_is_off() {
         .get(0);
     assert_eq!(setting, "on");
 }
+
+/// Sequential scans of the sink table so far, as the server's statistics count them
+/// once `sink`'s session has flushed its own.
+async fn sink_seq_scans(db: &common::TestDb, sink: &Sink) -> i64 {
+    sink.client()
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    db.client
+        .query_one(
+            r#"SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'ResponseTimingEvent'"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn deletes_find_rows_by_index_after_the_table_grew_from_empty() {
+    // Never analyzed (autovacuum has not got to it yet), a table of 20,000 rows
+    // looks small enough to Postgres to delete 100 of them by scanning it whole;
+    // and a prepared statement keeps the plan it made while the table was empty.
+    let (db, mut sink) = migrated_sink().await;
+    for i in 0..10 {
+        let ops = [delete(&format!("absent-{i}"))];
+        sink.write_batch(SLOT, &ops, None).await.unwrap();
+    }
+    let rows: Vec<SinkOp> = (0..20_000)
+        .map(|i| upsert(minimal_row(&format!("m{i}")), 1))
+        .collect();
+    sink.write_batch(SLOT, &rows, None).await.unwrap();
+    let before = sink_seq_scans(&db, &sink).await;
+
+    let mut deleted = 0;
+    for batch in 0..5 {
+        let ops: Vec<SinkOp> = (0..100)
+            .map(|i| delete(&format!("m{}", batch * 100 + i)))
+            .collect();
+        deleted += sink.write_batch(SLOT, &ops, None).await.unwrap().deleted;
+    }
+
+    assert_eq!(deleted, 500);
+    assert_eq!(
+        sink_seq_scans(&db, &sink).await,
+        before,
+        "deletes scanned the table"
+    );
+}

@@ -76,10 +76,18 @@ impl Sink {
         // and the LSN confirmed after it. A server (or role) configured with
         // `synchronous_commit = off` would acknowledge commits it can still lose
         // in a crash, so the sink's session asks for `on` whatever the default.
+        //
+        // Every statement of the session finds its rows by key (the upsert's
+        // conflict target, the delete's and the repair's pages by inbound message
+        // id, the progress row by slot), so sequential scans are off. Left to its
+        // statistics, Postgres deletes by scanning the whole table while the table
+        // has never been analyzed (a fresh sink, until autovacuum gets to it) and
+        // keeps a prepared statement's plan made then: one scan of a growing table
+        // per batch.
         client
-            .batch_execute("SET synchronous_commit = on")
+            .batch_execute("SET synchronous_commit = on; SET enable_seqscan = off")
             .await
-            .map_err(SinkError::postgres("setting synchronous_commit"))?;
+            .map_err(SinkError::postgres("setting the sink session's parameters"))?;
         Ok(Sink {
             client,
             statements: None,
