@@ -20,6 +20,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use replytime::change::TxnMeta;
 use replytime::engine::EngineOptions;
+use replytime::lsn::Lsn;
 use replytime::oracle::{SourceTables, derive};
 use replytime::store::{Store, StoreOptions};
 use replytime::workload::{HistoryConfig, history, seed_from_env};
@@ -59,6 +60,7 @@ fn check_history(
 ) -> Result<(), String> {
     let config = small_config(seed);
     let txns = history(seed, &config);
+    let log_events = options.log_events;
     let mut h = Harness::reusing(store.clone(), options);
     let mut tables = SourceTables::default();
     let mut metas: Vec<TxnMeta> = Vec::new();
@@ -101,6 +103,16 @@ fn check_history(
     }
     let start = (seed as usize / 7) % txns.len().max(1);
     let before = h.sink.clone();
+    // Re-applied in chunks of two changes (as a large transaction is applied),
+    // then whole: the event log is written over in other chunk bounds each time.
+    for (meta, changes) in metas[start..].iter().zip(&txns[start..]) {
+        for (i, chunk) in changes.chunks(2).enumerate() {
+            h.engine
+                .apply_chunk(meta.commit_lsn, 2 * i as u32, chunk)
+                .map_err(|e| e.to_string())?;
+        }
+        h.engine.finish(meta).map_err(|e| e.to_string())?;
+    }
     for (meta, changes) in metas[start..].iter().zip(&txns[start..]) {
         h.engine
             .apply_transaction(meta, changes)
@@ -112,6 +124,19 @@ fn check_history(
             "seed {seed}: re-applying the suffix from transaction {start} changed the sink\n{}",
             describe(seed, txns.len(), &h.sink, &before)
         ));
+    }
+    if log_events {
+        let logged = store
+            .logged_transactions(Lsn::ZERO, usize::MAX)
+            .map_err(|e| e.to_string())?;
+        let logged: Vec<_> = logged.iter().map(|t| (&t.meta, &t.changes)).collect();
+        let applied: Vec<_> = metas.iter().zip(&txns).collect();
+        if logged != applied {
+            return Err(format!(
+                "seed {seed}: the event log does not hold the {} transactions applied",
+                applied.len()
+            ));
+        }
     }
     Ok(())
 }

@@ -250,6 +250,9 @@ impl Engine {
         debug_assert!(!self.has_staged(), "commit the staged transactions first");
         let store = self.store.clone();
         let tx = store.begin();
+        if self.options.log_events {
+            tx.log_changes(commit_lsn, first_seq, changes)?;
+        }
         self.apply_in(&tx, commit_lsn, first_seq, changes)?;
         Ok(tx.commit()?)
     }
@@ -271,6 +274,9 @@ impl Engine {
         debug_assert!(!self.has_staged(), "commit the staged transactions first");
         let store = self.store.clone();
         let tx = store.begin();
+        if self.options.log_events {
+            tx.log_changes(meta.commit_lsn, 0, changes)?;
+        }
         self.apply_in(&tx, meta.commit_lsn, 0, changes)?;
         self.finish_in(&store, tx, meta)
     }
@@ -296,7 +302,8 @@ impl Engine {
             }
         }
         if self.options.log_events {
-            tx.put_record(Cf::EventLog, &event_key(meta.commit_lsn, u32::MAX), meta)?;
+            tx.log_changes(meta.commit_lsn, 0, changes)?;
+            tx.log_transaction(meta)?;
         }
         self.group.writes = tx.into_pending();
         self.group.last = Some(*meta);
@@ -343,9 +350,6 @@ impl Engine {
     ) -> Result<(), EngineError> {
         for (i, change) in changes.iter().enumerate() {
             let seq = first_seq + i as u32;
-            if self.options.log_events {
-                tx.put_record(Cf::EventLog, &event_key(commit_lsn, seq), change)?;
-            }
             self.count_change(change);
             let mut apply = apply::Apply {
                 tx,
@@ -392,7 +396,7 @@ impl Engine {
             }
             if complete {
                 if self.options.log_events {
-                    tx.put_record(Cf::EventLog, &event_key(meta.commit_lsn, u32::MAX), meta)?;
+                    tx.log_transaction(meta)?;
                 }
                 record_applied(&tx, meta.end_lsn)?;
                 tx.commit()?;
@@ -718,12 +722,4 @@ fn record_applied(tx: &StoreTxn<'_>, end_lsn: Lsn) -> Result<(), StoreError> {
     let applied = tx.get_record::<Lsn>(Cf::Meta, meta::APPLIED_LSN)?;
     let applied = applied.unwrap_or(Lsn::ZERO).max(end_lsn);
     tx.put_record(Cf::Meta, meta::APPLIED_LSN, &applied)
-}
-
-/// Event log key: commit LSN then change number, both big-endian.
-pub fn event_key(commit_lsn: Lsn, seq: u32) -> [u8; 12] {
-    let mut key = [0u8; 12];
-    key[..8].copy_from_slice(&commit_lsn.to_be_bytes());
-    key[8..].copy_from_slice(&seq.to_be_bytes());
-    key
 }

@@ -1,13 +1,104 @@
 //! The event log: decoded changes in commit-LSN order, kept for `replay` with a
 //! retention window by age and size. Written by the engine in the same RocksDB
-//! transaction as the state change (key: commit LSN ++ change number; the
-//! transaction's `TxnMeta` under change number `u32::MAX`).
+//! transaction as the state change:
+//!
+//! ```text
+//!  key                                     value
+//!  commit LSN u64 BE ++ first seq u32 BE   CHUNK ++ the changes numbered from first seq
+//!                                          (layout 1: one change, without the marker)
+//!  commit LSN u64 BE ++ u32::MAX           the transaction's TxnMeta
+//! ```
+//!
+//! A transaction is in the log once its meta entry is. It is logged in the chunks it
+//! is applied in (one for a transaction applied whole), one write per chunk rather
+//! than one per change. Entries of layout 1 (one change each, written by earlier
+//! releases) stay readable: a change's encoding never starts with [`CHUNK`].
+//!
+//! A transaction streamed again after a crash is logged again, over what its first
+//! application logged; chunk bounds can differ between the two (another chunk size,
+//! or layout 1 before), so a reader assembles a transaction from its pieces by
+//! change number: overlapping pieces hold the same changes, and each number is
+//! taken once.
 
 use std::sync::atomic::Ordering;
 
-use super::{Cf, Store, StoreError, decode};
+use super::{Cf, Store, StoreError, StoreTxn, decode, encode};
 use crate::change::{Change, Timestamp, TxnMeta};
 use crate::lsn::Lsn;
+
+/// Change number of a transaction's meta entry.
+const META_SEQ: u32 = u32::MAX;
+
+/// First byte of a chunk entry. A layout-1 entry is one postcard-encoded
+/// [`Change`], whose first byte is its variant's index (0 to 3).
+const CHUNK: u8 = 0xFF;
+
+/// Event log key: commit LSN then change number, both big-endian.
+pub fn event_key(commit_lsn: Lsn, seq: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&commit_lsn.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn seq_of(key: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&key[8..12]);
+    u32::from_be_bytes(b)
+}
+
+/// The changes of an entry that is not a meta entry, either layout.
+fn decode_changes(bytes: &[u8]) -> Result<Vec<Change>, StoreError> {
+    match bytes.split_first() {
+        Some((&CHUNK, chunk)) => decode(Cf::EventLog, chunk),
+        _ => Ok(vec![decode(Cf::EventLog, bytes)?]),
+    }
+}
+
+/// A transaction's changes from its logged pieces (first change number, changes),
+/// each change number once.
+/// `pieces` come in key order: by first change number.
+fn assemble(commit_lsn: Lsn, pieces: Vec<(u32, Vec<Change>)>) -> Result<Vec<Change>, StoreError> {
+    let mut changes = Vec::new();
+    for (first, piece) in pieces {
+        let first = first as usize;
+        if first > changes.len() {
+            return Err(StoreError::Corrupt {
+                cf: Cf::EventLog.name(),
+                reason: format!(
+                    "the transaction committed at {commit_lsn} lacks changes {} to {}",
+                    changes.len(),
+                    first - 1
+                ),
+            });
+        }
+        changes.extend(piece.into_iter().skip(changes.len() - first));
+    }
+    Ok(changes)
+}
+
+impl StoreTxn<'_> {
+    /// Logs changes of a transaction, numbered from `first_seq`.
+    pub fn log_changes(
+        &self,
+        commit_lsn: Lsn,
+        first_seq: u32,
+        changes: &[Change],
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut value = Vec::with_capacity(64 * changes.len());
+        value.push(CHUNK);
+        value.extend_from_slice(&encode(&changes));
+        self.put(Cf::EventLog, &event_key(commit_lsn, first_seq), &value)
+    }
+
+    /// Logs a transaction's meta, which completes it in the log.
+    pub fn log_transaction(&self, meta: &TxnMeta) -> Result<(), StoreError> {
+        self.put_record(Cf::EventLog, &event_key(meta.commit_lsn, META_SEQ), meta)
+    }
+}
 
 /// One logged source transaction.
 pub struct LoggedTxn {
@@ -22,7 +113,7 @@ fn lsn_of(key: &[u8]) -> Lsn {
 }
 
 fn is_meta(key: &[u8]) -> bool {
-    key[8..12] == u32::MAX.to_be_bytes()
+    key[8..12] == META_SEQ.to_be_bytes()
 }
 
 impl Store {
@@ -34,7 +125,8 @@ impl Store {
     ) -> Result<Vec<LoggedTxn>, StoreError> {
         let tx = self.begin();
         let mut out = Vec::new();
-        let mut changes = Vec::new();
+        let mut pieces = Vec::new();
+        let mut pieces_lsn = None;
         let mut start = from.to_be_bytes().to_vec();
         start.extend_from_slice(&0u32.to_be_bytes());
         let mut after: Option<Vec<u8>> = None;
@@ -52,17 +144,23 @@ impl Store {
             };
             for key in batch {
                 let bytes = tx.get(Cf::EventLog, &key)?.unwrap_or_default();
+                let lsn = lsn_of(&key);
+                if pieces_lsn != Some(lsn) {
+                    // Pieces without a meta entry: a transaction whose application
+                    // never finished (it is streamed again, logged again, whole).
+                    pieces.clear();
+                    pieces_lsn = Some(lsn);
+                }
                 if is_meta(&key) {
-                    let meta: TxnMeta = decode(Cf::EventLog, &bytes)?;
                     out.push(LoggedTxn {
-                        meta,
-                        changes: std::mem::take(&mut changes),
+                        meta: decode(Cf::EventLog, &bytes)?,
+                        changes: assemble(lsn, std::mem::take(&mut pieces))?,
                     });
                     if out.len() >= limit {
                         return Ok(out);
                     }
                 } else {
-                    changes.push(decode(Cf::EventLog, &bytes)?);
+                    pieces.push((seq_of(&key), decode_changes(&bytes)?));
                 }
             }
             after = Some(last);
@@ -147,13 +245,12 @@ impl Store {
 mod tests {
     use super::*;
     use crate::change::{MessageRow, Row};
-    use crate::engine::event_key;
     use crate::store::StoreOptions;
+    use crate::store::event_key;
 
-    fn log(store: &Store, lsn: u64, time: i64) {
-        let tx = store.begin();
-        let change = Change::Insert(Row::Message(MessageRow {
-            id: format!("m{lsn}"),
+    fn change(id: &str) -> Change {
+        Change::Insert(Row::Message(MessageRow {
+            id: id.into(),
             lead_id: None,
             channel: None,
             direction: None,
@@ -161,17 +258,91 @@ mod tests {
             sent_by_user_id: None,
             ai_draft_id: None,
             sent_at: None,
-        }));
-        tx.put_record(Cf::EventLog, &event_key(Lsn(lsn), 0), &change)
-            .unwrap();
-        let meta = TxnMeta {
+        }))
+    }
+
+    fn meta(lsn: u64, time: i64) -> TxnMeta {
+        TxnMeta {
             commit_lsn: Lsn(lsn),
             end_lsn: Lsn(lsn + 1),
             commit_time: Timestamp(time),
-        };
-        tx.put_record(Cf::EventLog, &event_key(Lsn(lsn), u32::MAX), &meta)
-            .unwrap();
+        }
+    }
+
+    /// A one-change transaction in layout 1 (one entry per change).
+    fn log(store: &Store, lsn: u64, time: i64) {
+        let tx = store.begin();
+        tx.put_record(
+            Cf::EventLog,
+            &event_key(Lsn(lsn), 0),
+            &change(&format!("m{lsn}")),
+        )
+        .unwrap();
+        tx.log_transaction(&meta(lsn, time)).unwrap();
         tx.commit().unwrap();
+    }
+
+    fn changes(range: std::ops::Range<u32>) -> Vec<Change> {
+        range.map(|i| change(&format!("c{i}"))).collect()
+    }
+
+    #[test]
+    fn a_transaction_logged_again_in_other_chunks_reads_back_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let all = changes(0..10);
+        let tx = store.begin();
+        // First application: changes 0..=2 one entry each (layout 1), then a chunk
+        // of 3..7, then a crash before the meta.
+        for (seq, c) in all[..3].iter().enumerate() {
+            tx.put_record(Cf::EventLog, &event_key(Lsn(500), seq as u32), c)
+                .unwrap();
+        }
+        tx.log_changes(Lsn(500), 3, &all[3..7]).unwrap();
+        // Streamed again: chunks 0..4 and 4..10, then the meta.
+        tx.log_changes(Lsn(500), 0, &all[..4]).unwrap();
+        tx.log_changes(Lsn(500), 4, &all[4..]).unwrap();
+        tx.log_transaction(&meta(500, 1)).unwrap();
+        tx.commit().unwrap();
+
+        let logged = store.logged_transactions(Lsn(0), 10).unwrap();
+        assert_eq!(logged.len(), 1);
+        assert_eq!(logged[0].changes, all);
+    }
+
+    #[test]
+    fn pieces_of_a_transaction_that_never_finished_are_not_read_into_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let tx = store.begin();
+        tx.log_changes(Lsn(100), 0, &changes(0..3)).unwrap();
+        tx.log_changes(Lsn(200), 0, &changes(5..7)).unwrap();
+        tx.log_transaction(&meta(200, 1)).unwrap();
+        tx.log_changes(Lsn(300), 0, &changes(9..10)).unwrap();
+        tx.commit().unwrap();
+
+        let logged = store.logged_transactions(Lsn(0), 10).unwrap();
+        assert_eq!(logged.len(), 1);
+        assert_eq!(logged[0].meta.commit_lsn, Lsn(200));
+        assert_eq!(logged[0].changes, changes(5..7));
+    }
+
+    #[test]
+    fn a_transaction_missing_changes_is_a_corruption_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let tx = store.begin();
+        tx.log_changes(Lsn(100), 0, &changes(0..3)).unwrap();
+        tx.log_changes(Lsn(100), 5, &changes(5..7)).unwrap();
+        tx.log_transaction(&meta(100, 1)).unwrap();
+        tx.commit().unwrap();
+
+        let err = store.logged_transactions(Lsn(0), 10).err().unwrap();
+        let text = err.to_string();
+        assert!(
+            text.contains("event_log") && text.contains("lacks changes 3 to 4"),
+            "{text}"
+        );
     }
 
     #[test]

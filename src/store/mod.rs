@@ -5,7 +5,7 @@
 //!  ─────────────   ───                                   ─────
 //!  meta            name (utf-8)                          little records (applied LSN, counters, version)
 //!  outbox          seq u64 BE                            OutboxEntry: sink ops not yet committed to the sink
-//!  event_log       commit LSN u64 BE ++ seq u32 BE       a decoded Change (seq u32::MAX: the TxnMeta)
+//!  event_log       commit LSN u64 BE ++ seq u32 BE       decoded changes from seq on (u32::MAX: the TxnMeta)
 //!  quarantine      commit LSN u64 BE ++ seq u32 BE       a row that could not be placed, with the reason
 //!  the engine's    see `engine::keys`                    the derivation state (rows, threads, anchors)
 //! ```
@@ -32,7 +32,7 @@ use rocksdb::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use event_log::LoggedTxn;
+pub use event_log::{LoggedTxn, event_key};
 pub use outbox::OutboxEntry;
 pub use quarantine::QuarantineRecord;
 pub use txn::{PendingWrites, StoreTxn};
