@@ -525,14 +525,20 @@ impl Engine {
             key.extend_from_slice(inbound_id.as_bytes());
             key
         };
-        if let Some(old) = old {
-            tx.delete(Cf::LeadAnchors, &lead_key(&old.lead_id))?;
+        // The lead's index entry changes only when the anchor appears, goes or
+        // moves to another lead (most refreshes change the row alone).
+        let old_lead = old.map(|r| r.lead_id.as_str());
+        let new_lead = new.map(|r| r.lead_id.as_str());
+        if old_lead != new_lead {
+            if let Some(lead) = old_lead {
+                tx.delete(Cf::LeadAnchors, &lead_key(lead))?;
+            }
+            if let Some(lead) = new_lead {
+                tx.put(Cf::LeadAnchors, &lead_key(lead), &[])?;
+            }
         }
         match new {
-            Some(new) => {
-                tx.put(Cf::LeadAnchors, &lead_key(&new.lead_id), &[])?;
-                tx.put_record(Cf::Anchors, inbound_id.as_bytes(), new)?;
-            }
+            Some(new) => tx.put_record(Cf::Anchors, inbound_id.as_bytes(), new)?,
             None => tx.delete(Cf::Anchors, inbound_id.as_bytes())?,
         }
         let was_held = old.is_some_and(|r| r.row.is_none());
