@@ -22,7 +22,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Cf, Store, StoreError, StoreTxn, decode, encode};
+use super::{Cf, Store, StoreError, StoreTxn, decode};
 use crate::change::{Change, Timestamp, TxnMeta};
 use crate::lsn::Lsn;
 
@@ -56,8 +56,7 @@ fn decode_changes(bytes: &[u8]) -> Result<Vec<Change>, StoreError> {
 }
 
 /// A transaction's changes from its logged pieces (first change number, changes),
-/// each change number once.
-/// `pieces` come in key order: by first change number.
+/// in key order (by first change number), each change number taken once.
 fn assemble(commit_lsn: Lsn, pieces: Vec<(u32, Vec<Change>)>) -> Result<Vec<Change>, StoreError> {
     let mut changes = Vec::new();
     for (first, piece) in pieces {
@@ -88,9 +87,8 @@ impl StoreTxn<'_> {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut value = Vec::with_capacity(64 * changes.len());
-        value.push(CHUNK);
-        value.extend_from_slice(&encode(&changes));
+        let value =
+            postcard::to_extend(&changes, vec![CHUNK]).expect("postcard serializes every change");
         self.put(Cf::EventLog, &event_key(commit_lsn, first_seq), &value)
     }
 
