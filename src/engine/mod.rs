@@ -12,8 +12,10 @@
 //!
 //! Anchors are re-derived once per transaction, after all its changes, so the sink
 //! never sees an intermediate state of a transaction. A large transaction is applied
-//! in chunks (each its own RocksDB commit; the dirty set spills to RocksDB past a
-//! bound) and its anchors are refreshed in bounded batches: memory stays bounded.
+//! in chunks (each its own RocksDB commit, together with the anchors it leaves to
+//! refresh; the dirty set also spills to RocksDB past a bound) and its anchors are
+//! refreshed in bounded batches: memory stays bounded, and a crash in between
+//! loses no refresh.
 //!
 //! Decisions where the spec leaves room (also in the README):
 //! - A job's `createdAt` NULL orders before every value ("latest" is the greatest
@@ -189,7 +191,9 @@ impl Engine {
             group: Group::default(),
             options,
             dirty: BTreeSet::new(),
-            spilled: false,
+            // Anchors a crashed run left to refresh are refreshed with the first
+            // transaction (the one it was applying, streamed again).
+            spilled: true,
             stats: ApplyStats::default(),
             force_upsert: false,
             emit_since: None,
@@ -254,6 +258,7 @@ impl Engine {
             tx.log_changes(commit_lsn, first_seq, changes)?;
         }
         self.apply_in(&tx, commit_lsn, first_seq, changes)?;
+        self.spill_dirty(&tx)?;
         Ok(tx.commit()?)
     }
 
@@ -364,9 +369,20 @@ impl Engine {
             self.dirty.clear();
         }
         if self.dirty.len() > self.options.dirty_spill {
-            for id in std::mem::take(&mut self.dirty) {
-                tx.put(Cf::Dirty, id.as_bytes(), &[])?;
-            }
+            self.spill_dirty(tx)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the dirty set into the state, to commit with `tx`. Whenever a commit
+    /// makes part of a transaction durable (a chunk applied, a batch of anchors
+    /// refreshed) the anchors left to refresh go with it: after a crash the
+    /// transaction is streamed again and applied over its own effects, where a
+    /// delete or a move no longer finds the position it changed, so its marks
+    /// could not be found again.
+    fn spill_dirty(&mut self, tx: &StoreTxn<'_>) -> Result<(), EngineError> {
+        for id in std::mem::take(&mut self.dirty) {
+            tx.put(Cf::Dirty, id.as_bytes(), &[])?;
             self.spilled = true;
         }
         Ok(())
@@ -402,6 +418,7 @@ impl Engine {
                 tx.commit()?;
                 return Ok(outcome);
             }
+            self.spill_dirty(&tx)?;
             tx.commit()?;
             tx = store.begin();
         }
