@@ -182,6 +182,48 @@ async fn fault_points_lose_nothing() {
     }
 }
 
+/// A transaction larger than a chunk is applied chunk by chunk, each a RocksDB
+/// commit. Killed after a chunk of deletes and moves was committed, the daemon
+/// streams the transaction again and applies it over its own first chunk, where
+/// the deletes find nothing and the moves nothing to move: the anchors they changed
+/// must still leave the sink or change in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_chunks_of_a_large_transaction_loses_nothing() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
+    wait_streaming(&db.client, &db.url).await;
+    let mut generator = Generator::new(5, HistoryConfig::realistic());
+    let history: Vec<_> = (0..300).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &history).await;
+    converge(&db.client, CONVERGE).await;
+    drop(daemon);
+
+    let chunked = [("REPLYTIME_CHUNK_CHANGES", "20")];
+    let faulty_env = [chunked[0], ("REPLYTIME_FAULT", "between_chunks")];
+    let mut faulty = Daemon::spawn(&db.url, &state, &faulty_env);
+    wait_streaming(&db.client, &db.url).await;
+    db.client
+        .batch_execute(
+            r#"BEGIN;
+               DELETE FROM "Message" WHERE id IN (SELECT id FROM "Message"
+                 WHERE direction = 'outbound' ORDER BY id LIMIT 15);
+               UPDATE "Message" SET "sentAt" = "sentAt" - interval '3 days'
+                 WHERE id IN (SELECT id FROM "Message" WHERE direction = 'outbound'
+                              ORDER BY id DESC LIMIT 10);
+               COMMIT;"#,
+        )
+        .await
+        .unwrap();
+    let status = wait_exit(&mut faulty.child, Duration::from_secs(30));
+    assert!(!status.success(), "the fault point aborts the daemon");
+
+    daemon = Daemon::spawn(&db.url, &state, &chunked);
+    converge(&db.client, CONVERGE).await;
+    drop(daemon);
+}
+
 /// The daemon's sink task delivers while an initial load derives. A load that dies
 /// after that starts over at a new snapshot: a row the first attempt delivered whose
 /// inbound message is deleted before the second attempt must not stay in the sink.

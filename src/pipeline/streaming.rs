@@ -282,6 +282,7 @@ impl<'e> Session<'e> {
             txn.next_seq += txn.buffer.len() as u32;
             txn.buffer.clear();
             txn.chunked = true;
+            fault::point(fault::BETWEEN_CHUNKS);
         }
         Ok(())
     }
