@@ -1,5 +1,6 @@
 #!/bin/sh
-# Fault drills (tests/drills.rs): kill -9 under load, Postgres restart mid-stream,
+# Fault drills (tests/drills.rs): kill -9 under load, crashes between the chunks of
+# large transactions, Postgres restart mid-stream,
 # sink unavailable (REPLYTIME_DRILL_SINK_DOWN_SECONDS, default 60), network cut to the
 # source, disk full on the state directory (needs root for mount -t tmpfs; skipped
 # with a message otherwise). The drills share one throwaway cluster and run one at a

@@ -1,8 +1,8 @@
 //! Fault drills (SPEC 5, 8): the real binary against the test cluster while things
-//! break — kill -9 under load, a Postgres restart, the sink away for a minute, the
-//! network to the source cut, the state's disk full. Each ends with the sink equal
-//! to the batch oracle, or with a clear error and no LSN confirmed past what
-//! replytime holds durably.
+//! break — kill -9 under load, crashes between the chunks of large transactions, a
+//! Postgres restart, the sink away for a minute, the network to the source cut, the
+//! state's disk full. Each ends with the sink equal to the batch oracle, or with a
+//! clear error and no LSN confirmed past what replytime holds durably.
 //!
 //! Slow and disruptive (one restarts the shared cluster), so `#[ignore]`d and run
 //! one at a time: `scripts/drills.sh`, i.e.
@@ -132,6 +132,62 @@ async fn drill_kill_9_loop_under_load() {
         current_lsn(&db.client).await,
     )
     .await;
+    assert_running(&mut daemon);
+}
+
+/// Crashes while the daemon applies large transactions chunk by chunk (chunks of
+/// 50 changes): each round moves a third of the messages back in their threads or
+/// deletes a share of the replies in one transaction, and the daemon aborts at the
+/// round's chunk boundary (`REPLYTIME_FAULT=between_chunks:n`, n = 1 to 3), with
+/// more traffic written before it restarts.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault drill: scripts/drills.sh"]
+async fn drill_crash_between_chunks_of_large_transactions() {
+    let _serial = SERIAL.lock().await;
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let chunks = ("REPLYTIME_CHUNK_CHANGES", "50".to_string());
+    let mut generator = Generator::new(67, HistoryConfig::realistic());
+    let mut daemon = Daemon::spawn(&db.url, &state, &[(chunks.0, chunks.1.as_str())]);
+    wait_streaming(&db.client, &db.url).await;
+    write_history(&db.client, &transactions(&mut generator, 3_000)).await;
+    converge(&db.client, CONVERGE).await;
+    for round in 0..8u64 {
+        drop(daemon);
+        let fault = format!("between_chunks:{}", 1 + round % 3);
+        let mut faulty = Daemon::spawn(
+            &db.url,
+            &state,
+            &[
+                (chunks.0, chunks.1.as_str()),
+                ("REPLYTIME_FAULT", fault.as_str()),
+            ],
+        );
+        wait_streaming(&db.client, &db.url).await;
+        let statement = if round % 2 == 0 {
+            format!(
+                r#"UPDATE "Message" SET "sentAt" = "sentAt" - interval '97 seconds'
+                   WHERE (hashtext(id) & 2147483647) % 3 = {}"#,
+                round % 3
+            )
+        } else {
+            format!(
+                r#"DELETE FROM "Message" WHERE direction = 'outbound'
+                   AND (hashtext(id) & 2147483647) % 8 = {round}"#
+            )
+        };
+        let changed = db.client.execute(&statement, &[]).await.unwrap();
+        eprintln!("round {round}: {changed} rows in one transaction, abort at {fault}");
+        let status = wait_exit(&mut faulty.child, Duration::from_secs(60));
+        assert!(
+            !status.success(),
+            "round {round}: the fault point aborts the daemon"
+        );
+        write_history(&db.client, &transactions(&mut generator, 20)).await;
+        daemon = Daemon::spawn(&db.url, &state, &[(chunks.0, chunks.1.as_str())]);
+        converge(&db.client, CONVERGE).await;
+    }
     assert_running(&mut daemon);
 }
 
