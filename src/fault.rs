@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const AFTER_STATE_WRITE: &str = "after_state_write";
 /// After the sink committed a batch, before the outbox is trimmed and the LSN confirmed.
 pub const AFTER_SINK_COMMIT: &str = "after_sink_commit";
-/// Between two chunks of a large transaction, after the first was committed to
-/// RocksDB.
+/// Between two chunks of a large transaction (or two pages of a TRUNCATE), after
+/// the first was committed to RocksDB.
 pub const BETWEEN_CHUNKS: &str = "between_chunks";
 /// Inside the initial load, after the first batch of copied rows was applied.
 pub const INSIDE_INITIAL_LOAD: &str = "inside_initial_load";

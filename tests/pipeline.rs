@@ -224,6 +224,52 @@ async fn a_crash_between_chunks_of_a_large_transaction_loses_nothing() {
     drop(daemon);
 }
 
+/// A TRUNCATE deletes its table a page of rows at a time, each page a RocksDB
+/// commit (memory stays bounded whatever the table holds): killed after the first
+/// page, the daemon applies the transaction again over what it deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_inside_a_truncate_loses_nothing() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
+    wait_streaming(&db.client, &db.url).await;
+    let mut generator = Generator::new(9, HistoryConfig::realistic());
+    let history: Vec<_> = (0..1_500).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &history).await;
+    converge(&db.client, CONVERGE).await;
+    let messages: i64 = db
+        .client
+        .query_one(r#"SELECT count(*) FROM "Message""#, &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        messages > 2 * 1024,
+        "{messages} messages: more than two pages"
+    );
+    drop(daemon);
+
+    let mut faulty = Daemon::spawn(&db.url, &state, &[("REPLYTIME_FAULT", "between_chunks")]);
+    wait_streaming(&db.client, &db.url).await;
+    db.client
+        .batch_execute(
+            r#"BEGIN;
+               TRUNCATE "Message";
+               INSERT INTO "Message" (id, "leadId", channel, direction, "sentAt")
+                 SELECT 'after-' || id, id, 'sms', 'inbound', now() FROM "Lead" LIMIT 5;
+               COMMIT;"#,
+        )
+        .await
+        .unwrap();
+    let status = wait_exit(&mut faulty.child, Duration::from_secs(30));
+    assert!(!status.success(), "the fault point aborts the daemon");
+
+    daemon = Daemon::spawn(&db.url, &state, &[]);
+    converge(&db.client, CONVERGE).await;
+    drop(daemon);
+}
+
 /// The daemon's sink task delivers while an initial load derives. A load that dies
 /// after that starts over at a new snapshot: a row the first attempt delivered whose
 /// inbound message is deleted before the second attempt must not stay in the sink.

@@ -17,6 +17,9 @@ use crate::change::{
 use crate::engine::delay::{DEFAULT_DELAY_MAX_SECONDS, DEFAULT_DELAY_MIN_SECONDS};
 use crate::store::{Cf, StoreTxn};
 
+/// Rows a TRUNCATE deletes per page.
+pub const TRUNCATE_PAGE: usize = 1024;
+
 pub const INBOUND: &str = "inbound";
 pub const OUTBOUND: &str = "outbound";
 
@@ -112,6 +115,13 @@ impl Apply<'_, '_> {
     }
 
     fn truncate(&mut self, table: Table) -> Result<(), EngineError> {
+        while !self.truncate_page(table, TRUNCATE_PAGE)? {}
+        Ok(())
+    }
+
+    /// Deletes up to `limit` rows of `table` (a page of a TRUNCATE); whether the
+    /// table is empty now.
+    pub fn truncate_page(&mut self, table: Table, limit: usize) -> Result<bool, EngineError> {
         let cf = match table {
             Table::Message => Cf::Messages,
             Table::AiDraft => Cf::Drafts,
@@ -119,15 +129,11 @@ impl Apply<'_, '_> {
             Table::Lead => Cf::Leads,
             Table::EmailCampaign => Cf::Campaigns,
         };
-        loop {
-            let ids = self.tx.keys_with_prefix(cf, &[], None, 1024)?;
-            if ids.is_empty() {
-                return Ok(());
-            }
-            for id in ids {
-                self.delete(table, &String::from_utf8_lossy(&id))?;
-            }
+        let ids = self.tx.keys_with_prefix(cf, &[], None, limit)?;
+        for id in &ids {
+            self.delete(table, &String::from_utf8_lossy(id))?;
         }
+        Ok(ids.len() < limit)
     }
 
     // ── messages ──────────────────────────────────────────────────────────────

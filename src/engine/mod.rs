@@ -244,7 +244,9 @@ impl Engine {
     }
 
     /// Applies a chunk of a transaction's changes (numbered from `first_seq`) and
-    /// commits it to RocksDB; anchors are refreshed by [`Engine::finish`].
+    /// commits it to RocksDB; anchors are refreshed by [`Engine::finish`]. A
+    /// TRUNCATE in it deletes its tables' rows a page at a time, each page its own
+    /// commit, so that memory stays bounded whatever the tables hold.
     pub fn apply_chunk(
         &mut self,
         commit_lsn: Lsn,
@@ -253,13 +255,63 @@ impl Engine {
     ) -> Result<(), EngineError> {
         debug_assert!(!self.has_staged(), "commit the staged transactions first");
         let store = self.store.clone();
-        let tx = store.begin();
-        if self.options.log_events {
-            tx.log_changes(commit_lsn, first_seq, changes)?;
+        let mut seq = first_seq;
+        for run in changes.split_inclusive(|c| matches!(c, Change::Truncate(_))) {
+            let (last, rest) = run
+                .split_last()
+                .expect("split_inclusive yields no empty run");
+            let (others, truncate) = match last {
+                Change::Truncate(tables) => (rest, Some((last, tables))),
+                _ => (run, None),
+            };
+            let tx = store.begin();
+            if self.options.log_events {
+                tx.log_changes(commit_lsn, seq, others)?;
+            }
+            self.apply_in(&tx, commit_lsn, seq, others)?;
+            self.spill_dirty(&tx)?;
+            tx.commit()?;
+            seq += others.len() as u32;
+            if let Some((change, tables)) = truncate {
+                self.truncate_in_pages(commit_lsn, seq, change, tables)?;
+                seq += 1;
+            }
         }
-        self.apply_in(&tx, commit_lsn, first_seq, changes)?;
-        self.spill_dirty(&tx)?;
-        Ok(tx.commit()?)
+        Ok(())
+    }
+
+    /// Applies TRUNCATE `change` (change number `seq`) a page of rows per commit,
+    /// each commit carrying the anchors left to refresh.
+    fn truncate_in_pages(
+        &mut self,
+        commit_lsn: Lsn,
+        seq: u32,
+        change: &Change,
+        tables: &[Table],
+    ) -> Result<(), EngineError> {
+        let store = self.store.clone();
+        self.count_change(change);
+        let mut logged = !self.options.log_events;
+        for table in tables {
+            loop {
+                let tx = store.begin();
+                if !logged {
+                    tx.log_changes(commit_lsn, seq, std::slice::from_ref(change))?;
+                    logged = true;
+                }
+                let done = self
+                    .apply(&tx, (commit_lsn, seq))
+                    .truncate_page(*table, apply::TRUNCATE_PAGE)?;
+                self.after_apply(&tx)?;
+                self.spill_dirty(&tx)?;
+                tx.commit()?;
+                if done {
+                    break;
+                }
+                crate::fault::point(crate::fault::BETWEEN_CHUNKS);
+            }
+        }
+        Ok(())
     }
 
     /// Refreshes the anchors the transaction touched, writes their operations to the
@@ -270,13 +322,18 @@ impl Engine {
         self.finish_in(&store, store.begin(), meta)
     }
 
-    /// A whole (small) transaction in one RocksDB commit.
+    /// A whole (small) transaction in one RocksDB commit; one with a TRUNCATE is
+    /// applied as chunks are (see [`Engine::apply_chunk`]).
     pub fn apply_transaction(
         &mut self,
         meta: &TxnMeta,
         changes: &[Change],
     ) -> Result<TxnOutcome, EngineError> {
         debug_assert!(!self.has_staged(), "commit the staged transactions first");
+        if changes.iter().any(|c| matches!(c, Change::Truncate(_))) {
+            self.apply_chunk(meta.commit_lsn, 0, changes)?;
+            return self.finish(meta);
+        }
         let store = self.store.clone();
         let tx = store.begin();
         if self.options.log_events {
@@ -356,15 +413,24 @@ impl Engine {
         for (i, change) in changes.iter().enumerate() {
             let seq = first_seq + i as u32;
             self.count_change(change);
-            let mut apply = apply::Apply {
-                tx,
-                dirty: &mut self.dirty,
-                stats: &mut self.stats,
-                stamp: (commit_lsn, seq),
-                track: !self.bulk,
-            };
-            apply.change(change)?;
+            self.apply(tx, (commit_lsn, seq)).change(change)?;
         }
+        self.after_apply(tx)
+    }
+
+    /// Application of changes stamped `stamp` within `tx`.
+    fn apply<'t, 'a>(&'t mut self, tx: &'t StoreTxn<'a>, stamp: Stamp) -> apply::Apply<'t, 'a> {
+        apply::Apply {
+            tx,
+            dirty: &mut self.dirty,
+            stats: &mut self.stats,
+            stamp,
+            track: !self.bulk,
+        }
+    }
+
+    /// Bounds the dirty set after applying changes (bulk mode tracks none).
+    fn after_apply(&mut self, tx: &StoreTxn<'_>) -> Result<(), EngineError> {
         if self.bulk {
             self.dirty.clear();
         }

@@ -250,6 +250,9 @@ impl<'e> Session<'e> {
         if txn.skip {
             return Ok(());
         }
+        // A TRUNCATE goes the way of a large transaction: applied chunk by chunk
+        // (it deletes its tables a page at a time), never staged whole in memory.
+        let truncate = matches!(decoded, Decoded::Change(Change::Truncate(_)));
         match decoded {
             Decoded::Change(change) => txn.buffer.push(change),
             Decoded::Quarantine(q) => {
@@ -273,7 +276,7 @@ impl<'e> Session<'e> {
             }
             _ => {}
         }
-        if txn.buffer.len() >= self.ctx.settings.chunk_changes {
+        if txn.buffer.len() >= self.ctx.settings.chunk_changes || truncate {
             // A large transaction is applied in chunks, after what was staged.
             self.commit_staged()?;
             let txn = self.txn.as_mut().expect("a transaction is open");
