@@ -630,7 +630,14 @@ async fn replay_and_rebuild_repair_a_damaged_sink() {
         )
         .await
         .unwrap();
-    let out = cli(&db.url, &state, &["replay", "--from-lsn", &from]);
+    // Chunks of two changes: the larger transactions are replayed chunk by chunk,
+    // as the daemon applies a transaction larger than `chunk_changes`.
+    let out = cli_with(
+        &db.url,
+        &state,
+        &["replay", "--from-lsn", &from],
+        &[("REPLYTIME_CHUNK_CHANGES", "2")],
+    );
     assert!(
         out.status.success(),
         "{}",

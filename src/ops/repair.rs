@@ -68,7 +68,16 @@ pub async fn replay(settings: &Settings, from: ReplayFrom) -> anyhow::Result<u64
             break;
         };
         for txn in &txns {
-            engine.apply_transaction(&txn.meta, &txn.changes)?;
+            // A large transaction is applied as the daemon applies it, in chunks.
+            if txn.changes.len() > settings.chunk_changes {
+                for (i, chunk) in txn.changes.chunks(settings.chunk_changes).enumerate() {
+                    let first = (i * settings.chunk_changes) as u32;
+                    engine.apply_chunk(txn.meta.commit_lsn, first, chunk)?;
+                }
+                engine.finish(&txn.meta)?;
+            } else {
+                engine.apply_transaction(&txn.meta, &txn.changes)?;
+            }
             progress.advance(txn.changes.len() as u64);
             replayed += 1;
         }

@@ -26,6 +26,13 @@ use super::{Cf, Store, StoreError, StoreTxn, decode};
 use crate::change::{Change, Timestamp, TxnMeta};
 use crate::lsn::Lsn;
 
+/// Changes [`Store::logged_transactions`] reads at most at once (past its first
+/// transaction, which comes whole).
+#[cfg(not(test))]
+pub const CHANGES_PER_READ: usize = 100_000;
+#[cfg(test)]
+pub const CHANGES_PER_READ: usize = 8;
+
 /// Change number of a transaction's meta entry.
 const META_SEQ: u32 = u32::MAX;
 
@@ -115,7 +122,8 @@ fn is_meta(key: &[u8]) -> bool {
 }
 
 impl Store {
-    /// Complete logged transactions with commit LSN ≥ `from`, in order, up to `limit`.
+    /// Complete logged transactions with commit LSN ≥ `from`, in order, up to `limit`
+    /// of them and, past the first, up to [`CHANGES_PER_READ`] changes in all.
     pub fn logged_transactions(
         &self,
         from: Lsn,
@@ -125,6 +133,7 @@ impl Store {
         let mut out = Vec::new();
         let mut pieces = Vec::new();
         let mut pieces_lsn = None;
+        let mut read = 0;
         let mut start = from.to_be_bytes().to_vec();
         start.extend_from_slice(&0u32.to_be_bytes());
         let mut after: Option<Vec<u8>> = None;
@@ -150,11 +159,13 @@ impl Store {
                     pieces_lsn = Some(lsn);
                 }
                 if is_meta(&key) {
+                    let changes = assemble(lsn, std::mem::take(&mut pieces))?;
+                    read += changes.len();
                     out.push(LoggedTxn {
                         meta: decode(Cf::EventLog, &bytes)?,
-                        changes: assemble(lsn, std::mem::take(&mut pieces))?,
+                        changes,
                     });
-                    if out.len() >= limit {
+                    if out.len() >= limit || read >= CHANGES_PER_READ {
                         return Ok(out);
                     }
                 } else {
@@ -306,6 +317,32 @@ mod tests {
         let logged = store.logged_transactions(Lsn(0), 10).unwrap();
         assert_eq!(logged.len(), 1);
         assert_eq!(logged[0].changes, all);
+    }
+
+    #[test]
+    fn a_read_stops_after_the_transaction_that_reaches_the_change_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let tx = store.begin();
+        for lsn in [100, 200, 300, 400] {
+            tx.log_changes(Lsn(lsn), 0, &changes(0..3)).unwrap();
+            tx.log_transaction(&meta(lsn, 1)).unwrap();
+        }
+        tx.commit().unwrap();
+
+        let read: Vec<Lsn> = store
+            .logged_transactions(Lsn(0), 10)
+            .unwrap()
+            .iter()
+            .map(|t| t.meta.commit_lsn)
+            .collect();
+        assert_eq!(
+            read,
+            vec![Lsn(100), Lsn(200), Lsn(300)],
+            "9 changes read, budget 8"
+        );
+        let rest = store.logged_transactions(Lsn(301), 10).unwrap();
+        assert_eq!(rest.len(), 1);
     }
 
     #[test]
