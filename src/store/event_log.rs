@@ -291,14 +291,19 @@ mod tests {
         tx.commit().unwrap();
     }
 
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
     fn changes(range: std::ops::Range<u32>) -> Vec<Change> {
         range.map(|i| change(&format!("c{i}"))).collect()
     }
 
     #[test]
     fn a_transaction_logged_again_in_other_chunks_reads_back_once_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let (_dir, store) = open();
         let all = changes(0..10);
         let tx = store.begin();
         // First application: changes 0..=2 one entry each (layout 1), then a chunk
@@ -321,8 +326,7 @@ mod tests {
 
     #[test]
     fn a_read_stops_after_the_transaction_that_reaches_the_change_budget() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let (_dir, store) = open();
         let tx = store.begin();
         for lsn in [100, 200, 300, 400] {
             tx.log_changes(Lsn(lsn), 0, &changes(0..3)).unwrap();
@@ -347,8 +351,7 @@ mod tests {
 
     #[test]
     fn pieces_of_a_transaction_that_never_finished_are_not_read_into_the_next() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let (_dir, store) = open();
         let tx = store.begin();
         tx.log_changes(Lsn(100), 0, &changes(0..3)).unwrap();
         tx.log_changes(Lsn(200), 0, &changes(5..7)).unwrap();
@@ -364,8 +367,7 @@ mod tests {
 
     #[test]
     fn a_transaction_missing_changes_is_a_corruption_naming_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let (_dir, store) = open();
         let tx = store.begin();
         tx.log_changes(Lsn(100), 0, &changes(0..3)).unwrap();
         tx.log_changes(Lsn(100), 5, &changes(5..7)).unwrap();
@@ -382,8 +384,7 @@ mod tests {
 
     #[test]
     fn retention_trims_whole_transactions_by_age_and_by_wal_span() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let (_dir, store) = open();
         for i in 1..=10u64 {
             log(&store, i * 100, i as i64 * 1_000);
         }
