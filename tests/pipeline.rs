@@ -192,13 +192,7 @@ async fn a_crash_between_chunks_of_a_large_transaction_loses_nothing() {
     let db = database().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
-    wait_streaming(&db.client, &db.url).await;
-    let mut generator = Generator::new(5, HistoryConfig::realistic());
-    let history: Vec<_> = (0..300).map(|_| generator.next_transaction()).collect();
-    write_history(&db.client, &history).await;
-    converge(&db.client, CONVERGE).await;
-    drop(daemon);
+    streamed_history(&db, &state, 5, 300).await;
 
     let chunked = [("REPLYTIME_CHUNK_CHANGES", "20")];
     let faulty_env = [chunked[0], ("REPLYTIME_FAULT", "between_chunks")];
@@ -219,9 +213,8 @@ async fn a_crash_between_chunks_of_a_large_transaction_loses_nothing() {
     let status = wait_exit(&mut faulty.child, Duration::from_secs(30));
     assert!(!status.success(), "the fault point aborts the daemon");
 
-    daemon = Daemon::spawn(&db.url, &state, &chunked);
+    let _daemon = Daemon::spawn(&db.url, &state, &chunked);
     converge(&db.client, CONVERGE).await;
-    drop(daemon);
 }
 
 /// A TRUNCATE deletes its table a page of rows at a time, each page a RocksDB
@@ -232,12 +225,7 @@ async fn a_crash_inside_a_truncate_loses_nothing() {
     let db = database().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
-    wait_streaming(&db.client, &db.url).await;
-    let mut generator = Generator::new(9, HistoryConfig::realistic());
-    let history: Vec<_> = (0..1_500).map(|_| generator.next_transaction()).collect();
-    write_history(&db.client, &history).await;
-    converge(&db.client, CONVERGE).await;
+    streamed_history(&db, &state, 9, 1_500).await;
     let messages: i64 = db
         .client
         .query_one(r#"SELECT count(*) FROM "Message""#, &[])
@@ -248,7 +236,6 @@ async fn a_crash_inside_a_truncate_loses_nothing() {
         messages > 2 * 1024,
         "{messages} messages: more than two pages"
     );
-    drop(daemon);
 
     let mut faulty = Daemon::spawn(&db.url, &state, &[("REPLYTIME_FAULT", "between_chunks")]);
     wait_streaming(&db.client, &db.url).await;
@@ -265,9 +252,8 @@ async fn a_crash_inside_a_truncate_loses_nothing() {
     let status = wait_exit(&mut faulty.child, Duration::from_secs(30));
     assert!(!status.success(), "the fault point aborts the daemon");
 
-    daemon = Daemon::spawn(&db.url, &state, &[]);
+    let _daemon = Daemon::spawn(&db.url, &state, &[]);
     converge(&db.client, CONVERGE).await;
-    drop(daemon);
 }
 
 /// The daemon's sink task delivers while an initial load derives. A load that dies
@@ -396,14 +382,19 @@ async fn clean_restart_resumes_without_re_emitting_and_a_slot_ahead_is_refused()
         )
         .await
         .unwrap();
+    // The advance fails while the stopped daemon's walsender still holds the slot,
+    // and can succeed without moving it: retry until it moved.
+    let stopped_at = confirmed_lsn(&db.client, &slot_for(&db.url)).await;
     eventually(CONVERGE, "advancing the released slot", || async {
-        db.client
+        let advanced = db
+            .client
             .batch_execute(&format!(
                 "SELECT pg_replication_slot_advance('{}', pg_current_wal_insert_lsn())",
                 slot_for(&db.url)
             ))
             .await
-            .is_ok()
+            .is_ok();
+        advanced && confirmed_lsn(&db.client, &slot_for(&db.url)).await > stopped_at
     })
     .await;
     let advanced = confirmed_lsn(&db.client, &slot_for(&db.url)).await;
@@ -595,13 +586,18 @@ fn cli_with(
         .unwrap()
 }
 
-/// A daemon streams 200 generated transactions into the sink, then stops cleanly;
-/// returns the generator to go on with.
-async fn streamed_history(db: &common::TestDb, state: &std::path::Path, seed: u64) -> Generator {
+/// A daemon streams `count` generated transactions into the sink, then stops
+/// cleanly; returns the generator to go on with.
+async fn streamed_history(
+    db: &common::TestDb,
+    state: &std::path::Path,
+    seed: u64,
+    count: usize,
+) -> Generator {
     let mut daemon = Daemon::spawn(&db.url, state, &[]);
     wait_streaming(&db.client, &db.url).await;
     let mut generator = Generator::new(seed, HistoryConfig::realistic());
-    let txns: Vec<_> = (0..200).map(|_| generator.next_transaction()).collect();
+    let txns: Vec<_> = (0..count).map(|_| generator.next_transaction()).collect();
     write_history(&db.client, &txns).await;
     converge(&db.client, CONVERGE).await;
     assert!(daemon.stop().success());
@@ -613,7 +609,7 @@ async fn replay_and_rebuild_repair_a_damaged_sink() {
     let db = database().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    streamed_history(&db, &state, 5).await;
+    streamed_history(&db, &state, 5, 200).await;
 
     let status = cli(&db.url, &state, &["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
@@ -679,7 +675,7 @@ async fn backfill_rebuilds_lost_state_and_a_damaged_sink_from_the_tables() {
     let db = database().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut generator = streamed_history(&db, &state, 23).await;
+    let mut generator = streamed_history(&db, &state, 23, 200).await;
 
     // Lost state and a damaged sink.
     std::fs::remove_dir_all(&state).unwrap();
