@@ -6,10 +6,15 @@
 --        │ replytime_window_events
 --        ├─▶ replytime_section_picks ── one row per lead: its earliest qualifying
 --        │        │                     response r (by r, then anchor id) and bucket
---        │        └─▶ ⋈ "Lead" ─▶ replytime_outcome(r) ─▶ replytime_tally per bucket
+--        │        └─▶ ⋈ leads ─▶ replytime_outcome(r) ─▶ replytime_tally per bucket
 --        ├─▶ replytime_period_stats ── daily / weekly counts and percentiles
 --        └─▶ replytime_weekly_top_setters, replytime_lead_anchors
---   "Message" ⋈ "AIDraft" ⋈ "Lead" ─▶ replytime_ai_drafts (first send of each draft)
+--   draft sends ⋈ drafts ⋈ leads ─▶ replytime_ai_drafts (first send of each draft)
+--
+-- The application's tables are read only through replytime_source_leads,
+-- replytime_source_drafts and replytime_source_draft_sends (the "source tables"
+-- part below), which `replytime report` renders from the [tables] mapping, so a
+-- deployment whose tables or columns have other names runs the same functions.
 --
 -- They run where the source tables and "ResponseTimingEvent" both live (the
 -- default deployment: the sink is the source). Every function is STABLE or
@@ -29,7 +34,48 @@
 -- Idempotent: `CREATE OR REPLACE` everywhere. `replytime report` applies the part
 -- above the index marker in one transaction, then the index statements one at a
 -- time (CREATE INDEX CONCURRENTLY cannot run in a transaction, and must not block
--- the application's writes on its own tables). `psql -f` runs it as is.
+-- the application's writes on its own tables). It records a digest of what it
+-- applied (replytime_analytics_version) and, when the digest differs (another
+-- replytime version or mapping), first drops the functions this file defines, so
+-- a changed result type never fails CREATE OR REPLACE. `psql -f` runs it as is
+-- on a fresh database (after an upgrade, drop the replytime_* functions first).
+
+-- ---- source tables ---------------------------------------------------------
+-- The only place that names the application's tables and columns. `replytime
+-- report` renders this part from the [tables] config (mapped, quoted names);
+-- as written here it is the reference schema. Each function is one inlinable
+-- SELECT, so the planner sees through it to the table and its indexes.
+
+CREATE OR REPLACE FUNCTION replytime_source_leads()
+RETURNS TABLE (id text, "clientId" text, "appointmentBookedAt" timestamptz,
+               "appointmentCanceledAt" timestamptz, "ghlAppointmentId" text,
+               "calendlyInviteeUri" text, "calendlyScheduledEventUri" text)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT t."id"::text, t."clientId"::text, t."appointmentBookedAt",
+           t."appointmentCanceledAt", t."ghlAppointmentId"::text,
+           t."calendlyInviteeUri"::text, t."calendlyScheduledEventUri"::text
+    FROM "public"."Lead" t
+$$;
+
+CREATE OR REPLACE FUNCTION replytime_source_drafts()
+RETURNS TABLE (id text, "leadId" text, channel text, "responseDisposition" text)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT t."id"::text, t."leadId"::text, t."channel"::text,
+           t."responseDisposition"::text
+    FROM "public"."AIDraft" t
+$$;
+
+-- Outbound messages sent from a draft (the partial index below covers them).
+CREATE OR REPLACE FUNCTION replytime_source_draft_sends()
+RETURNS TABLE ("aiDraftId" text, "sentAt" timestamptz)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT t."aiDraftId"::text, t."sentAt"
+    FROM "public"."Message" t
+    WHERE t."aiDraftId" IS NOT NULL AND t."direction" = 'outbound'
+$$;
 
 -- ---- helpers: time ---------------------------------------------------------
 
@@ -176,47 +222,49 @@ $$;
 -- wins: 'excluded' (booked at or before r), 'pending' (r after p_to − maturity),
 -- 'booked' / 'canceled' (booked in (r, min(p_to, r + window)]; canceled when
 -- canceled at or after the booking), 'bookedNoTimestamp' (no booking time but a
--- GHL or Calendly id; empty strings count as no id), else 'notBooked'.
+-- GHL or Calendly id; empty strings count as no id), else 'notBooked'. The
+-- lead's booking columns come as arguments (from replytime_source_leads).
 CREATE OR REPLACE FUNCTION replytime_outcome(
-    p_r timestamptz, p_lead "Lead", p_to timestamptz, p_window interval,
-    p_maturity interval, p_tz text)
+    p_r timestamptz, p_booked_at timestamptz, p_canceled_at timestamptz,
+    p_ghl_id text, p_invitee_uri text, p_event_uri text, p_to timestamptz,
+    p_window interval, p_maturity interval, p_tz text)
 RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT CASE
-               WHEN (p_lead)."appointmentBookedAt" <= p_r THEN 'excluded'
+               WHEN p_booked_at <= p_r THEN 'excluded'
                WHEN p_r > replytime_add_local(p_to, -p_maturity, p_tz) THEN 'pending'
-               WHEN (p_lead)."appointmentBookedAt"
-                    <= least(p_to, replytime_add_local(p_r, p_window, p_tz))
-                   THEN CASE
-                            WHEN (p_lead)."appointmentCanceledAt" >= (p_lead)."appointmentBookedAt"
-                                THEN 'canceled'
-                            ELSE 'booked'
-                        END
-               WHEN (p_lead)."appointmentBookedAt" IS NULL
-                    AND (nullif((p_lead)."ghlAppointmentId", '') IS NOT NULL
-                         OR nullif((p_lead)."calendlyInviteeUri", '') IS NOT NULL
-                         OR nullif((p_lead)."calendlyScheduledEventUri", '') IS NOT NULL)
+               WHEN p_booked_at <= least(p_to, replytime_add_local(p_r, p_window, p_tz))
+                   THEN CASE WHEN p_canceled_at >= p_booked_at THEN 'canceled' ELSE 'booked' END
+               WHEN p_booked_at IS NULL
+                    AND (nullif(p_ghl_id, '') IS NOT NULL
+                         OR nullif(p_invitee_uri, '') IS NOT NULL
+                         OR nullif(p_event_uri, '') IS NOT NULL)
                    THEN 'bookedNoTimestamp'
                ELSE 'notBooked'
            END
 $$;
 
 -- The counts of one bucket from its leads' outcomes (one per lead). 'canceled'
--- leads are in notBooked too; excluded leads are in no column.
+-- leads are in notBooked too (canceled is a subset of notBooked); leads booked
+-- at or before their response are counted in `excluded` only, so booked +
+-- notBooked + bookedNoTimestamp + pending + excluded = the bucket's leads.
 CREATE OR REPLACE FUNCTION replytime_tally(p_outcomes text[])
 RETURNS TABLE (booked bigint, "notBooked" bigint, "bookedNoTimestamp" bigint, pending bigint,
-               canceled bigint, eligible bigint, "bookingRate" double precision)
+               canceled bigint, eligible bigint, "bookingRate" double precision,
+               excluded bigint)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT c.booked, c.not_booked, c.no_timestamp, c.pending, c.canceled,
            c.booked + c.not_booked,
-           c.booked::double precision / nullif(c.booked + c.not_booked, 0)
+           c.booked::double precision / nullif(c.booked + c.not_booked, 0),
+           c.excluded
     FROM (SELECT count(*) FILTER (WHERE u.outcome = 'booked') AS booked,
                  count(*) FILTER (WHERE u.outcome IN ('notBooked', 'canceled')) AS not_booked,
                  count(*) FILTER (WHERE u.outcome = 'bookedNoTimestamp') AS no_timestamp,
                  count(*) FILTER (WHERE u.outcome = 'pending') AS pending,
-                 count(*) FILTER (WHERE u.outcome = 'canceled') AS canceled
+                 count(*) FILTER (WHERE u.outcome = 'canceled') AS canceled,
+                 count(*) FILTER (WHERE u.outcome = 'excluded') AS excluded
           FROM unnest(coalesce(p_outcomes, '{}'::text[])) AS u (outcome)) AS c
 $$;
 
@@ -289,16 +337,19 @@ CREATE OR REPLACE FUNCTION replytime_section_buckets(
     p_business_days integer[], p_business_start time, p_business_end time)
 RETURNS TABLE (bucket text, "bucketOrder" integer, booked bigint, "notBooked" bigint,
                "bookedNoTimestamp" bigint, pending bigint, canceled bigint, eligible bigint,
-               "bookingRate" double precision)
+               "bookingRate" double precision, excluded bigint)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     WITH outcomes AS (
         SELECT p.bucket,
-               array_agg(replytime_outcome(p.r, l, p_to, p_window, p_maturity, p_tz)) AS outcomes
+               array_agg(replytime_outcome(p.r, l."appointmentBookedAt",
+                                           l."appointmentCanceledAt", l."ghlAppointmentId",
+                                           l."calendlyInviteeUri", l."calendlyScheduledEventUri",
+                                           p_to, p_window, p_maturity, p_tz)) AS outcomes
         FROM replytime_section_picks(p_section, p_from, p_to, p_client_id, p_tz,
                                      p_business_hours, p_business_days, p_business_start,
                                      p_business_end) p
-        JOIN "Lead" l ON l.id = p."leadId"
+        JOIN replytime_source_leads() l ON l.id = p."leadId"
         GROUP BY p.bucket
     )
     SELECT b.bucket, b."bucketOrder", t.*
@@ -319,7 +370,7 @@ CREATE OR REPLACE FUNCTION replytime_setter_buckets(
     p_business_end time DEFAULT '17:00')
 RETURNS TABLE (bucket text, "bucketOrder" integer, booked bigint, "notBooked" bigint,
                "bookedNoTimestamp" bigint, pending bigint, canceled bigint, eligible bigint,
-               "bookingRate" double precision)
+               "bookingRate" double precision, excluded bigint)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT * FROM replytime_section_buckets('setter', p_from, p_to, p_client_id, p_window,
@@ -334,7 +385,7 @@ CREATE OR REPLACE FUNCTION replytime_ai_delay_buckets(
     p_tz text DEFAULT 'UTC')
 RETURNS TABLE (bucket text, "bucketOrder" integer, booked bigint, "notBooked" bigint,
                "bookedNoTimestamp" bigint, pending bigint, canceled bigint, eligible bigint,
-               "bookingRate" double precision)
+               "bookingRate" double precision, excluded bigint)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT * FROM replytime_section_buckets('ai_delay', p_from, p_to, p_client_id, p_window,
@@ -348,7 +399,7 @@ CREATE OR REPLACE FUNCTION replytime_ai_drift_buckets(
     p_tz text DEFAULT 'UTC')
 RETURNS TABLE (bucket text, "bucketOrder" integer, booked bigint, "notBooked" bigint,
                "bookedNoTimestamp" bigint, pending bigint, canceled bigint, eligible bigint,
-               "bookingRate" double precision)
+               "bookingRate" double precision, excluded bigint)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT * FROM replytime_section_buckets('ai_drift', p_from, p_to, p_client_id, p_window,
@@ -362,7 +413,7 @@ CREATE OR REPLACE FUNCTION replytime_first_responder(
     p_tz text DEFAULT 'UTC')
 RETURNS TABLE (bucket text, "bucketOrder" integer, booked bigint, "notBooked" bigint,
                "bookedNoTimestamp" bigint, pending bigint, canceled bigint, eligible bigint,
-               "bookingRate" double precision)
+               "bookingRate" double precision, excluded bigint)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT * FROM replytime_section_buckets('first_responder', p_from, p_to, p_client_id,
@@ -372,48 +423,58 @@ $$;
 
 -- AI drafts by channel × "responseDisposition" vs booking outcome: every draft
 -- whose first outbound send falls in [p_from, p_to), r = that send, each lead
--- once per cell at its earliest draft send there. Only cells with leads appear.
+-- once per cell at its earliest draft send there. Every cell of the channels
+-- email, linkedin and sms (and of any other channel with a counted draft) by the
+-- three dispositions is listed, zeros included, like the bucket sections.
 CREATE OR REPLACE FUNCTION replytime_ai_drafts(
     p_from timestamptz, p_to timestamptz, p_client_id text DEFAULT NULL,
     p_window interval DEFAULT '30 days', p_maturity interval DEFAULT '7 days',
     p_tz text DEFAULT 'UTC')
 RETURNS TABLE (channel text, "responseDisposition" text, booked bigint, "notBooked" bigint,
                "bookedNoTimestamp" bigint, pending bigint, canceled bigint, eligible bigint,
-               "bookingRate" double precision)
+               "bookingRate" double precision, excluded bigint)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     WITH window_sends AS (
         SELECT m."aiDraftId", min(m."sentAt") AS sent_at
-        FROM "Message" m
-        WHERE m."aiDraftId" IS NOT NULL AND m.direction = 'outbound'
-          AND m."sentAt" >= p_from AND m."sentAt" < p_to
+        FROM replytime_source_draft_sends() m
+        WHERE m."sentAt" >= p_from AND m."sentAt" < p_to
         GROUP BY m."aiDraftId"
     ), first_sends AS (
         SELECT s."aiDraftId", s.sent_at
         FROM window_sends s
-        WHERE NOT EXISTS (SELECT 1 FROM "Message" m
-                          WHERE m."aiDraftId" = s."aiDraftId" AND m.direction = 'outbound'
-                            AND m."sentAt" < s.sent_at)
+        WHERE NOT EXISTS (SELECT 1 FROM replytime_source_draft_sends() m
+                          WHERE m."aiDraftId" = s."aiDraftId" AND m."sentAt" < s.sent_at)
     ), picks AS (
         SELECT DISTINCT ON (d.channel, d."responseDisposition", d."leadId")
                d.channel, d."responseDisposition", d."leadId", f.sent_at AS r
         FROM first_sends f
-        JOIN "AIDraft" d ON d.id = f."aiDraftId"
+        JOIN replytime_source_drafts() d ON d.id = f."aiDraftId"
         WHERE d."responseDisposition" IN ('AUTO_SENT', 'APPROVED', 'EDITED')
         ORDER BY d.channel, d."responseDisposition", d."leadId", f.sent_at
     ), cells AS (
         SELECT p.channel, p."responseDisposition",
-               array_agg(replytime_outcome(p.r, l, p_to, p_window, p_maturity, p_tz)) AS outcomes
+               array_agg(replytime_outcome(p.r, l."appointmentBookedAt",
+                                           l."appointmentCanceledAt", l."ghlAppointmentId",
+                                           l."calendlyInviteeUri", l."calendlyScheduledEventUri",
+                                           p_to, p_window, p_maturity, p_tz)) AS outcomes
         FROM picks p
-        JOIN "Lead" l ON l.id = p."leadId"
+        JOIN replytime_source_leads() l ON l.id = p."leadId"
         WHERE p_client_id IS NULL OR l."clientId" = p_client_id
         GROUP BY p.channel, p."responseDisposition"
+    ), grid AS (
+        SELECT ch.channel, disp.disposition, disp.ord
+        FROM (SELECT unnest(ARRAY['email', 'linkedin', 'sms']) AS channel
+              UNION
+              SELECT c.channel FROM cells c) AS ch
+        CROSS JOIN unnest(ARRAY['AUTO_SENT', 'APPROVED', 'EDITED'])
+                   WITH ORDINALITY AS disp (disposition, ord)
     )
-    SELECT c.channel, c."responseDisposition", t.*
-    FROM cells c
+    SELECT g.channel, g.disposition, t.*
+    FROM grid g
+    LEFT JOIN cells c ON c.channel = g.channel AND c."responseDisposition" = g.disposition
     CROSS JOIN LATERAL replytime_tally(c.outcomes) t
-    ORDER BY c.channel COLLATE "C",
-             array_position(ARRAY['AUTO_SENT', 'APPROVED', 'EDITED'], c."responseDisposition")
+    ORDER BY g.channel COLLATE "C", g.ord
 $$;
 
 -- ---- public: timelines and aggregates --------------------------------------
@@ -444,8 +505,9 @@ AS $$
 $$;
 
 -- Anchor counts and response-time percentiles per local day ('day') or ISO week
--- ('week', starting Monday), per client when p_by_client. Setter percentiles
--- honour the business-hours filter; counts do not.
+-- ('week', starting Monday), per client when p_by_client. The setter count and
+-- percentiles honour the business-hours filter (both ends inside the hours);
+-- the other counts do not.
 CREATE OR REPLACE FUNCTION replytime_period_stats(
     p_period text, p_by_client boolean, p_from timestamptz, p_to timestamptz,
     p_client_id text, p_tz text, p_business_hours boolean, p_business_days integer[],
@@ -465,7 +527,7 @@ AS $$
                count(*) AS anchors,
                count(*) FILTER (WHERE e."setterResponseSentAt" IS NOT NULL
                                    OR e."aiResponseSentAt" IS NOT NULL) AS answered,
-               count(*) FILTER (WHERE e."setterResponseSentAt" IS NOT NULL) AS setter_answered,
+               count(*) FILTER (WHERE e.setter_timed) AS setter_answered,
                count(*) FILTER (WHERE e."aiResponseSentAt" IS NOT NULL) AS ai_answered,
                percentile_cont(0.5) WITHIN GROUP (ORDER BY e."setterResponseMs")
                    FILTER (WHERE e.setter_timed) AS setter_p50,
@@ -572,5 +634,5 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS "ResponseTimingEvent_inboundSentAt_idx"
 -- Draft sends in a window (replytime_ai_drafts): small (only messages sent from a
 -- draft), and covers the draft id for an index-only scan.
 CREATE INDEX CONCURRENTLY IF NOT EXISTS "Message_draftSend_sentAt_idx"
-    ON "Message" ("sentAt") INCLUDE ("aiDraftId")
-    WHERE "aiDraftId" IS NOT NULL AND direction = 'outbound';
+    ON "public"."Message" ("sentAt") INCLUDE ("aiDraftId")
+    WHERE "aiDraftId" IS NOT NULL AND "direction" = 'outbound';

@@ -3,8 +3,9 @@
 # those that are missing: PostgreSQL 15 (the test harness starts throwaway
 # clusters), librocksdb-dev (the rocksdb crate links Debian's library, see
 # .cargo/config.toml), libclang-dev (bindgen), prometheus (promtool checks the
-# alert rules), build-essential, pkg-config, openssl (test TLS certificates), and
-# curl and python3 (the demo script).
+# alert rules), build-essential, pkg-config, openssl (test TLS certificates),
+# curl and python3 (the demo script), and chromium with a font (the analytics
+# test renders the HTML report in headless Chromium).
 # Idempotent; runs apt-get as root, through sudo otherwise.
 set -euo pipefail
 
@@ -27,7 +28,7 @@ else
 fi
 
 missing=()
-for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl curl python3; do
+for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl curl python3 chromium fonts-dejavu-core; do
     if installed "$pkg"; then
         log "$pkg: already installed"
     else

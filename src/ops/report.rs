@@ -4,9 +4,10 @@
 //!
 //! ```text
 //!  flags ─▶ params (dates, weekdays, hours: checked before connecting)
-//!        ─▶ sink connection ─▶ schema (apply analytics.sql, idempotent)
+//!        ─▶ sink connection ─▶ schema (analytics.sql rendered for [tables], applied)
 //!        ─▶ SET TimeZone = --tz; --from/--to local midnights via SQL
-//!        ─▶ sections (one function each) ─▶ render (table | json | csv) ─▶ stdout
+//!        ─▶ sections (one function each) + warnings (unknown client, empty window)
+//!        ─▶ render (table | json | csv | html) ─▶ stdout or --output FILE
 //! ```
 //!
 //! The rules (which leads count, outcomes, buckets) live in SQL only, so the
@@ -14,14 +15,21 @@
 //! prints. Dates are turned into instants by Postgres too (`--tz` is a zone of
 //! the server's time zone database), because the functions use the same one.
 
+mod charts;
+mod html;
 mod params;
 mod render;
 mod schema;
 mod sections;
+mod source_sql;
+mod text;
+mod units;
+mod warnings;
 
 pub use render::Format;
 pub use schema::apply_analytics_schema;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -82,6 +90,10 @@ pub struct ReportArgs {
     /// Anchors shown by --lead.
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub limit: u16,
+    /// Write the report to FILE instead of stdout (replaced whole, never half
+    /// written); its path is printed on stderr.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Runs the report and prints it to stdout.
@@ -91,14 +103,49 @@ pub async fn run(settings: &Settings, args: ReportArgs) -> anyhow::Result<ExitCo
         params::check_window(from, to).map_err(anyhow::Error::msg)?;
     }
     let client = crate::pgconn::connect(settings.sink_url(), "replytime-report").await?;
-    apply_analytics_schema(&client).await?;
+    apply_analytics_schema(&client, &settings.tables).await?;
     set_time_zone(&client, &args.tz).await?;
     let report = match &args.lead {
         Some(lead) => lead_report(&client, &args, lead).await?,
         None => window_report(&client, &args, business).await?,
     };
-    print!("{}", render::render(&report, args.format));
+    if args.format != Format::Table || args.output.is_some() {
+        for warning in &report.warnings {
+            eprintln!("replytime report: warning: {warning}");
+        }
+    }
+    let rendered = render::render(&report, args.format);
+    match &args.output {
+        Some(path) => {
+            write_whole(path, &rendered)?;
+            eprintln!("replytime report: wrote {}", path.display());
+        }
+        None => print!("{rendered}"),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `contents` to a temporary file beside `path`, then renames it over
+/// `path`, so a reader never sees half a report.
+fn write_whole(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    let mut file = tempfile::NamedTempFile::new_in(dir).with_context(|| {
+        format!(
+            "--output {}: cannot create a file in {}",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("--output {}: write", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("--output {}: rename into place", path.display()))?;
+    Ok(())
 }
 
 fn business_hours(args: &ReportArgs) -> anyhow::Result<BusinessHours> {
@@ -168,14 +215,19 @@ async fn window_report(
     };
     let mut tables = Vec::new();
     for section in SECTIONS.iter().filter(|s| selected(args, s.flag)) {
-        let table = section
+        let mut table = section
             .fetch(client, &params)
             .await
             .with_context(|| format!("section {} ({})", section.flag, section.key))?;
+        sections::mark_partial_weeks(&mut table, from_day, to_day);
         tables.push(table);
     }
+    let warnings = warnings::window_warnings(client, &params)
+        .await
+        .context("checking the client and the window")?;
     Ok(Report {
         parameters: window_parameters(args, &params),
+        warnings,
         tables,
     })
 }
@@ -220,7 +272,7 @@ async fn lead_report(client: &Client, args: &ReportArgs, lead: &str) -> anyhow::
     };
     let lead_row: Table = sections::fetch_lead(client, lead).await?;
     if lead_row.rows.is_empty() {
-        anyhow::bail!("lead {lead:?} is not in \"Lead\"");
+        anyhow::bail!("lead {lead:?} is not in the lead table (see [tables.lead] in the config)");
     }
     let anchors =
         sections::fetch_lead_anchors(client, lead, (from, to), i32::from(args.limit)).await?;
@@ -233,6 +285,7 @@ async fn lead_report(client: &Client, args: &ReportArgs, lead: &str) -> anyhow::
     ];
     Ok(Report {
         parameters,
+        warnings: Vec::new(),
         tables: vec![lead_row, anchors],
     })
 }

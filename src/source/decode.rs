@@ -141,6 +141,30 @@ table_names!(
     ]
 );
 
+/// The booking columns of the lead table (`[tables.lead_booking]`), which only the
+/// analytics SQL reads (SPEC 1); the table is `[tables.lead] table`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BookingNames {
+    pub appointment_booked_at: String,
+    pub appointment_canceled_at: String,
+    pub ghl_appointment_id: String,
+    pub calendly_invitee_uri: String,
+    pub calendly_scheduled_event_uri: String,
+}
+
+impl Default for BookingNames {
+    fn default() -> Self {
+        BookingNames {
+            appointment_booked_at: "appointmentBookedAt".to_string(),
+            appointment_canceled_at: "appointmentCanceledAt".to_string(),
+            ghl_appointment_id: "ghlAppointmentId".to_string(),
+            calendly_invitee_uri: "calendlyInviteeUri".to_string(),
+            calendly_scheduled_event_uri: "calendlyScheduledEventUri".to_string(),
+        }
+    }
+}
+
 /// Names of the five source tables and of the columns replytime reads (the
 /// `[tables]` section of the config). Defaults: the reference schema in `public`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +176,7 @@ pub struct TableMapping {
     pub message: MessageNames,
     pub ai_draft: DraftNames,
     pub background_job: JobNames,
+    pub lead_booking: BookingNames,
 }
 
 impl Default for TableMapping {
@@ -163,6 +188,7 @@ impl Default for TableMapping {
             message: MessageNames::default(),
             ai_draft: DraftNames::default(),
             background_job: JobNames::default(),
+            lead_booking: BookingNames::default(),
         }
     }
 }

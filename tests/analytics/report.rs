@@ -11,7 +11,7 @@ use crate::outcomes::outcome_fixture;
 #[tokio::test]
 async fn applying_twice_is_idempotent_and_builds_valid_indexes() {
     let db = analytics_db().await;
-    replytime::ops::report::apply_analytics_schema(&db.client)
+    replytime::ops::report::apply_analytics_schema(&db.client, &Default::default())
         .await
         .expect("second apply");
     let rows = db
@@ -47,7 +47,7 @@ async fn applying_twice_is_idempotent_and_builds_valid_indexes() {
 }
 
 /// `replytime report …` with only the two required settings; (stdout, stderr, ok).
-fn run_report(db: &TestDb, args: &[&str]) -> (String, String, bool) {
+pub fn run_report(db: &TestDb, args: &[&str]) -> (String, String, bool) {
     let state = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_replytime"))
         .arg("report")
@@ -114,7 +114,7 @@ async fn report_binary_prints_the_fixture_as_json_csv_and_a_timeline() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "section,bucket,bucketOrder,booked,notBooked,bookedNoTimestamp,pending,canceled,eligible,bookingRate"
+        "section,bucket,bucketOrder,booked,notBooked,bookedNoTimestamp,pending,canceled,eligible,bookingRate,excluded"
     );
     assert_eq!(lines.len(), 7, "{stdout}");
     assert!(lines[1].starts_with("setterResponseTime,< 5 min,1,4,9,3,2,2,13,0.307"));

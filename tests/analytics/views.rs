@@ -2,7 +2,7 @@
 //! timeline.
 
 use crate::fixtures::{
-    Anchor, Lead, MARCH, analytics_db, close, counts, draft, expect, outcome_rows, t,
+    Anchor, Counts, Lead, MARCH, analytics_db, close, counts, draft, outcome_rows, t,
 };
 
 // ---- drafts ----
@@ -90,14 +90,29 @@ async fn ai_drafts_by_channel_and_disposition() {
     )
     .await;
 
+    // Every channel × disposition cell, zeros included, like the bucket sections:
+    // email, linkedin and sms always, by AUTO_SENT, APPROVED, EDITED.
     let key = "channel || '/' || \"responseDisposition\"";
+    let grid = |cells: &[(&str, Counts)]| -> Vec<(String, Counts)> {
+        let mut all = Vec::new();
+        for channel in ["email", "linkedin", "sms"] {
+            for disposition in ["AUTO_SENT", "APPROVED", "EDITED"] {
+                let name = format!("{channel}/{disposition}");
+                let counts = cells
+                    .iter()
+                    .find(|(cell, _)| *cell == name)
+                    .map_or(Counts::default(), |(_, c)| *c);
+                all.push((name, counts));
+            }
+        }
+        all
+    };
     assert_eq!(
         outcome_rows(&db, key, &format!("replytime_ai_drafts({MARCH})")).await,
-        expect(&[
+        grid(&[
             ("email/APPROVED", counts(0, 1, 0, 0, 0)),
             ("linkedin/AUTO_SENT", counts(0, 0, 0, 1, 0)),
             ("sms/AUTO_SENT", counts(1, 1, 0, 0, 0)),
-            ("sms/APPROVED", counts(0, 0, 0, 0, 0)),
         ])
     );
     assert_eq!(
@@ -107,12 +122,42 @@ async fn ai_drafts_by_channel_and_disposition() {
             &format!("replytime_ai_drafts({MARCH}, p_client_id => 'c1')")
         )
         .await,
-        expect(&[
+        grid(&[
             ("email/APPROVED", counts(0, 1, 0, 0, 0)),
             ("linkedin/AUTO_SENT", counts(0, 0, 0, 1, 0)),
             ("sms/AUTO_SENT", counts(1, 0, 0, 0, 0)),
-            ("sms/APPROVED", counts(0, 0, 0, 0, 0)),
         ])
+    );
+    // K1's APPROVED draft was sent after its booking: excluded, and counted so.
+    let excluded = db
+        .client
+        .query(
+            &format!(
+                "SELECT channel, \"responseDisposition\", excluded FROM replytime_ai_drafts({MARCH}) \
+                 WHERE excluded > 0"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let excluded: Vec<(String, String, i64)> = excluded
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(excluded, vec![("sms".into(), "APPROVED".into(), 1)]);
+    // A channel beyond the three gets its row too.
+    Lead::new("K6").insert(&db).await;
+    draft(
+        &db,
+        ("d11", "K6", "whatsapp", "EDITED"),
+        &[out("m11", "ai", "2024-03-10 10:00")],
+    )
+    .await;
+    let rows = outcome_rows(&db, key, &format!("replytime_ai_drafts({MARCH})")).await;
+    assert_eq!(rows.len(), 12);
+    assert_eq!(
+        rows[11],
+        ("whatsapp/EDITED".to_string(), counts(0, 1, 0, 0, 0))
     );
 }
 

@@ -1,14 +1,19 @@
-//! Printing a finished report as aligned text tables, JSON or CSV. Pure: the
-//! report in, a string out.
+//! Printing a finished report as aligned text tables (`text`), JSON, CSV or one
+//! HTML page (`html`). Pure: the report in, a string out.
 //!
-//! JSON keeps the column order of the SQL functions (an object per row), and puts
-//! the parameters first; CSV prints one block per section, each with a header
-//! whose first column is `section`, blocks separated by an empty line.
+//! JSON keeps the column order of the SQL functions (an object per row), puts the
+//! parameters and warnings first, and adds beside each `…Ms` value the same in
+//! seconds (`…Seconds`) and beside each `bookingRate` its 95% Wilson interval
+//! (`bookingRateLow95`, `bookingRateHigh95`). CSV prints the SQL columns as they
+//! are, one block per section, each with a header whose first column is
+//! `section`, blocks separated by an empty line.
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
 use super::sections::Table;
+use super::units::{self, ColumnKind};
+use super::{html, text};
 
 /// The output formats of `replytime report --format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -16,18 +21,34 @@ pub enum Format {
     Table,
     Json,
     Csv,
+    /// One self-contained page with charts (use with --output).
+    Html,
 }
 
 /// What the report ran with and what it found.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
     pub parameters: Vec<(String, Value)>,
+    /// What the reader should know before trusting the numbers (an unknown
+    /// client, an empty window).
+    pub warnings: Vec<String>,
     pub tables: Vec<Table>,
+}
+
+impl Report {
+    /// A parameter's value, if the report has it.
+    pub fn parameter(&self, key: &str) -> Option<&Value> {
+        self.parameters
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
 }
 
 pub fn render(report: &Report, format: Format) -> String {
     match format {
-        Format::Table => text(report),
+        Format::Table => text::render(report),
+        Format::Html => html::render(report),
         Format::Json => {
             let mut out = serde_json::to_string_pretty(&JsonReport(report))
                 .expect("a report serializes to JSON");
@@ -38,106 +59,15 @@ pub fn render(report: &Report, format: Format) -> String {
     }
 }
 
-// ---- text ----
-
-fn text(report: &Report) -> String {
-    let mut out = String::from("replytime report\n");
-    let width = report
-        .parameters
-        .iter()
-        .map(|(k, _)| k.len())
-        .max()
-        .unwrap_or(0);
-    for (key, value) in &report.parameters {
-        out.push_str(&format!("  {key:<width$}  {}\n", cell(value)));
-    }
-    for table in &report.tables {
-        out.push('\n');
-        out.push_str(table.title);
-        out.push('\n');
-        out.push_str(&aligned(table));
-    }
-    out
-}
-
-/// The table with a header, a rule, and columns padded to their widest cell:
-/// numbers to the right, everything else to the left.
-fn aligned(table: &Table) -> String {
-    let cells: Vec<Vec<String>> = table
-        .rows
-        .iter()
-        .map(|row| row.iter().map(cell).collect())
-        .collect();
-    let widths: Vec<usize> = (0..table.columns.len())
-        .map(|i| {
-            cells
-                .iter()
-                .map(|row| row[i].chars().count())
-                .chain([table.columns[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let numeric: Vec<bool> = (0..table.columns.len())
-        .map(|i| table.rows.iter().any(|r| r[i].is_number()))
-        .collect();
-    let line = |values: &[String]| {
-        let padded: Vec<String> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| pad(v, widths[i], numeric[i]))
-            .collect();
-        format!("{}\n", padded.join("  ").trim_end())
-    };
-    let mut out = line(&table.columns);
-    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    out.push_str(&line(&rule));
-    if cells.is_empty() {
-        out.push_str("(no rows)\n");
-    }
-    for row in &cells {
-        out.push_str(&line(row));
-    }
-    out
-}
-
-fn pad(value: &str, width: usize, right: bool) -> String {
-    let fill = " ".repeat(width.saturating_sub(value.chars().count()));
-    if right {
-        format!("{fill}{value}")
-    } else {
-        format!("{value}{fill}")
-    }
-}
-
-/// A value as text: `-` for NULL, at most three decimals for fractions.
-fn cell(value: &Value) -> String {
-    match value {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) if n.is_f64() => decimals(n.as_f64().unwrap_or(f64::NAN)),
-        other => other.to_string(),
-    }
-}
-
-fn decimals(x: f64) -> String {
-    let fixed = format!("{x:.3}");
-    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
-    if trimmed == "-0" {
-        "0".to_string()
-    } else {
-        trimmed.to_string()
-    }
-}
-
 // ---- JSON ----
 
 struct JsonReport<'a>(&'a Report);
 
 impl Serialize for JsonReport<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1 + self.0.tables.len()))?;
+        let mut map = serializer.serialize_map(Some(2 + self.0.tables.len()))?;
         map.serialize_entry("parameters", &JsonPairs(&self.0.parameters))?;
+        map.serialize_entry("warnings", &self.0.warnings)?;
         for table in &self.0.tables {
             map.serialize_entry(table.key, &JsonRows(table))?;
         }
@@ -179,12 +109,34 @@ struct JsonRow<'a> {
 
 impl Serialize for JsonRow<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.columns.len()))?;
+        let mut map = serializer.serialize_map(None)?;
         for (column, value) in self.columns.iter().zip(self.values) {
             map.serialize_entry(column, value)?;
+            if let Some(key) = units::seconds_key(column)
+                && units::column_kind(column) == ColumnKind::Milliseconds
+            {
+                let seconds = value.as_f64().map(units::ms_to_seconds);
+                map.serialize_entry(&key, &seconds)?;
+            }
+            if column == "bookingRate" {
+                let interval = booking_interval(self.columns, self.values);
+                map.serialize_entry("bookingRateLow95", &interval.map(|i| i.0))?;
+                map.serialize_entry("bookingRateHigh95", &interval.map(|i| i.1))?;
+            }
         }
         map.end()
     }
+}
+
+/// The 95% Wilson interval of a row's booking rate (booked of eligible).
+pub fn booking_interval(columns: &[String], values: &[Value]) -> Option<(f64, f64)> {
+    let count = |name: &str| {
+        columns
+            .iter()
+            .position(|c| c == name)
+            .and_then(|i| values[i].as_u64())
+    };
+    units::wilson_95(count("booked")?, count("eligible")?)
 }
 
 // ---- CSV ----
@@ -232,74 +184,191 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn report() -> Report {
+    fn bucket_table() -> Table {
+        let columns = [
+            "bucket",
+            "bucketOrder",
+            "booked",
+            "notBooked",
+            "bookedNoTimestamp",
+            "pending",
+            "canceled",
+            "eligible",
+            "bookingRate",
+            "excluded",
+        ];
+        Table {
+            key: "setterResponseTime",
+            title: "Setter",
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: vec![
+                vec![
+                    json!("< 5 min"),
+                    json!(1),
+                    json!(4),
+                    json!(9),
+                    json!(3),
+                    json!(2),
+                    json!(2),
+                    json!(13),
+                    json!(4.0 / 13.0),
+                    json!(5),
+                ],
+                vec![
+                    json!(">= 24 h"),
+                    json!(6),
+                    json!(0),
+                    json!(0),
+                    json!(0),
+                    json!(0),
+                    json!(0),
+                    json!(0),
+                    Value::Null,
+                    json!(1),
+                ],
+            ],
+        }
+    }
+
+    fn weekly_table() -> Table {
+        let columns = ["weekStart", "clientId", "anchors", "setterP90Ms", "partial"];
+        Table {
+            key: "weekly",
+            title: "Weekly",
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: vec![
+                vec![
+                    json!("2024-02-26"),
+                    json!("c1"),
+                    json!(3),
+                    json!(1_150_134_255.8),
+                    json!(true),
+                ],
+                vec![
+                    json!("2024-03-04"),
+                    json!("c1"),
+                    json!(2),
+                    json!(252_000),
+                    json!(false),
+                ],
+            ],
+        }
+    }
+
+    fn report(business_hours: bool) -> Report {
         Report {
             parameters: vec![
                 ("from".into(), json!("2024-03-01")),
-                ("client".into(), Value::Null),
+                ("clientId".into(), Value::Null),
+                ("businessHours".into(), json!(business_hours)),
+                ("businessDays".into(), json!([1, 2, 3, 4, 5])),
+                ("businessTime".into(), json!("09:00-17:00")),
             ],
-            tables: vec![Table {
-                key: "setterResponseTime",
-                title: "Setter",
-                columns: vec!["bucket".into(), "booked".into(), "bookingRate".into()],
-                rows: vec![
-                    vec![json!("< 5 min"), json!(12), json!(0.28571428)],
-                    vec![json!(">= 24 h"), json!(0), Value::Null],
-                ],
-            }],
+            warnings: vec!["client \"c9\" has no leads".into()],
+            tables: vec![bucket_table(), weekly_table()],
         }
     }
 
     #[test]
-    fn text_tables_align_numbers_right_and_text_left() {
-        let out = render(&report(), Format::Table);
+    fn text_reads_in_human_units_without_internal_columns() {
+        let out = render(&report(false), Format::Table);
         let expected = "\
 replytime report
-  from    2024-03-01
-  client  -
+  from           2024-03-01
+  clientId       -
+  businessHours  false
+warning: client \"c9\" has no leads
 
 Setter
-bucket   booked  bookingRate
--------  ------  -----------
-< 5 min      12        0.286
->= 24 h       0            -
+bucket   booked  notBooked  bookedNoTimestamp  pending  canceled  eligible  bookingRate  95% interval  excluded
+-------  ------  ---------  -----------------  -------  --------  --------  -----------  ------------  --------
+< 5 min       4          9                  3        2         2        13        30.8%   12.7%-57.6%         5
+>= 24 h       0          0                  0        0         0         0            -             -         1
+leads counted: 24 = booked 4 + notBooked 9 + bookedNoTimestamp 3 + pending 2 + excluded 6 (canceled 2, inside notBooked)
+canceled = booked within the attribution window, then canceled: a subset of notBooked. excluded = booked at or before the response: in no other column. eligible = booked + notBooked.
+
+Weekly
+weekStart             clientId  anchors  setterP90
+--------------------  --------  -------  ---------
+2024-02-26 (partial)  c1              3     13d 7h
+2024-03-04            c1              2     4m 12s
+(partial) = the week starts before --from or ends after --to: only its days inside the window count.
 ";
         assert_eq!(out, expected);
     }
 
     #[test]
-    fn json_keeps_parameter_and_column_order() {
-        let out = render(&report(), Format::Json);
-        let compact: String = out.split_whitespace().collect();
+    fn text_header_shows_business_hours_only_when_on() {
+        let on = render(&report(true), Format::Table);
+        assert!(
+            on.contains("  businessDays   mon,tue,wed,thu,fri\n"),
+            "{on}"
+        );
+        assert!(on.contains("  businessTime   09:00-17:00\n"), "{on}");
+        let off = render(&report(false), Format::Table);
+        assert!(!off.contains("businessDays") && !off.contains("businessTime"));
+    }
+
+    #[test]
+    fn json_keeps_keys_and_adds_seconds_intervals_and_warnings() {
+        let out = render(&report(false), Format::Json);
+        let json: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["warnings"], json!(["client \"c9\" has no leads"]));
+        assert_eq!(json["parameters"]["businessDays"], json!([1, 2, 3, 4, 5]));
+        let first = &json["setterResponseTime"][0];
+        assert_eq!(first["bucketOrder"], 1);
+        assert_eq!(first["excluded"], 5);
+        assert!((first["bookingRateLow95"].as_f64().unwrap() - 0.1268).abs() < 1e-3);
+        assert!((first["bookingRateHigh95"].as_f64().unwrap() - 0.5763).abs() < 1e-3);
         assert_eq!(
-            compact,
-            "{\"parameters\":{\"from\":\"2024-03-01\",\"client\":null},\
-             \"setterResponseTime\":[{\"bucket\":\"<5min\",\"booked\":12,\"bookingRate\":0.28571428},\
-             {\"bucket\":\">=24h\",\"booked\":0,\"bookingRate\":null}]}"
+            json["setterResponseTime"][1]["bookingRateLow95"],
+            Value::Null
+        );
+        let week = &json["weekly"][0];
+        assert_eq!(week["setterP90Ms"], 1_150_134_255.8);
+        assert_eq!(week["setterP90Seconds"], 1_150_134.256);
+        assert_eq!(week["partial"], true);
+        assert_eq!(json["weekly"][1]["setterP90Seconds"], 252.0);
+        // Keys keep the SQL order, each `…Seconds` right after its `…Ms`.
+        let keys: Vec<&str> = out
+            .lines()
+            .skip_while(|l| !l.contains("\"weekly\""))
+            .filter_map(|l| l.trim().strip_prefix('"'))
+            .filter_map(|l| l.split('"').next())
+            .take(7)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "weekly",
+                "weekStart",
+                "clientId",
+                "anchors",
+                "setterP90Ms",
+                "setterP90Seconds",
+                "partial"
+            ]
         );
     }
 
     #[test]
     fn csv_has_a_section_column_and_escapes() {
-        let mut r = report();
+        let mut r = report(false);
+        r.tables.truncate(1);
+        r.tables[0].columns.truncate(3);
+        for row in &mut r.tables[0].rows {
+            row.truncate(3);
+        }
         r.tables[0]
             .rows
             .push(vec![json!("a,\"b\""), json!(1), json!(0.5)]);
         let out = render(&r, Format::Csv);
         assert_eq!(
             out,
-            "section,bucket,booked,bookingRate\n\
-             setterResponseTime,< 5 min,12,0.28571428\n\
-             setterResponseTime,>= 24 h,0,\n\
+            "section,bucket,bucketOrder,booked\n\
+             setterResponseTime,< 5 min,1,4\n\
+             setterResponseTime,>= 24 h,6,0\n\
              setterResponseTime,\"a,\"\"b\"\"\",1,0.5\n"
         );
-    }
-
-    #[test]
-    fn decimals_are_trimmed() {
-        assert_eq!(decimals(0.5), "0.5");
-        assert_eq!(decimals(150000.0), "150000");
-        assert_eq!(decimals(1.0 / 3.0), "0.333");
-        assert_eq!(decimals(-0.0001), "0");
     }
 }

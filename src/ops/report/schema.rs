@@ -1,12 +1,16 @@
 //! Applying `schema/analytics.sql` before a report, so the functions the report
-//! calls are the ones this binary ships.
+//! calls are the ones this binary ships, reading the tables the `[tables]`
+//! mapping names (see `source_sql`).
 //!
 //! ```text
-//!  analytics.sql ──split at INDEX_MARKER──┬─▶ functions: one transaction, under an
-//!                                         │   advisory lock (concurrent reports
-//!                                         │   would race on pg_proc otherwise)
-//!                                         └─▶ indexes: one statement at a time,
-//!                                             CONCURRENTLY, skipped when valid
+//!  analytics.sql ─render([tables])─┬─▶ functions: one transaction, under an
+//!                                  │   advisory lock (concurrent reports would
+//!                                  │   race on pg_proc otherwise); skipped when
+//!                                  │   replytime_analytics_version() already
+//!                                  │   holds their digest, else the old ones are
+//!                                  │   dropped first (result types change)
+//!                                  └─▶ indexes: one statement at a time,
+//!                                      CONCURRENTLY, skipped when valid
 //! ```
 //!
 //! The indexes go on the application's own tables (`"Message"`) and on the sink
@@ -17,51 +21,54 @@
 //! failure.
 
 use anyhow::Context as _;
+use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
-const ANALYTICS_SQL: &str = include_str!("../../../schema/analytics.sql");
-/// Everything below this line of analytics.sql is CREATE INDEX statements.
-const INDEX_MARKER: &str = "-- ---- indexes";
+use super::source_sql::{self, IndexSpec};
+use crate::source::decode::TableMapping;
+
 /// Serializes the function part across reports ("rt_analy" in ASCII).
 const FUNCTIONS_LOCK_KEY: i64 = 0x7274_5f61_6e61_6c79;
 /// Held (try-lock) by the one report that builds the indexes ("rt_index").
 const INDEXES_LOCK_KEY: i64 = 0x7274_5f69_6e64_6578;
+/// Returns the digest of the installed function part.
+const VERSION_FUNCTION: &str = "replytime_analytics_version";
 
-/// Creates or replaces the analytics functions, then makes sure the indexes exist.
-pub async fn apply_analytics_schema(client: &Client) -> anyhow::Result<()> {
-    let (functions, indexes) = split_schema();
-    apply_functions(client, functions).await?;
-    ensure_indexes(client, &index_statements(indexes)).await;
+/// Creates or replaces the analytics functions for `mapping`, then makes sure the
+/// indexes exist.
+pub async fn apply_analytics_schema(client: &Client, mapping: &TableMapping) -> anyhow::Result<()> {
+    let sql = source_sql::render(mapping)?;
+    apply_functions(client, &sql.functions).await?;
+    ensure_indexes(client, &sql.indexes).await;
     Ok(())
 }
 
-/// The function part and the index part of analytics.sql.
-fn split_schema() -> (&'static str, &'static str) {
-    ANALYTICS_SQL
-        .split_once(INDEX_MARKER)
-        .expect("schema/analytics.sql has the index marker")
-}
-
-/// The index statements: comments dropped, one per `;`.
-fn index_statements(part: &str) -> Vec<String> {
-    let code: String = part
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    code.split(';')
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|s| !s.is_empty())
+/// Hex SHA-256 of the function part: what `replytime_analytics_version()` returns.
+fn digest(functions: &str) -> String {
+    Sha256::digest(functions.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-async fn apply_functions(client: &Client, sql: &str) -> anyhow::Result<()> {
+async fn apply_functions(client: &Client, functions: &str) -> anyhow::Result<()> {
+    let version = digest(functions);
     client.batch_execute("BEGIN").await?;
     let applied = async {
         client
             .execute("SELECT pg_advisory_xact_lock($1)", &[&FUNCTIONS_LOCK_KEY])
             .await?;
-        client.batch_execute(sql).await
+        if installed_version(client).await?.as_deref() == Some(version.as_str()) {
+            return Ok(());
+        }
+        drop_functions(client, functions).await?;
+        client.batch_execute(functions).await?;
+        client
+            .batch_execute(&format!(
+                "CREATE FUNCTION {VERSION_FUNCTION}() RETURNS text \
+                 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT '{version}'::text $$"
+            ))
+            .await
     }
     .await;
     match applied {
@@ -69,15 +76,55 @@ async fn apply_functions(client: &Client, sql: &str) -> anyhow::Result<()> {
         Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
             Err(e).context(
-                "apply of schema/analytics.sql (it needs \"ResponseTimingEvent\", \"Lead\", \
-                 \"AIDraft\" and \"Message\" in the sink database, and the right to create \
-                 functions there)",
+                "apply of schema/analytics.sql (it needs \"ResponseTimingEvent\" and the lead, \
+                 draft and message tables of the [tables] config, with the columns it maps, \
+                 in the sink database, and the right to create functions there)",
             )
         }
     }
 }
 
-async fn ensure_indexes(client: &Client, statements: &[String]) {
+/// The digest the installed functions were applied with, if any.
+async fn installed_version(client: &Client) -> Result<Option<String>, tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regprocedure($1) IS NOT NULL",
+            &[&format!("{VERSION_FUNCTION}()")],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_one(&format!("SELECT {VERSION_FUNCTION}()"), &[])
+        .await?;
+    Ok(Some(row.get(0)))
+}
+
+/// Drops every overload, in the current schema, of the functions `functions`
+/// defines (and the version function): CREATE OR REPLACE cannot change a result
+/// type or argument list, and an old overload would linger.
+async fn drop_functions(client: &Client, functions: &str) -> Result<(), tokio_postgres::Error> {
+    let mut names = source_sql::function_names(functions);
+    names.push(VERSION_FUNCTION.to_string());
+    let rows = client
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p \
+             WHERE p.proname = ANY ($1) AND p.pronamespace = to_regnamespace(current_schema())",
+            &[&names],
+        )
+        .await?;
+    for row in rows {
+        let signature: String = row.get(0);
+        client
+            .batch_execute(&format!("DROP FUNCTION {signature}"))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn ensure_indexes(client: &Client, indexes: &[IndexSpec]) {
     let locked: bool = match client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&INDEXES_LOCK_KEY])
         .await
@@ -94,10 +141,11 @@ async fn ensure_indexes(client: &Client, statements: &[String]) {
         );
         return;
     }
-    for statement in statements {
-        if let Err(e) = ensure_index(client, statement).await {
+    for index in indexes {
+        if let Err(e) = ensure_index(client, index).await {
             eprintln!(
-                "replytime report: warning: {e:#}; reports still work, slower. Run as the table owner: {statement}"
+                "replytime report: warning: {e:#}; reports still work, slower. Run as the table owner: {}",
+                index.statement
             );
         }
     }
@@ -108,13 +156,12 @@ async fn ensure_indexes(client: &Client, statements: &[String]) {
 
 /// Builds one index unless a valid one exists; an invalid one (a concurrent build
 /// that failed) is dropped and rebuilt.
-async fn ensure_index(client: &Client, statement: &str) -> anyhow::Result<()> {
-    let name = index_name(statement).context("index statement without a quoted name")?;
-    let quoted = format!("\"{name}\"");
+async fn ensure_index(client: &Client, index: &IndexSpec) -> anyhow::Result<()> {
+    let name = &index.qualified_name;
     let valid: Option<bool> = client
         .query_opt(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
-            &[&quoted],
+            &[name],
         )
         .await?
         .map(|row| row.get(0));
@@ -123,7 +170,7 @@ async fn ensure_index(client: &Client, statement: &str) -> anyhow::Result<()> {
         Some(false) => {
             eprintln!("replytime report: index {name} is invalid (a failed build); rebuilding");
             client
-                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {quoted}"))
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
                 .await
                 .with_context(|| format!("drop of the invalid index {name}"))?;
         }
@@ -131,17 +178,9 @@ async fn ensure_index(client: &Client, statement: &str) -> anyhow::Result<()> {
     }
     eprintln!("replytime report: creating index {name} concurrently (once)");
     client
-        .batch_execute(statement)
+        .batch_execute(&index.statement)
         .await
         .with_context(|| format!("create of index {name}"))
-}
-
-/// The first double-quoted identifier: the index name in
-/// `CREATE INDEX CONCURRENTLY IF NOT EXISTS "name" ON …`.
-fn index_name(statement: &str) -> Option<&str> {
-    let start = statement.find('"')? + 1;
-    let len = statement[start..].find('"')?;
-    Some(&statement[start..start + len])
 }
 
 #[cfg(test)]
@@ -149,27 +188,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_index_part_holds_only_named_concurrent_index_statements() {
-        let (functions, indexes) = split_schema();
-        assert!(functions.contains("CREATE OR REPLACE FUNCTION replytime_setter_buckets"));
-        assert!(!functions.lines().any(|l| l.starts_with("CREATE INDEX")));
-        let statements = index_statements(indexes);
-        assert_eq!(statements.len(), 2, "{statements:#?}");
-        for statement in &statements {
-            assert!(
-                statement.starts_with("CREATE INDEX CONCURRENTLY IF NOT EXISTS \""),
-                "{statement}"
-            );
-            assert!(index_name(statement).is_some_and(|n| n.ends_with("_idx")));
-        }
+    fn the_digest_is_hex_sha256_and_follows_the_sql() {
+        let a = digest("SELECT 1");
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, digest("SELECT 2"));
     }
 
     #[test]
-    fn index_name_is_the_first_quoted_identifier() {
-        assert_eq!(
-            index_name(r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "a_idx" ON "T" (x)"#),
-            Some("a_idx")
+    fn the_index_part_holds_only_concurrent_index_statements() {
+        let sql = source_sql::render(&TableMapping::default()).unwrap();
+        assert!(
+            sql.functions
+                .contains("CREATE OR REPLACE FUNCTION replytime_setter_buckets")
         );
-        assert_eq!(index_name("CREATE INDEX a ON t (x)"), None);
+        assert!(!sql.functions.lines().any(|l| l.starts_with("CREATE INDEX")));
+        assert_eq!(sql.indexes.len(), 2);
+        for index in &sql.indexes {
+            assert!(
+                index
+                    .statement
+                    .starts_with("CREATE INDEX CONCURRENTLY IF NOT EXISTS \""),
+                "{index:?}"
+            );
+            assert!(index.qualified_name.ends_with("_idx\""));
+        }
     }
 }

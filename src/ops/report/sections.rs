@@ -5,7 +5,7 @@
 //! time zone, doubles, NULLs) arrives as the JSON value the `--format json` output
 //! prints, and the column order comes from the statement's description.
 
-use chrono::{DateTime, NaiveTime, Utc};
+use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
 use serde_json::Value;
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
@@ -224,11 +224,9 @@ impl Section {
     }
 }
 
-/// One lead's booking columns.
+/// One lead's booking columns (through the mapped lead table).
 pub async fn fetch_lead(client: &Client, lead_id: &str) -> anyhow::Result<Table> {
-    let select = "SELECT id, \"clientId\", \"appointmentBookedAt\", \"appointmentCanceledAt\", \
-                  \"ghlAppointmentId\", \"calendlyInviteeUri\", \"calendlyScheduledEventUri\" \
-                  FROM \"Lead\" WHERE id = $1";
+    let select = "SELECT * FROM replytime_source_leads() WHERE id = $1";
     fetch(client, "lead", "Lead", select, &[&lead_id]).await
 }
 
@@ -291,6 +289,21 @@ fn json_row(columns: &[String], text: &str) -> anyhow::Result<Vec<Value>> {
         .collect())
 }
 
+/// Adds a `partial` column to a table with a `weekStart` column: true for a week
+/// that starts before `from` or ends after `to` (exclusive), whose counts hold
+/// only its days inside the window.
+pub fn mark_partial_weeks(table: &mut Table, from: NaiveDate, to: NaiveDate) {
+    let Some(week) = table.columns.iter().position(|c| c == "weekStart") else {
+        return;
+    };
+    table.columns.push("partial".to_string());
+    for row in &mut table.rows {
+        let start = row[week].as_str().and_then(|s| s.parse::<NaiveDate>().ok());
+        let partial = start.map(|start| start < from || start + Days::new(7) > to);
+        row.push(partial.map_or(Value::Null, Value::Bool));
+    }
+}
+
 /// `HH:MM` of a business-hours bound, for the report header.
 pub fn hhmm(t: NaiveTime) -> String {
     t.format("%H:%M").to_string()
@@ -321,6 +334,30 @@ mod tests {
         keys.sort_unstable();
         keys.dedup();
         assert_eq!(keys.len(), SECTIONS.len());
+    }
+
+    #[test]
+    fn weeks_cut_by_the_window_are_partial() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let mut table = Table {
+            key: "weekly",
+            title: "Weekly",
+            columns: vec!["weekStart".into(), "anchors".into()],
+            rows: ["2024-02-26", "2024-03-04", "2024-03-25"]
+                .iter()
+                .map(|w| vec![Value::from(*w), Value::from(1)])
+                .collect(),
+        };
+        // March 2024: starts on a Friday, ends (exclusive) on a Monday.
+        mark_partial_weeks(&mut table, d("2024-03-01"), d("2024-04-01"));
+        assert_eq!(table.columns, ["weekStart", "anchors", "partial"]);
+        let partial: Vec<&Value> = table.rows.iter().map(|r| &r[2]).collect();
+        assert_eq!(
+            partial,
+            [&Value::Bool(true), &Value::Bool(false), &Value::Bool(false)]
+        );
+        mark_partial_weeks(&mut table, d("2024-02-26"), d("2024-03-31"));
+        assert_eq!(table.rows[2][3], Value::Bool(true), "ends after --to");
     }
 
     #[test]
