@@ -2,7 +2,8 @@
 # The main job, end to end, on a throwaway local Postgres:
 #   install what is missing → build → start Postgres with logical replication →
 #   apply the reference schema → run the daemon → write a simulated CRM workload →
-#   show rows appearing, the metrics URL and a short report → stop everything.
+#   show rows appearing, the metrics URL, a short report and the HTML report's
+#   path (target/replytime-report.html, or $REPORT_HTML) → stop everything.
 # DEMO_SECONDS (default 20) sets how long the workload runs; KEEP=1 keeps the
 # temporary directory (Postgres data, RocksDB state, daemon log).
 set -euo pipefail
@@ -79,6 +80,11 @@ say "report: response times by channel"
 
 say "replytime report: setter response time and AI delay vs booking rate (simulated March 2024)"
 "$BIN" report --from 2024-03-01 --to 2024-04-01 --section setter --section ai-delay --section first-responder
+
+say "replytime report as one self-contained HTML page (charts and tables; kept after the demo)"
+REPORT_HTML=${REPORT_HTML:-$PWD/target/replytime-report.html}
+"$BIN" report --from 2024-03-01 --to 2024-04-01 --format html --output "$REPORT_HTML"
+echo "HTML report: $REPORT_HTML"
 
 say "replytime status"
 "$BIN" status || true
