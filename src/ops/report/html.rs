@@ -46,7 +46,7 @@ svg circle.s1{fill:#c2410c}svg circle.s2{fill:#3b6fb6}\
 .legend{font-size:.85em;color:#5b6573;margin:.2em 0}\
 .key{display:inline-block;width:.8em;height:.8em;margin:0 .3em 0 .8em;vertical-align:-.05em}\
 .key.all{background:#c9d6ea}.key.part,.key.s2{background:#3b6fb6}.key.s1{background:#c2410c}\
-.note{font-size:.85em;color:#5b6573;margin:.3em 0}\
+.note{font-size:.85em;color:#5b6573;margin:.3em 0}.nw{white-space:nowrap}\
 .scroll{overflow-x:auto;max-width:100%}\
 table{border-collapse:collapse;font-size:.85em;font-variant-numeric:tabular-nums}\
 th,td{padding:3px 8px;border-bottom:1px solid #e3e7ed;text-align:left;vertical-align:top}\
@@ -63,7 +63,7 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(page, "<title>{}</title>", escape(&page_title(report)));
     let _ = writeln!(page, "<style>{STYLE}</style>\n</head>\n<body>\n<main>");
-    let _ = writeln!(page, "<h1>{}</h1>", escape(&page_title(report)));
+    let _ = writeln!(page, "<h1>{}</h1>", heading(report));
     page.push_str(&parameters(report));
     for warning in &report.warnings {
         let _ = writeln!(
@@ -93,6 +93,20 @@ fn page_title(report: &Report) -> String {
         }
         (_, _, Some(lead)) => format!("Lead {lead}: anchors"),
         _ => "replytime report".to_string(),
+    }
+}
+
+/// The title as a heading, dates kept whole on narrow screens.
+fn heading(report: &Report) -> String {
+    let text = |key: &str| report.parameter(key).and_then(Value::as_str);
+    match (text("fromDate"), text("toDate")) {
+        (Some(from), Some(to)) => format!(
+            "Response time vs booking, <span class=\"nw\">{}</span> to \
+             <span class=\"nw\">{}</span> (exclusive)",
+            escape(from),
+            escape(to)
+        ),
+        _ => escape(&page_title(report)),
     }
 }
 

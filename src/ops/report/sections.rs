@@ -339,25 +339,27 @@ mod tests {
     #[test]
     fn weeks_cut_by_the_window_are_partial() {
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
-        let mut table = Table {
-            key: "weekly",
-            title: "Weekly",
-            columns: vec!["weekStart".into(), "anchors".into()],
-            rows: ["2024-02-26", "2024-03-04", "2024-03-25"]
+        let partial = |from: &str, to: &str| {
+            let mut table = Table {
+                key: "weekly",
+                title: "Weekly",
+                columns: vec!["weekStart".into(), "anchors".into()],
+                rows: ["2024-02-26", "2024-03-04", "2024-03-25"]
+                    .iter()
+                    .map(|w| vec![Value::from(*w), Value::from(1)])
+                    .collect(),
+            };
+            mark_partial_weeks(&mut table, d(from), d(to));
+            assert_eq!(table.columns, ["weekStart", "anchors", "partial"]);
+            table
+                .rows
                 .iter()
-                .map(|w| vec![Value::from(*w), Value::from(1)])
-                .collect(),
+                .map(|r| r[2].as_bool().unwrap())
+                .collect::<Vec<_>>()
         };
-        // March 2024: starts on a Friday, ends (exclusive) on a Monday.
-        mark_partial_weeks(&mut table, d("2024-03-01"), d("2024-04-01"));
-        assert_eq!(table.columns, ["weekStart", "anchors", "partial"]);
-        let partial: Vec<&Value> = table.rows.iter().map(|r| &r[2]).collect();
-        assert_eq!(
-            partial,
-            [&Value::Bool(true), &Value::Bool(false), &Value::Bool(false)]
-        );
-        mark_partial_weeks(&mut table, d("2024-02-26"), d("2024-03-31"));
-        assert_eq!(table.rows[2][3], Value::Bool(true), "ends after --to");
+        // March 2024 starts on a Friday and ends (exclusive) on a Monday.
+        assert_eq!(partial("2024-03-01", "2024-04-01"), [true, false, false]);
+        assert_eq!(partial("2024-02-26", "2024-03-31"), [false, false, true]);
     }
 
     #[test]

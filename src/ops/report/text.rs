@@ -153,7 +153,9 @@ fn shown_row(table: &Table, row: &[Value]) -> Vec<(String, bool)> {
         if partial && column == "weekStart" {
             shown.push_str(" (partial)");
         }
-        cells.push((shown, value.is_number()));
+        // Durations and shares stay right-aligned even when every cell is `-`.
+        let right = value.is_number() || units::column_kind(column) != ColumnKind::Other;
+        cells.push((shown, right));
         if column == "bookingRate" {
             let interval = booking_interval(&table.columns, row)
                 .map(|(low, high)| format!("{}-{}", units::percent(low), units::percent(high)))
