@@ -19,6 +19,11 @@ pub enum SslMode {
     #[default]
     Disable,
 
+    /// Try without TLS first; if the server refuses that session (an error
+    /// response before authentication completes), try once more with TLS and
+    /// no certificate checks (libpq's `allow`). (Vendored addition.)
+    Allow,
+
     /// Try TLS first, fall back to unencrypted if server doesn't support it.
     ///
     /// **Warning**: Vulnerable to downgrade attacks. Not recommended for production.
@@ -44,7 +49,7 @@ impl SslMode {
     /// Returns `true` if this mode requires TLS (won't fall back to plain).
     #[inline]
     pub fn requires_tls(&self) -> bool {
-        !matches!(self, SslMode::Disable | SslMode::Prefer)
+        !matches!(self, SslMode::Disable | SslMode::Allow | SslMode::Prefer)
     }
 
     /// Returns `true` if this mode verifies the certificate chain.
@@ -93,7 +98,29 @@ pub struct TlsConfig {
     /// Must be paired with `client_cert_pem_path`.
     /// Supports PKCS#8, PKCS#1 (RSA), and SEC1 (EC) formats.
     pub client_key_pem_path: Option<PathBuf>,
+
+    /// A complete rustls client configuration (roots, verifier, client
+    /// certificate) used as-is for the handshake instead of one built from the
+    /// fields above, so a caller can share one TLS policy between this
+    /// connection and its other Postgres connections. (Vendored addition.)
+    #[cfg(feature = "tls-rustls")]
+    pub rustls_client_config: Option<RustlsClientConfig>,
 }
+
+/// A shared rustls `ClientConfig`; two are equal when they are the same `Arc`.
+#[cfg(feature = "tls-rustls")]
+#[derive(Clone, Debug)]
+pub struct RustlsClientConfig(pub std::sync::Arc<rustls::ClientConfig>);
+
+#[cfg(feature = "tls-rustls")]
+impl PartialEq for RustlsClientConfig {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+#[cfg(feature = "tls-rustls")]
+impl Eq for RustlsClientConfig {}
 
 impl TlsConfig {
     /// Create a configuration with TLS disabled.
@@ -204,6 +231,13 @@ impl TlsConfig {
     ) -> Self {
         self.client_cert_pem_path = Some(cert_path.into());
         self.client_key_pem_path = Some(key_path.into());
+        self
+    }
+
+    /// Use `config` for the handshake (see `rustls_client_config`).
+    #[cfg(feature = "tls-rustls")]
+    pub fn with_rustls_client_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.rustls_client_config = Some(RustlsClientConfig(config));
         self
     }
 

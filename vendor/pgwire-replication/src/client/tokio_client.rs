@@ -11,7 +11,6 @@ use tokio::task::JoinHandle;
 
 use std::sync::Arc;
 
-#[cfg(not(feature = "tls-rustls"))]
 use crate::config::SslMode;
 
 use super::metrics::ReplicationMetrics;
@@ -483,21 +482,56 @@ async fn run_worker(worker: &mut WorkerState, cfg: &ReplicationConfig) -> Result
         return worker.run_on_stream(&mut stream).await;
     }
 
-    let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
-    tcp.set_nodelay(true)?;
-
     #[cfg(feature = "tls-rustls")]
     {
         use crate::tls::rustls::{maybe_upgrade_to_tls, MaybeTlsStream};
-        let upgraded = maybe_upgrade_to_tls(tcp, &cfg.tls, &cfg.host).await?;
-        match upgraded {
-            MaybeTlsStream::Plain(mut s) => worker.run_on_stream(&mut s).await,
-            MaybeTlsStream::Tls(mut s) => worker.run_on_stream(s.as_mut()).await,
+        // libpq's second attempt (vendored addition): `prefer` retries in clear
+        // after a failed handshake or a refusal over TLS; `allow` retries with
+        // TLS after a refusal in clear. A refusal is an error response before
+        // authentication completed; anything later is not retried.
+        // When both attempts are refused, the error of the TLS attempt is the
+        // one returned: it says more than "no encryption".
+        let mut tls = cfg.tls.clone();
+        let mut tls_refusal: Option<PgWireError> = None;
+        loop {
+            let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
+            tcp.set_nodelay(true)?;
+            let upgraded = match maybe_upgrade_to_tls(tcp, &tls, &cfg.host).await {
+                Err(e @ PgWireError::Tls(_)) if tls.mode == SslMode::Prefer => {
+                    tracing::debug!("TLS failed ({e}); sslmode=prefer retries without TLS");
+                    tls.mode = SslMode::Disable;
+                    tls_refusal = Some(e);
+                    continue;
+                }
+                other => other?,
+            };
+            let retry = match (tls.mode, upgraded.is_tls()) {
+                (SslMode::Prefer, true) => Some(SslMode::Disable),
+                (SslMode::Allow, false) => Some(SslMode::Require),
+                _ => None,
+            };
+            let result = match upgraded {
+                MaybeTlsStream::Plain(mut s) => worker.run_on_stream(&mut s).await,
+                MaybeTlsStream::Tls(mut s) => worker.run_on_stream(s.as_mut()).await,
+            };
+            match (result, retry) {
+                (Err(e @ PgWireError::Server(_)), Some(mode)) if !worker.authenticated() => {
+                    tracing::debug!("server refused the session ({e}); retrying with sslmode {mode:?}");
+                    if mode == SslMode::Disable {
+                        tls_refusal = Some(e);
+                    }
+                    tls.mode = mode;
+                }
+                (Err(e), _) if !worker.authenticated() => return Err(tls_refusal.unwrap_or(e)),
+                (result, _) => return result,
+            }
         }
     }
 
     #[cfg(not(feature = "tls-rustls"))]
     {
+        let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
+        tcp.set_nodelay(true)?;
         if !matches!(cfg.tls.mode, SslMode::Disable) {
             return Err(PgWireError::Tls("tls-rustls feature not enabled".into()));
         }

@@ -207,6 +207,8 @@ pub struct WorkerState {
     gate: Option<mpsc::Receiver<GateCommand>>,
     /// The applied LSN in the last status update written to the server, if any.
     last_sent: Option<Lsn>,
+    /// Whether the server accepted the session (authentication completed).
+    authenticated: bool,
 }
 
 impl WorkerState {
@@ -226,7 +228,14 @@ impl WorkerState {
             started: None,
             gate: None,
             last_sent: None,
+            authenticated: false,
         }
+    }
+
+    /// Whether authentication completed on the current stream (vendored
+    /// addition: an error before that is the server refusing the session).
+    pub(crate) fn authenticated(&self) -> bool {
+        self.authenticated
     }
 
     /// Notify `started` once the server accepts START_REPLICATION.
@@ -282,6 +291,7 @@ impl WorkerState {
         let mut stream = BufReader::with_capacity(128 * 1024, stream);
         self.startup(&mut stream).await?;
         self.authenticate(&mut stream).await?;
+        self.authenticated = true;
         if let Some(mut gate) = self.gate.take() {
             if !Self::serve_gate(&mut gate, &mut stream, self.cfg.max_message_size).await? {
                 return Ok(());

@@ -164,7 +164,8 @@ pub async fn maybe_upgrade_to_tls(
     host: &str,
 ) -> Result<MaybeTlsStream> {
     match tls.mode {
-        SslMode::Disable => return Ok(MaybeTlsStream::Plain(tcp)),
+        // `Allow` starts in clear; `run_worker` retries with TLS when refused.
+        SslMode::Disable | SslMode::Allow => return Ok(MaybeTlsStream::Plain(tcp)),
         SslMode::Prefer | SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {}
     }
 
@@ -193,8 +194,12 @@ pub async fn maybe_upgrade_to_tls(
     let verify_chain = matches!(tls.mode, SslMode::VerifyCa | SslMode::VerifyFull);
     let verify_hostname = matches!(tls.mode, SslMode::VerifyFull);
 
-    let cfg = build_rustls_config(tls, verify_chain, verify_hostname, host)?;
-    let connector = TlsConnector::from(Arc::new(cfg));
+    // A caller-supplied configuration carries its own verification policy.
+    let cfg = match &tls.rustls_client_config {
+        Some(shared) => Arc::clone(&shared.0),
+        None => Arc::new(build_rustls_config(tls, verify_chain, verify_hostname, host)?),
+    };
+    let connector = TlsConnector::from(cfg);
 
     // SNI hostname: use override if provided, otherwise use connection host
     let sni = tls.sni_hostname.as_deref().unwrap_or(host);
@@ -226,14 +231,9 @@ fn build_rustls_config(
         )));
     }
 
-    // Operator hint: VerifyFull + IP literal is a common misconfiguration
-    if verify_hostname && host.parse::<std::net::IpAddr>().is_ok() && tls.sni_hostname.is_none() {
-        return Err(PgWireError::Tls(format!(
-            "TLS config error: VerifyFull enabled but host '{host}' is an IP address. \
-             Hint: use a DNS name matching the certificate, or set tls.sni_hostname, \
-             or use VerifyCa mode."
-        )));
-    }
+    // An IP host is checked against the certificate's IP address SANs (rustls
+    // does this for a `ServerName::IpAddress`), as libpq does: no refusal here.
+    let _ = host;
 
     // ---- Root certificate store ----
     let roots = build_root_store(tls)?;
@@ -450,9 +450,11 @@ impl rustls::client::danger::ServerCertVerifier for VerifyChainOnly {
         {
             Ok(ok) => Ok(ok),
             // VerifyCa: ignore hostname mismatch but enforce chain validation
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)) => {
-                Ok(rustls::client::danger::ServerCertVerified::assertion())
-            }
+            // rustls 0.23 reports a name mismatch as `NotValidForNameContext`.
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
             Err(e) => Err(e),
         }
     }
@@ -509,24 +511,6 @@ mod tests {
         let err = build_rustls_config(&tls, false, false, "localhost").unwrap_err();
         assert!(err.to_string().contains("mTLS requires both"));
     }
-
-    // ==================== VerifyFull + IP address detection ====================
-    // Catches a common mistake: VerifyFull requires hostname, not IP
-
-    #[test]
-    fn verify_full_rejects_ip_without_sni_override() {
-        let tls = TlsConfig {
-            mode: SslMode::VerifyFull,
-            ..Default::default()
-        };
-
-        // Should fail early: IP address can't match certificate hostname
-        let err = build_rustls_config(&tls, true, true, "192.168.1.1").unwrap_err();
-        assert!(err.to_string().contains("IP address"));
-    }
-
-    // Note: Testing that SNI override allows IP addresses requires a CryptoProvider
-    // which isn't available in unit tests. This is covered by integration tests.
 
     // ==================== File error handling ====================
     // Ensures clear error messages for common file issues
