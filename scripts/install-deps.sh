@@ -4,7 +4,8 @@
 # clusters), librocksdb-dev (the rocksdb crate links Debian's library, see
 # .cargo/config.toml), libclang-dev (bindgen), prometheus (promtool checks the
 # alert rules), build-essential, pkg-config, openssl (test TLS certificates), and
-# curl and python3 (the demo script).
+# curl and python3 (the demo script), and psycopg[binary] from PyPI (the TLS
+# tests' libpq 16+).
 # Idempotent; runs apt-get as root, through sudo otherwise.
 set -euo pipefail
 
@@ -27,7 +28,7 @@ else
 fi
 
 missing=()
-for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl curl python3; do
+for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl curl python3 python3-pip; do
     if installed "$pkg"; then
         log "$pkg: already installed"
     else
@@ -42,8 +43,22 @@ else
     missing+=(postgresql-15)
 fi
 
+# psycopg's binary wheel carries a libpq 16+: the TLS tests' reference for
+# sslrootcert=system, which Debian's libpq 15 does not know.
+install_psycopg() {
+    if python3 -c 'import psycopg' 2>/dev/null; then
+        log "psycopg: already installed"
+        return
+    fi
+    log "installing psycopg[binary] (pip)"
+    python3 -m pip install -q 'psycopg[binary]' 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages 'psycopg[binary]' ||
+        log "psycopg could not be installed; tests/tls.rs's sslrootcert=system test will say so" >&2
+}
+
 if [ "${#missing[@]}" -eq 0 ]; then
     log "nothing to install"
+    install_psycopg
     exit 0
 fi
 
@@ -66,4 +81,5 @@ done
 log "installing: ${missing[*]}"
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+install_psycopg
 log "done"

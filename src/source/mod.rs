@@ -101,6 +101,8 @@ pub enum SourceError {
     Decode(#[from] decode::DecodeError),
     #[error("bad source URL: {0}")]
     Url(String),
+    #[error("TLS setup for the replication connection: {0}")]
+    TlsSetup(String),
 }
 
 impl SourceError {
