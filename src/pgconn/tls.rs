@@ -12,9 +12,10 @@
 //! | verify-full | always                               | always              | name or IP   |
 //!
 //! "A root file" is `sslrootcert`, else libpq's `~/.postgresql/root.crt`; as in
-//! libpq, a root file that does not exist means "no check" below verify-ca and is
-//! an error from verify-ca on (so `require` with an existing `sslrootcert` checks
-//! the chain, like verify-ca). `sslrootcert=system` is the operating system's
+//! libpq, `require` with a root file checks the chain (like verify-ca), and a
+//! missing `~/.postgresql/root.crt` means "no check" below verify-ca and is an
+//! error from verify-ca on. Unlike libpq, an `sslrootcert` (or `sslcert`) that the
+//! URL names but that does not exist is an error in every TLS mode. `sslrootcert=system` is the operating system's
 //! store as OpenSSL finds it (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured), never
 //! compiled-in roots, and only with verify-full (checked when the URL is parsed).
 //! A client certificate (`sslcert`/`sslkey`, else `~/.postgresql/postgresql.crt`
@@ -85,12 +86,19 @@ fn trust_anchors(settings: &TlsSettings) -> Result<Option<RootCertStore>, String
     if settings.root_cert.as_deref() == Some(Path::new(SYSTEM_ROOTS)) {
         return system_roots().map(Some);
     }
-    let path = settings
-        .root_cert
-        .clone()
-        .or_else(|| libpq_default("root.crt"));
     let verifying = matches!(settings.mode, SslMode::VerifyCa | SslMode::VerifyFull);
-    match path {
+    if let Some(named) = &settings.root_cert {
+        // Unlike libpq (which then checks nothing below verify-ca): a CA file the
+        // URL names and that is missing is a mistake to report, not a downgrade.
+        if !named.exists() {
+            return Err(format!(
+                "sslrootcert {}: the root certificate file does not exist",
+                named.display()
+            ));
+        }
+        return read_roots(named).map(Some);
+    }
+    match libpq_default("root.crt") {
         Some(path) if path.exists() => read_roots(&path).map(Some),
         Some(path) if verifying => Err(format!(
             "root certificate file \"{}\" does not exist; provide it (sslrootcert=...), use \
@@ -237,20 +245,22 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_root_file_is_an_error_only_when_verifying() {
-        for mode in [SslMode::Allow, SslMode::Prefer, SslMode::Require] {
-            assert!(
-                client_config(&settings(mode, Some("/nonexistent/ca.pem"))).is_ok(),
-                "{mode}"
-            );
-        }
-        for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
+    fn a_named_root_file_must_exist_in_every_tls_mode() {
+        for mode in [
+            SslMode::Allow,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
             let err = client_config(&settings(mode, Some("/nonexistent/ca.pem"))).unwrap_err();
             assert!(
-                err.contains("\"/nonexistent/ca.pem\" does not exist"),
-                "{err}"
+                err.contains("sslrootcert /nonexistent/ca.pem"),
+                "{mode}: {err}"
             );
         }
+        let disabled = settings(SslMode::Disable, Some("/nonexistent/ca.pem"));
+        assert!(client_config(&disabled).is_ok());
     }
 
     #[test]
