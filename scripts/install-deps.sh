@@ -28,7 +28,7 @@ else
 fi
 
 missing=()
-for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl curl python3 python3-pip; do
+for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl ca-certificates curl python3 python3-pip; do
     if installed "$pkg"; then
         log "$pkg: already installed"
     else

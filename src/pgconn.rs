@@ -281,6 +281,14 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client, PgConn
     Ok(client)
 }
 
+/// Checks `url` without connecting: it parses, and its TLS settings make a
+/// configuration (the files it names exist and hold what they should). The error
+/// names the parameter and the file, never the password.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let target = parse_url(url).map_err(|e| e.to_string())?;
+    tls::client_config(&target.tls).map(|_| ())
+}
+
 /// Whether libpq would make its second attempt after `err`: the server refused the
 /// session (an error response during start-up), or, for an attempt that tried TLS,
 /// the handshake failed.

@@ -10,6 +10,8 @@
 //!  tls/capture.rs       the replication connection's bytes through a relay: no
 //!                       message body in clear text (column list), nothing readable
 //!                       with the default URL against a TLS server
+//!  tls/operator.rs      status shows each connection's TLS; validate-config
+//!                       refuses TLS settings that cannot work
 //! ```
 
 mod common;
@@ -20,5 +22,7 @@ mod support;
 mod capture;
 #[path = "tls/matrix.rs"]
 mod matrix;
+#[path = "tls/operator.rs"]
+mod operator;
 #[path = "tls/system_roots.rs"]
 mod system_roots;

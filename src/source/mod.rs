@@ -13,6 +13,7 @@ pub mod decode;
 pub mod load;
 pub mod pgoutput;
 pub mod relay;
+pub mod sent_columns;
 pub mod stream;
 
 use crate::lsn::Lsn;

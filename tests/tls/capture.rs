@@ -134,8 +134,14 @@ const MESSAGE_ID: &str = "msg-on-the-wire-7f3c";
 const BODY: &str = "BODY-NEVER-ON-THE-WIRE-51d2";
 
 /// Runs the daemon with its source URL through `relay` (`params` appended), writes
-/// one message as the application, and waits until the slot confirmed it.
-async fn run_daemon_through(db: &TestDb, relay: &CaptureRelay, params: &str, env: &[(&str, &str)]) {
+/// one message as the application, and waits until the slot confirmed it; returns
+/// the daemon's log.
+async fn run_daemon_through(
+    db: &TestDb,
+    relay: &CaptureRelay,
+    params: &str,
+    env: &[(&str, &str)],
+) -> String {
     let source_url = format!("{}{params}", relay.url_for(&db.url));
     let state = tempfile::tempdir().unwrap();
     let mut sink_env = vec![("REPLYTIME_SINK_URL", db.url.as_str())];
@@ -166,6 +172,7 @@ async fn run_daemon_through(db: &TestDb, relay: &CaptureRelay, params: &str, env
         "daemon log:\n{}",
         daemon.log_text()
     );
+    daemon.log_text()
 }
 
 fn grants_sql() -> String {
@@ -173,44 +180,73 @@ fn grants_sql() -> String {
     std::fs::read_to_string(path).expect("read deploy/postgres/grants.sql")
 }
 
+/// Where the publication comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Publication {
+    /// `deploy/postgres/grants.sql` (an admin creates it).
+    Grants,
+    /// The daemon creates it.
+    Daemon,
+    /// An operator's publication of every column: the body crosses, and the
+    /// daemon warns.
+    EveryColumn,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_clear_text_the_replication_connection_carries_no_message_body() {
-    // The publication of deploy/postgres/grants.sql, and then the one the daemon
-    // creates itself.
-    for use_grants in [true, false] {
+    for publication in [
+        Publication::Grants,
+        Publication::Daemon,
+        Publication::EveryColumn,
+    ] {
         let db = fresh_database().await;
         db.apply_source_schema().await;
-        let mut env = Vec::new();
-        if use_grants {
-            db.client
-                .batch_execute(&grants_sql())
-                .await
-                .expect("apply grants.sql");
-            env.push(("REPLYTIME_PUBLICATION", "replytime"));
-        }
-        let relay = CaptureRelay::start(cluster().port).await;
-        run_daemon_through(&db, &relay, "?sslmode=disable", &env).await;
-        let (from_client, from_server) = relay.replication_bytes();
-        let which = if use_grants {
-            "grants.sql's publication"
-        } else {
-            "the daemon's publication"
+        let setup = match publication {
+            Publication::Grants => grants_sql(),
+            Publication::Daemon => String::new(),
+            Publication::EveryColumn => "CREATE PUBLICATION replytime FOR TABLE \"Lead\", \
+                \"EmailCampaign\", \"Message\", \"AIDraft\", \"BackgroundJob\""
+                .to_string(),
         };
+        db.client
+            .batch_execute(&setup)
+            .await
+            .expect("publication set-up");
+        let env: &[(&str, &str)] = match publication {
+            Publication::Daemon => &[],
+            _ => &[("REPLYTIME_PUBLICATION", "replytime")],
+        };
+        let relay = CaptureRelay::start(cluster().port).await;
+        let log = run_daemon_through(&db, &relay, "?sslmode=disable", env).await;
+        let (from_client, from_server) = relay.replication_bytes();
         assert!(
             contains(&from_client, b"START_REPLICATION"),
-            "{which}: the relay saw the replication connection in clear text"
+            "{publication:?}: the relay saw the replication connection in clear text"
         );
         assert!(
             contains(&from_server, MESSAGE_ID.as_bytes()),
-            "{which}: the message's row crossed the replication connection"
+            "{publication:?}: the message's row crossed the replication connection"
         );
+        let warned = log.contains("the publication sends columns replytime does not read");
+        if publication == Publication::EveryColumn {
+            assert!(
+                contains(&from_server, BODY.as_bytes()),
+                "an every-column publication sends the body (else this capture sees nothing)"
+            );
+            assert!(warned, "the daemon warns of the unread columns:\n{log}");
+            continue;
+        }
         assert!(
             !contains(&from_server, BODY.as_bytes()),
-            "{which}: the message body crossed the replication connection"
+            "{publication:?}: the message body crossed the replication connection"
         );
         assert!(
             !contains(&relay.all_bytes(), BODY.as_bytes()),
-            "{which}: the message body crossed a source connection"
+            "{publication:?}: the message body crossed a source connection"
+        );
+        assert!(
+            !warned,
+            "{publication:?}: no warning with column lists:\n{log}"
         );
     }
 }
