@@ -255,7 +255,12 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client, PgConn
     let (client, connection) = match (first_result, second) {
         (Ok(connected), _) => connected,
         (Err(err), Some(retry)) if is_refusal(&err, first) => {
-            tracing::debug!(endpoint = %target.endpoint(), mode = %target.tls.mode, error = %error_chain(&err), "first attempt refused; trying the other encryption as libpq does");
+            if first == PgSslMode::Prefer {
+                // Clear text after a failed TLS attempt: worth an operator's eye.
+                tracing::warn!(endpoint = %target.endpoint(), error = %error_chain(&err), "the TLS attempt failed; trying without TLS as sslmode=prefer does (sslmode=require or stricter forbids clear text)");
+            } else {
+                tracing::debug!(endpoint = %target.endpoint(), error = %error_chain(&err), "refused in clear text; trying with TLS as sslmode=allow does");
+            }
             target.config.ssl_mode(retry);
             match target.config.connect(connector).await {
                 Ok(connected) => connected,

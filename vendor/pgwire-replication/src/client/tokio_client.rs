@@ -498,7 +498,7 @@ async fn run_worker(worker: &mut WorkerState, cfg: &ReplicationConfig) -> Result
             tcp.set_nodelay(true)?;
             let upgraded = match maybe_upgrade_to_tls(tcp, &tls, &cfg.host).await {
                 Err(e @ PgWireError::Tls(_)) if tls.mode == SslMode::Prefer => {
-                    tracing::debug!("TLS failed ({e}); sslmode=prefer retries without TLS");
+                    tracing::warn!("TLS failed ({e}); sslmode=prefer retries without TLS");
                     tls.mode = SslMode::Disable;
                     tls_refusal = Some(e);
                     continue;
@@ -516,9 +516,11 @@ async fn run_worker(worker: &mut WorkerState, cfg: &ReplicationConfig) -> Result
             };
             match (result, retry) {
                 (Err(e @ PgWireError::Server(_)), Some(mode)) if !worker.authenticated() => {
-                    tracing::debug!("server refused the session ({e}); retrying with sslmode {mode:?}");
                     if mode == SslMode::Disable {
+                        tracing::warn!("server refused the session over TLS ({e}); sslmode=prefer retries without TLS");
                         tls_refusal = Some(e);
+                    } else {
+                        tracing::debug!("server refused the session in clear ({e}); sslmode=allow retries with TLS");
                     }
                     tls.mode = mode;
                 }
