@@ -4,8 +4,9 @@
 # clusters), librocksdb-dev (the rocksdb crate links Debian's library, see
 # .cargo/config.toml), libclang-dev (bindgen), prometheus (promtool checks the
 # alert rules), build-essential, pkg-config, openssl (test TLS certificates),
-# curl and python3 (the demo script), and chromium with a font (the analytics
-# test renders the HTML report in headless Chromium).
+# curl and python3 (the demo script), chromium with a font (the analytics test
+# renders the HTML report in headless Chromium), and psycopg[binary] from PyPI
+# (the TLS tests' libpq 16+).
 # Idempotent; runs apt-get as root, through sudo otherwise.
 set -euo pipefail
 
@@ -28,7 +29,7 @@ else
 fi
 
 missing=()
-for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl curl python3 chromium fonts-dejavu-core; do
+for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl ca-certificates curl python3 python3-pip chromium fonts-dejavu-core; do
     if installed "$pkg"; then
         log "$pkg: already installed"
     else
@@ -43,8 +44,22 @@ else
     missing+=(postgresql-15)
 fi
 
+# psycopg's binary wheel carries a libpq 16+: the TLS tests' reference for
+# sslrootcert=system, which Debian's libpq 15 does not know.
+install_psycopg() {
+    if python3 -c 'import psycopg' 2>/dev/null; then
+        log "psycopg: already installed"
+        return
+    fi
+    log "installing psycopg[binary] (pip)"
+    python3 -m pip install -q 'psycopg[binary]' 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages 'psycopg[binary]' ||
+        log "psycopg could not be installed; tests/tls.rs's sslrootcert=system test will say so" >&2
+}
+
 if [ "${#missing[@]}" -eq 0 ]; then
     log "nothing to install"
+    install_psycopg
     exit 0
 fi
 
@@ -67,4 +82,5 @@ done
 log "installing: ${missing[*]}"
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+install_psycopg
 log "done"

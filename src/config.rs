@@ -263,7 +263,9 @@ impl Settings {
                         "must be a postgres:// or postgresql:// URL",
                     ));
                 }
-                Some(_) => {}
+                Some(url) => {
+                    crate::pgconn::check_url(url).map_err(|reason| ConfigError::new(key, reason))?
+                }
             }
         }
         for (key, name) in [

@@ -4,20 +4,30 @@
 //!
 //! ```text
 //!  postgres://user:pw@host:5432/db?sslmode=verify-full&sslrootcert=/etc/ca.pem
-//!     │ split_tls_params (tokio-postgres knows neither verify-* nor sslrootcert)
-//!     ├──▶ tokio_postgres::Config ── sslmode disable / prefer / require
-//!     └──▶ TlsSettings ── tls::connector ──▶ rustls config (see pgconn/tls.rs)
+//!     │ split_tls_params (tokio-postgres knows neither verify-*, allow nor ssl* files)
+//!     ├──▶ tokio_postgres::Config ── per attempt: sslmode disable / prefer / require
+//!     └──▶ TlsSettings ── tls::client_config ──▶ rustls config (see pgconn/tls.rs),
+//!                         shared with the replication connection (source/stream.rs)
 //!  connect ──▶ Client, its connection driven by a spawned task
 //!          └─▶ PgConnError: Unreachable | AuthFailed | DatabaseMissing | Tls | …
 //! ```
+//!
+//! As libpq, `prefer` makes a second attempt in clear text when the TLS handshake
+//! fails or the server refuses the session over TLS, and `allow` a second attempt
+//! with TLS when the server refuses it in clear text; when both fail, the TLS
+//! attempt's error is the one reported.
 //!
 //! Defaults an operator expects from a daemon, applied when the URL does not set
 //! them: a 10 s connect timeout (an unreachable host fails instead of hanging) and
 //! TCP keepalives after 30 s idle (a cut network is noticed within about a minute).
 
+mod facts;
 mod tls;
 mod url;
+mod verify;
 
+pub use facts::{TlsFacts, replication_tls_facts, tls_facts};
+pub use tls::{SYSTEM_ROOTS, client_config as tls_client_config};
 pub use url::redact_url;
 
 use std::error::Error as StdError;
@@ -34,10 +44,11 @@ const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
 /// tokio-postgres' own default idle time: "not set by the URL".
 const TOKIO_POSTGRES_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
-/// libpq's `sslmode` values (`allow` is treated as `prefer`).
+/// libpq's `sslmode` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SslMode {
     Disable,
+    Allow,
     Prefer,
     Require,
     VerifyCa,
@@ -48,7 +59,8 @@ impl SslMode {
     fn parse(value: &str) -> Option<SslMode> {
         Some(match value {
             "disable" => SslMode::Disable,
-            "allow" | "prefer" => SslMode::Prefer,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
@@ -56,12 +68,16 @@ impl SslMode {
         })
     }
 
-    /// What tokio-postgres negotiates; certificate checks are the connector's job.
-    fn negotiation(self) -> PgSslMode {
+    /// What tokio-postgres negotiates on the first attempt and, for libpq's
+    /// fallbacks, on the second; certificate checks are the connector's job.
+    fn attempts(self) -> (PgSslMode, Option<PgSslMode>) {
         match self {
-            SslMode::Disable => PgSslMode::Disable,
-            SslMode::Prefer => PgSslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
+            SslMode::Disable => (PgSslMode::Disable, None),
+            SslMode::Allow => (PgSslMode::Disable, Some(PgSslMode::Require)),
+            SslMode::Prefer => (PgSslMode::Prefer, Some(PgSslMode::Disable)),
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                (PgSslMode::Require, None)
+            }
         }
     }
 }
@@ -70,6 +86,7 @@ impl fmt::Display for SslMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
             SslMode::Prefer => "prefer",
             SslMode::Require => "require",
             SslMode::VerifyCa => "verify-ca",
@@ -84,6 +101,10 @@ pub struct TlsSettings {
     pub mode: SslMode,
     /// `sslrootcert`: a PEM file of trusted roots, or `system`.
     pub root_cert: Option<PathBuf>,
+    /// `sslcert`: the client certificate (chain), PEM.
+    pub client_cert: Option<PathBuf>,
+    /// `sslkey`: the client certificate's private key, PEM.
+    pub client_key: Option<PathBuf>,
 }
 
 /// A parsed connection URL: what tokio-postgres takes plus the TLS settings.
@@ -117,6 +138,21 @@ impl ConnTarget {
         }
     }
 
+    /// The host names (or addresses) of the URL, comma-separated.
+    pub fn host_names(&self) -> String {
+        let names: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                Host::Unix(dir) => dir.display().to_string(),
+            })
+            .collect();
+        names.join(",")
+    }
+
     pub fn user(&self) -> &str {
         self.config.get_user().unwrap_or("(no user)")
     }
@@ -128,7 +164,7 @@ impl ConnTarget {
     /// Fills in the module doc's defaults where the URL is silent.
     fn apply_defaults(&mut self, application_name: &str) {
         let config = &mut self.config;
-        config.ssl_mode(self.tls.mode.negotiation());
+        config.ssl_mode(self.tls.mode.attempts().0);
         if config.get_application_name().is_none() {
             config.application_name(application_name);
         }
@@ -214,11 +250,33 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client, PgConn
         mode: target.tls.mode,
         reason,
     })?;
-    let (client, connection) = target
-        .config
-        .connect(connector)
-        .await
-        .map_err(|err| classify(&err, &target))?;
+    let (first, second) = target.tls.mode.attempts();
+    let first_result = target.config.connect(connector.clone()).await;
+    let (client, connection) = match (first_result, second) {
+        (Ok(connected), _) => connected,
+        (Err(err), Some(retry)) if is_refusal(&err, first) => {
+            if first == PgSslMode::Prefer {
+                // Clear text after a failed TLS attempt: worth an operator's eye.
+                tracing::warn!(endpoint = %target.endpoint(), error = %error_chain(&err), "the TLS attempt failed; trying without TLS as sslmode=prefer does (sslmode=require or stricter forbids clear text)");
+            } else {
+                tracing::debug!(endpoint = %target.endpoint(), error = %error_chain(&err), "refused in clear text; trying with TLS as sslmode=allow does");
+            }
+            target.config.ssl_mode(retry);
+            match target.config.connect(connector).await {
+                Ok(connected) => connected,
+                // The TLS attempt's error says more than "no encryption".
+                Err(second_err) => {
+                    let tls_attempt = if first == PgSslMode::Disable {
+                        &second_err
+                    } else {
+                        &err
+                    };
+                    return Err(classify(tls_attempt, &target));
+                }
+            }
+        }
+        (Err(err), _) => return Err(classify(&err, &target)),
+    };
     let endpoint = target.endpoint();
     tokio::spawn(async move {
         if let Err(err) = connection.await {
@@ -228,8 +286,27 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client, PgConn
     Ok(client)
 }
 
-/// Parses a `postgres://` URL (or a libpq key=value string), taking `sslmode` and
-/// `sslrootcert` out before tokio-postgres sees it.
+/// Checks `url` without connecting: it parses, and its TLS settings make a
+/// configuration (the files it names exist and hold what they should). The error
+/// names the parameter and the file, never the password.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let target = parse_url(url).map_err(|e| e.to_string())?;
+    tls::client_config(&target.tls).map(|_| ())
+}
+
+/// Whether libpq would make its second attempt after `err`: the server refused the
+/// session (an error response during start-up), or, for an attempt that tried TLS,
+/// the handshake failed.
+fn is_refusal(err: &tokio_postgres::Error, attempt: PgSslMode) -> bool {
+    err.as_db_error().is_some()
+        || (attempt != PgSslMode::Disable
+            && error_chain(err).starts_with("error performing TLS handshake"))
+}
+
+/// Parses a `postgres://` URL (or a libpq key=value string), taking the TLS
+/// parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) out before
+/// tokio-postgres sees them. As libpq (16 and later), `sslrootcert=system` makes
+/// verify-full the default and refuses any weaker `sslmode`.
 pub fn parse_url(url: &str) -> Result<ConnTarget, PgConnError> {
     let invalid = |reason: String| PgConnError::InvalidUrl {
         url: redact_url(url),
@@ -239,17 +316,34 @@ pub fn parse_url(url: &str) -> Result<ConnTarget, PgConnError> {
     let mut tls = TlsSettings {
         mode: SslMode::Prefer,
         root_cert: None,
+        client_cert: None,
+        client_key: None,
     };
+    let mut mode_given = None;
     for (key, value) in params {
         match key.as_str() {
             "sslmode" => {
                 tls.mode = SslMode::parse(&value).ok_or_else(|| {
                     invalid(format!(
-                        "unknown sslmode {value:?} (expected disable, prefer, require, verify-ca or verify-full)"
+                        "unknown sslmode {value:?} (expected disable, allow, prefer, require, verify-ca or verify-full)"
                     ))
                 })?;
+                mode_given = Some(tls.mode);
             }
+            "sslcert" => tls.client_cert = Some(PathBuf::from(value)),
+            "sslkey" => tls.client_key = Some(PathBuf::from(value)),
             _ => tls.root_cert = Some(PathBuf::from(value)),
+        }
+    }
+    if tls.root_cert.as_deref() == Some(std::path::Path::new(SYSTEM_ROOTS)) {
+        match mode_given {
+            None => tls.mode = SslMode::VerifyFull,
+            Some(SslMode::VerifyFull) => {}
+            Some(weak) => {
+                return Err(invalid(format!(
+                    "weak sslmode \"{weak}\" may not be used with sslrootcert=system (use \"verify-full\")"
+                )));
+            }
         }
     }
     let config: Config = rest.parse().map_err(|err| invalid(error_chain(&err)))?;

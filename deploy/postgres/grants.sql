@@ -67,21 +67,67 @@ TO replytime;
 
 -- The publication. Adding a table to a publication requires owning the table,
 -- which replytime must not (it could then ALTER or DROP the application's data),
--- so an admin creates it here and replytime finds it on start. It publishes all
--- columns: always safe for the application's UPDATE/DELETE whatever the replica
--- identity (a column list must cover the replica identity, SPEC 5); pgoutput's
--- decoder drops the columns it does not read. Never add "ResponseTimingEvent" or
--- replytime_* tables (no feedback loop).
+-- so an admin creates it here and replytime finds it on start. Never add
+-- "ResponseTimingEvent" or replytime_* tables (no feedback loop).
+--
+-- Column lists: only the columns replytime reads are published, so message
+-- bodies, draft contents and other content never leave the server. A column list
+-- must cover the table's replica identity, else the application's own UPDATE and
+-- DELETE fail ("Column list used by the publication does not cover the replica
+-- identity", SPEC 5), so a table whose replica identity the list does not cover
+-- (REPLICA IDENTITY FULL, which sharding needs, or an identity index on other
+-- columns) is published with every column: then only TLS protects its content.
+-- The lists are the reference column names; adjust them with the [tables] mapping.
+--
+-- An existing publication is left alone. To give one made by an earlier version
+-- of this script its column lists, run the ALTER PUBLICATION replytime SET TABLE
+-- ... that the NOTICE below prints (with a running replytime: changes written
+-- before the ALTER are still sent with every column).
 DO $$
+DECLARE
+    wanted constant jsonb := '{
+        "Lead":          ["id", "clientId", "emailCampaignId"],
+        "EmailCampaign": ["id", "aiAutoSendDelayMinSeconds", "aiAutoSendDelayMaxSeconds",
+                          "responseMode"],
+        "Message":       ["id", "leadId", "channel", "direction", "sentBy", "sentByUserId",
+                          "aiDraftId", "sentAt"],
+        "AIDraft":       ["id", "leadId", "triggerMessageId", "channel",
+                          "responseDisposition"],
+        "BackgroundJob": ["id", "type", "leadId", "messageId", "draftId", "runAt",
+                          "startedAt", "finishedAt", "createdAt"]
+    }';
+    entries text[] := '{}';
+    tbl text;
+    cols text[];
+    identity "char";
+    identity_cols text[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'replytime') THEN
-        CREATE PUBLICATION replytime FOR TABLE
-            public."Lead",
-            public."EmailCampaign",
-            public."Message",
-            public."AIDraft",
-            public."BackgroundJob"
-        WITH (publish = 'insert, update, delete, truncate');
+    FOR tbl, cols IN
+        SELECT key, ARRAY(SELECT jsonb_array_elements_text(value)) FROM jsonb_each(wanted)
+    LOOP
+        SELECT c.relreplident,
+               coalesce((SELECT array_agg(a.attname::text) FROM pg_index i
+                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                         WHERE i.indrelid = c.oid
+                           AND ((c.relreplident = 'd' AND i.indisprimary)
+                             OR (c.relreplident = 'i' AND i.indisreplident))), '{}')
+          INTO identity, identity_cols
+          FROM pg_class c
+         WHERE c.oid = format('public.%I', tbl)::regclass;
+        IF identity <> 'f' AND identity_cols <@ cols THEN
+            entries := entries || format('public.%I (%s)', tbl,
+                (SELECT string_agg(format('%I', col), ', ') FROM unnest(cols) AS col));
+        ELSE
+            RAISE NOTICE 'replytime: % is published with every column (its replica identity is not covered by the columns replytime reads); only TLS protects its content', tbl;
+            entries := entries || format('public.%I', tbl);
+        END IF;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'replytime') THEN
+        RAISE NOTICE 'replytime: publication replytime exists and is left as it is; to publish only replytime''s columns: ALTER PUBLICATION replytime SET TABLE %',
+            array_to_string(entries, ', ');
+    ELSE
+        EXECUTE format('CREATE PUBLICATION replytime FOR TABLE %s WITH (publish = %L)',
+                       array_to_string(entries, ', '), 'insert, update, delete, truncate');
     END IF;
 END
 $$;

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::lsn::Lsn;
+use crate::pgconn::TlsFacts;
 use crate::store::StateSummary;
 
 #[derive(Debug, Default, Serialize)]
@@ -27,7 +28,19 @@ pub struct Status {
     /// The event log's retention (replay reaches back this far at most).
     pub event_log_retention_hours: u64,
     pub event_log_max_bytes: u64,
+    /// Whether each connection (admin, sink, replication) is encrypted, as
+    /// `pg_stat_ssl` shows it; the replication connection's only while a session
+    /// holds the slot.
+    pub connections: Vec<ConnectionTls>,
     pub problems: Vec<String>,
+}
+
+/// One connection's TLS facts.
+#[derive(Debug, Serialize)]
+pub struct ConnectionTls {
+    pub connection: &'static str,
+    #[serde(flatten)]
+    pub tls: TlsFacts,
 }
 
 pub async fn collect(settings: &Settings) -> Status {
@@ -45,11 +58,23 @@ pub async fn collect(settings: &Settings) -> Status {
         Err(e) => status.problems.push(format!("state: {e}")),
     }
     match crate::pgconn::connect(settings.source_url(), "replytime-status").await {
-        Ok(client) => source_status(&client, settings, &mut status).await,
+        Ok(client) => {
+            source_status(&client, settings, &mut status).await;
+            source_tls(&client, settings, &mut status).await;
+        }
         Err(e) => status.problems.push(format!("source: {e}")),
     }
     if let Ok(sink) = crate::sink::Sink::connect(settings.sink_url()).await {
         status.sink_lsn = sink.progress(&settings.slot).await.ok().flatten();
+        if let Ok(target) = crate::pgconn::parse_url(settings.sink_url()) {
+            match sink.tls_facts(&target).await {
+                Ok(tls) => status.connections.push(ConnectionTls {
+                    connection: "sink",
+                    tls,
+                }),
+                Err(e) => status.problems.push(format!("sink: {e}")),
+            }
+        }
     }
     judge(&mut status);
     status
@@ -82,6 +107,29 @@ async fn source_status(client: &tokio_postgres::Client, settings: &Settings, sta
                 status.lag_bytes = Some(cur.saturating_bytes_since(conf));
             }
         }
+        Ok(None) => {}
+        Err(e) => status.problems.push(format!("source: {e}")),
+    }
+}
+
+/// The admin connection's TLS and the replication connection's (the walsender
+/// holding the slot).
+async fn source_tls(client: &tokio_postgres::Client, settings: &Settings, status: &mut Status) {
+    let Ok(target) = crate::pgconn::parse_url(settings.source_url()) else {
+        return;
+    };
+    match crate::pgconn::tls_facts(client, &target).await {
+        Ok(tls) => status.connections.push(ConnectionTls {
+            connection: "admin",
+            tls,
+        }),
+        Err(e) => status.problems.push(format!("source: {e}")),
+    }
+    match crate::pgconn::replication_tls_facts(client, &settings.slot, &target).await {
+        Ok(Some(tls)) => status.connections.push(ConnectionTls {
+            connection: "replication",
+            tls,
+        }),
         Ok(None) => {}
         Err(e) => status.problems.push(format!("source: {e}")),
     }
@@ -143,6 +191,20 @@ pub async fn print(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> 
             "event_log_retention  {} h, {} bytes",
             status.event_log_retention_hours, status.event_log_max_bytes
         );
+        for c in &status.connections {
+            let tls = &c.tls;
+            let shown = if tls.ssl {
+                format!(
+                    "encrypted {} {}, server checked: {}",
+                    opt(&tls.version),
+                    opt(&tls.cipher),
+                    tls.server_check
+                )
+            } else {
+                "not encrypted".to_string()
+            };
+            println!("{:<21}{shown}", format!("tls_{}", c.connection));
+        }
         for p in &status.problems {
             println!("problem              {p}");
         }

@@ -4,7 +4,7 @@
 
 const REDACTED: &str = "***";
 
-const TLS_PARAMS: [&str; 2] = ["sslmode", "sslrootcert"];
+const TLS_PARAMS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
 /// `url` without its TLS parameters, and those parameters (decoded).
 pub(super) fn split_tls_params(url: &str) -> (String, Vec<(String, String)>) {

@@ -95,6 +95,14 @@ impl Sink {
         })
     }
 
+    /// This connection's TLS, as the server sees it (`target`: its parsed URL).
+    pub async fn tls_facts(
+        &self,
+        target: &crate::pgconn::ConnTarget,
+    ) -> Result<crate::pgconn::TlsFacts, String> {
+        crate::pgconn::tls_facts(&self.client, target).await
+    }
+
     /// The daemon's sink: `settings`' URL, restricted to its shard.
     pub async fn for_settings(settings: &crate::config::Settings) -> Result<Sink, SinkError> {
         Ok(Sink::connect(settings.sink_url())

@@ -245,6 +245,7 @@ pub async fn ensure_publication(
             });
         }
     }
+    super::sent_columns::warn_unread_columns(client, publication, mapping).await;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod decode;
 pub mod load;
 pub mod pgoutput;
 pub mod relay;
+pub mod sent_columns;
 pub mod stream;
 
 use crate::lsn::Lsn;
@@ -101,6 +102,8 @@ pub enum SourceError {
     Decode(#[from] decode::DecodeError),
     #[error("bad source URL: {0}")]
     Url(String),
+    #[error("TLS setup for the replication connection: {0}")]
+    TlsSetup(String),
 }
 
 impl SourceError {

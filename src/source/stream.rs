@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use pgwire_replication::{ReplicationClient, ReplicationConfig, TlsConfig};
+use pgwire_replication::{
+    ReplicationClient, ReplicationConfig, SslMode as TransportMode, TlsConfig,
+};
 
 use super::SourceError;
 use crate::lsn::Lsn;
+use crate::pgconn::{SslMode, TlsSettings};
 
 /// Parts of a `postgres://` URL the replication connection needs.
 #[derive(Clone, Debug)]
@@ -16,32 +19,17 @@ pub struct ConnParams {
     pub user: String,
     pub password: String,
     pub dbname: String,
-    pub sslmode: String,
-    pub sslrootcert: Option<String>,
+    /// The same TLS settings, with the same meaning, as the admin and sink
+    /// connections (`pgconn`).
+    pub tls: TlsSettings,
 }
 
-/// Parses a libpq-style URL. `sslmode` and `sslrootcert` are read here because
-/// tokio-postgres does not know the `verify-*` modes.
+/// Parses a libpq-style URL (or key=value string) the way `pgconn` does, so the
+/// replication connection reads `sslmode`, `sslrootcert`, `sslcert` and `sslkey`
+/// exactly as the other connections do.
 pub fn conn_params(url: &str) -> Result<ConnParams, SourceError> {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut sslmode = "prefer".to_string();
-    let mut sslrootcert = None;
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("sslmode", v)) => sslmode = v.to_string(),
-            Some(("sslrootcert", v)) => sslrootcert = Some(v.to_string()),
-            _ => rest.push(pair),
-        }
-    }
-    let cleaned = if rest.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    let config: tokio_postgres::Config = cleaned
-        .parse()
-        .map_err(|e| SourceError::Url(format!("{}: {e}", crate::pgconn::redact_url(url))))?;
+    let target = crate::pgconn::parse_url(url).map_err(|e| SourceError::Url(e.to_string()))?;
+    let config = &target.config;
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         #[cfg(unix)]
@@ -61,20 +49,31 @@ pub fn conn_params(url: &str) -> Result<ConnParams, SourceError> {
             .unwrap_or_default(),
         dbname: config.get_dbname().unwrap_or(&user).to_string(),
         user,
-        sslmode,
-        sslrootcert,
+        tls: target.tls,
     })
 }
 
+/// The transport's TLS settings: its mode drives the attempts (in clear, with TLS,
+/// libpq's second attempt), and the rustls configuration is `pgconn`'s, so the
+/// certificate checks are those of the other connections.
 fn tls_config(params: &ConnParams) -> Result<TlsConfig, SourceError> {
-    let ca = params.sslrootcert.as_ref().map(std::path::PathBuf::from);
-    Ok(match params.sslmode.as_str() {
-        "disable" | "allow" | "prefer" => TlsConfig::disabled(),
-        "require" => TlsConfig::require(),
-        "verify-ca" => TlsConfig::verify_ca(ca),
-        "verify-full" => TlsConfig::verify_full(ca),
-        other => return Err(SourceError::Url(format!("unknown sslmode {other:?}"))),
-    })
+    let mode = match params.tls.mode {
+        SslMode::Disable => return Ok(TlsConfig::disabled()),
+        SslMode::Allow => TransportMode::Allow,
+        SslMode::Prefer => TransportMode::Prefer,
+        SslMode::Require => TransportMode::Require,
+        SslMode::VerifyCa => TransportMode::VerifyCa,
+        SslMode::VerifyFull => TransportMode::VerifyFull,
+    };
+    let rustls = crate::pgconn::tls_client_config(&params.tls).map_err(|reason| {
+        SourceError::TlsSetup(format!(
+            "{}:{} (sslmode={}): {reason}",
+            params.host, params.port, params.tls.mode
+        ))
+    })?;
+    let mut config = TlsConfig::disabled().with_rustls_client_config(rustls);
+    config.mode = mode;
+    Ok(config)
 }
 
 /// Settings of one streaming session.
@@ -178,8 +177,8 @@ mod tests {
             ("db.example", 6543, "rep")
         );
         assert_eq!((p.password.as_str(), p.dbname.as_str()), ("s3cret", "app"));
-        assert_eq!(p.sslmode, "verify-full");
-        assert_eq!(p.sslrootcert.as_deref(), Some("/ca.pem"));
+        assert_eq!(p.tls.mode, SslMode::VerifyFull);
+        assert_eq!(p.tls.root_cert, Some("/ca.pem".into()));
         assert!(conn_params("postgres://db/app").is_err(), "no user");
     }
 }

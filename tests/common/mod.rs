@@ -19,6 +19,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls_cluster;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
