@@ -237,3 +237,68 @@ async fn an_upgrade_replaces_functions_whose_result_changed() {
         .get(0);
     assert_eq!(excluded, 1);
 }
+
+/// A mapped lead and message table whose times are `timestamp` without time
+/// zone: read as UTC (as the daemon reads them), whatever `--tz` is.
+#[tokio::test]
+async fn naive_timestamps_of_mapped_tables_are_utc() {
+    let db = common::fresh_database().await;
+    let naive = RENAMED_SOURCE
+        .replace("booked_at timestamptz", "booked_at timestamp")
+        .replace("sent_at timestamptz", "sent_at timestamp");
+    db.client.batch_execute(&naive).await.unwrap();
+    db.client.batch_execute(SINK_SQL).await.unwrap();
+    // Booked at 10:01 UTC, answered at 10:02 UTC: excluded (in New York time
+    // the booking would read 15:01 UTC, after the answer). The draft was sent
+    // at 02:00 UTC on 03-01, before the window's New York midnight (05:00 UTC).
+    db.client
+        .batch_execute(
+            r#"
+            INSERT INTO crm.leads (lead_id, client, booked_at) VALUES ('L1', 'c1', '2024-03-05 10:01');
+            INSERT INTO crm.ai_drafts VALUES ('d1', 'L1', 'in-L1', 'sms', 'AUTO_SENT');
+            INSERT INTO crm."Sent Messages" VALUES
+                ('m1', 'L1', 'sms', 'outbound', 'ai', NULL, 'd1', '2024-03-01 02:00');
+            INSERT INTO "ResponseTimingEvent" (id, "clientId", "leadId", channel,
+                "inboundMessageId", "inboundSentAt", "setterResponseMessageId",
+                "setterResponseSentAt", "setterSentByUserId", "setterResponseMs")
+            VALUES (gen_random_uuid(), 'c1', 'L1', 'sms', 'in-L1', '2024-03-05 10:00+00',
+                    'out-L1', '2024-03-05 10:02+00', 'u1', 120000);
+            "#,
+        )
+        .await
+        .unwrap();
+    let args = [
+        "--from",
+        "2024-03-01",
+        "--to",
+        "2024-04-01",
+        "--tz",
+        "America/New_York",
+        "--format",
+        "json",
+    ];
+    let (stdout, stderr, ok) = report_with_mapping(&db, &args);
+    assert!(ok, "{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    let first = &json["setterResponseTime"][0];
+    assert_eq!(
+        (&first["excluded"], &first["booked"]),
+        (&Value::from(1), &Value::from(0)),
+        "{first}"
+    );
+    let sent: i64 = json["aiDrafts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["booked"].as_i64().unwrap()
+                + c["notBooked"].as_i64().unwrap()
+                + c["excluded"].as_i64().unwrap()
+        })
+        .sum();
+    assert_eq!(
+        sent, 0,
+        "the draft was sent before the window: {}",
+        json["aiDrafts"]
+    );
+}

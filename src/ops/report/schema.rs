@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
-use super::source_sql::{self, IndexSpec};
+use super::source_sql::{self, IndexSpec, NaiveColumns};
 use crate::source::decode::TableMapping;
 
 /// Serializes the function part across reports ("rt_analy" in ASCII).
@@ -37,10 +37,41 @@ const VERSION_FUNCTION: &str = "replytime_analytics_version";
 /// Creates or replaces the analytics functions for `mapping`, then makes sure the
 /// indexes exist.
 pub async fn apply_analytics_schema(client: &Client, mapping: &TableMapping) -> anyhow::Result<()> {
-    let sql = source_sql::render(mapping)?;
+    let naive = naive_columns(client, mapping)
+        .await
+        .context("reading the types of the mapped timestamp columns")?;
+    let sql = source_sql::render(mapping, &naive)?;
     apply_functions(client, &sql.functions).await?;
     ensure_indexes(client, &sql.indexes).await;
     Ok(())
+}
+
+/// Which mapped timestamp columns are `timestamp` without time zone.
+async fn naive_columns(
+    client: &Client,
+    mapping: &TableMapping,
+) -> Result<NaiveColumns, tokio_postgres::Error> {
+    let q = source_sql::quote_ident;
+    let naive = |table: String| async move {
+        let rows = client
+            .query(
+                "SELECT a.attname::text FROM pg_attribute a \
+                 WHERE a.attrelid = to_regclass($1) AND a.atttypid = 'timestamp'::regtype \
+                   AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&table],
+            )
+            .await?;
+        Ok::<Vec<String>, tokio_postgres::Error>(rows.iter().map(|r| r.get(0)).collect())
+    };
+    Ok(NaiveColumns {
+        lead: naive(format!("{}.{}", q(&mapping.schema), q(&mapping.lead.table))).await?,
+        message: naive(format!(
+            "{}.{}",
+            q(&mapping.schema),
+            q(&mapping.message.table)
+        ))
+        .await?,
+    })
 }
 
 /// Hex SHA-256 of the function part: what `replytime_analytics_version()` returns.
@@ -197,7 +228,7 @@ mod tests {
 
     #[test]
     fn the_index_part_holds_only_concurrent_index_statements() {
-        let sql = source_sql::render(&TableMapping::default()).unwrap();
+        let sql = source_sql::render(&TableMapping::default(), &NaiveColumns::default()).unwrap();
         assert!(
             sql.functions
                 .contains("CREATE OR REPLACE FUNCTION replytime_setter_buckets")

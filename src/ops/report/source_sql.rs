@@ -50,8 +50,28 @@ pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The mapped timestamp columns whose type is `timestamp` without time zone,
+/// read as UTC (Prisma's convention, as the daemon reads them, SPEC 8); the
+/// others are `timestamptz`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct NaiveColumns {
+    pub lead: Vec<String>,
+    pub message: Vec<String>,
+}
+
+/// `t."col"`, or `(t."col" AT TIME ZONE 'UTC')` for a `timestamp` column, so a
+/// naive time means UTC whatever the session's time zone (the report sets it
+/// to --tz).
+fn instant(column: &str, naive: &[String]) -> String {
+    if naive.iter().any(|c| c == column) {
+        format!("(t.{} AT TIME ZONE 'UTC')", quote_ident(column))
+    } else {
+        format!("t.{}", quote_ident(column))
+    }
+}
+
 /// The analytics SQL with the source functions and indexes of `mapping`.
-pub(super) fn render(mapping: &TableMapping) -> anyhow::Result<AnalyticsSql> {
+pub(super) fn render(mapping: &TableMapping, naive: &NaiveColumns) -> anyhow::Result<AnalyticsSql> {
     check_names(mapping)?;
     let (functions, _) = ANALYTICS_SQL
         .split_once(INDEX_MARKER)
@@ -65,7 +85,7 @@ pub(super) fn render(mapping: &TableMapping) -> anyhow::Result<AnalyticsSql> {
     let functions = format!(
         "{}{}{}",
         &functions[..start],
-        source_functions(mapping),
+        source_functions(mapping, naive),
         &functions[end..]
     );
     Ok(AnalyticsSql {
@@ -127,7 +147,7 @@ fn check_names(mapping: &TableMapping) -> anyhow::Result<()> {
 
 /// The three `replytime_source_*` functions: the only SQL that names the
 /// application's tables and columns.
-fn source_functions(mapping: &TableMapping) -> String {
+fn source_functions(mapping: &TableMapping, naive: &NaiveColumns) -> String {
     let q = quote_ident;
     let (lead, b, draft, message) = (
         &mapping.lead,
@@ -143,8 +163,8 @@ RETURNS TABLE (id text, "clientId" text, "appointmentBookedAt" timestamptz,
                "calendlyInviteeUri" text, "calendlyScheduledEventUri" text)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT t.{}::text, t.{}::text, t.{},
-           t.{}, t.{}::text,
+    SELECT t.{}::text, t.{}::text, {},
+           {}, t.{}::text,
            t.{}::text, t.{}::text
     FROM {} t
 $$;
@@ -163,7 +183,7 @@ CREATE OR REPLACE FUNCTION replytime_source_draft_sends()
 RETURNS TABLE ("aiDraftId" text, "sentAt" timestamptz)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT t.{}::text, t.{}
+    SELECT t.{}::text, {}
     FROM {} t
     WHERE t.{} IS NOT NULL AND t.{} = 'outbound'
 $$;
@@ -171,8 +191,8 @@ $$;
 "#,
         q(&lead.id),
         q(&lead.client_id),
-        q(&b.appointment_booked_at),
-        q(&b.appointment_canceled_at),
+        instant(&b.appointment_booked_at, &naive.lead),
+        instant(&b.appointment_canceled_at, &naive.lead),
         q(&b.ghl_appointment_id),
         q(&b.calendly_invitee_uri),
         q(&b.calendly_scheduled_event_uri),
@@ -183,7 +203,7 @@ $$;
         q(&draft.response_disposition),
         table(&draft.table),
         q(&message.ai_draft_id),
-        q(&message.sent_at),
+        instant(&message.sent_at, &naive.message),
         table(&message.table),
         q(&message.ai_draft_id),
         q(&message.direction),
@@ -260,7 +280,7 @@ mod tests {
 
     #[test]
     fn the_file_is_the_rendering_of_the_default_mapping() {
-        let sql = render(&TableMapping::default()).unwrap();
+        let sql = render(&TableMapping::default(), &NaiveColumns::default()).unwrap();
         let (file_functions, _) = ANALYTICS_SQL.split_once(INDEX_MARKER).unwrap();
         assert_eq!(sql.functions, file_functions);
         let rendered: Vec<String> = sql.indexes.iter().map(|i| i.statement.clone()).collect();
@@ -277,7 +297,7 @@ mod tests {
              [message]\ntable = 'messages'\nsent_at = 'sent_at'\nai_draft_id = 'draft_id'",
         )
         .unwrap();
-        let sql = render(&mapping).unwrap();
+        let sql = render(&mapping, &NaiveColumns::default()).unwrap();
         for reference in ["\"Lead\"", "\"AIDraft\"", "\"Message\"", "\"public\""] {
             assert!(
                 !sql.functions.contains(reference),
@@ -304,10 +324,28 @@ mod tests {
     }
 
     #[test]
+    fn naive_timestamps_are_read_as_utc() {
+        let naive = NaiveColumns {
+            lead: vec!["appointmentBookedAt".into()],
+            message: vec!["sentAt".into()],
+        };
+        let sql = render(&TableMapping::default(), &naive).unwrap();
+        assert!(sql.functions.contains(
+            "(t.\"appointmentBookedAt\" AT TIME ZONE 'UTC'),\n           t.\"appointmentCanceledAt\","
+        ));
+        assert!(
+            sql.functions
+                .contains("SELECT t.\"aiDraftId\"::text, (t.\"sentAt\" AT TIME ZONE 'UTC')")
+        );
+    }
+
+    #[test]
     fn names_that_break_the_quoting_are_refused_with_their_key() {
         let mut mapping = TableMapping::default();
         mapping.message.sent_at = "sent$$at".into();
-        let err = render(&mapping).unwrap_err().to_string();
+        let err = render(&mapping, &NaiveColumns::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tables.message.sent_at"), "{err}");
     }
 
