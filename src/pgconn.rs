@@ -452,6 +452,36 @@ mod tests {
     }
 
     #[test]
+    fn client_certificates_allow_and_system_roots_parse_as_in_libpq() {
+        let target =
+            parse_url("postgres://u@h/db?sslmode=allow&sslcert=/c.crt&sslkey=/c.key").unwrap();
+        assert_eq!(target.tls.mode, SslMode::Allow);
+        assert_eq!(target.tls.client_cert, Some(PathBuf::from("/c.crt")));
+        assert_eq!(target.tls.client_key, Some(PathBuf::from("/c.key")));
+        assert_eq!(
+            target.tls.mode.attempts(),
+            (PgSslMode::Disable, Some(PgSslMode::Require))
+        );
+        assert_eq!(
+            SslMode::Prefer.attempts(),
+            (PgSslMode::Prefer, Some(PgSslMode::Disable))
+        );
+        assert_eq!(SslMode::VerifyCa.attempts(), (PgSslMode::Require, None));
+
+        // sslrootcert=system: verify-full by default, nothing weaker (libpq 16+).
+        let system = parse_url("host=h user=u sslrootcert=system").unwrap();
+        assert_eq!(system.tls.mode, SslMode::VerifyFull);
+        for weak in ["disable", "allow", "prefer", "require", "verify-ca"] {
+            let err = parse_url(&format!(
+                "postgres://u@h/db?sslrootcert=system&sslmode={weak}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&format!("weak sslmode \"{weak}\"")), "{err}");
+        }
+    }
+
+    #[test]
     fn endpoints_of_several_hosts_and_ipv6() {
         let target = parse_url("host=a,::1 port=1,2 user=u").unwrap();
         assert_eq!(target.endpoint(), "a:1,[::1]:2");

@@ -4,6 +4,7 @@
 //! connects.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::common::{cluster, fresh_database};
 use crate::support::{Daemon, slot_for, wait_streaming};
@@ -101,4 +102,82 @@ fn validate_config_refuses_tls_settings_that_cannot_work() {
     let (ok, text) =
         validate_config("postgres://rt:s3cret@db/app?sslmode=verify-full&sslrootcert=system");
     assert!(ok, "system roots (ca-certificates) are valid: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_streams_over_verify_full_with_a_client_certificate_from_a_hostssl_only_server()
+{
+    use crate::common::tls_cluster::{Hba, TLS_USER, TlsClusterSpec, start_tls_cluster};
+    use crate::support::{confirmed_lsn, current_lsn, eventually};
+
+    let server = start_tls_cluster(&TlsClusterSpec {
+        ssl: true,
+        hba: Hba::ClientCert,
+        server_names: "DNS:localhost",
+    });
+    let superuser = crate::common::connect(&server.superuser_url()).await;
+    superuser
+        .batch_execute(&format!("CREATE DATABASE app OWNER {TLS_USER}"))
+        .await
+        .expect("create the application database");
+    let app = crate::common::connect(&format!("{} dbname=app", server.superuser_url())).await;
+    // The tables belong to the role, so it may publish them.
+    app.batch_execute(&format!(
+        "SET ROLE {TLS_USER}; {}; RESET ROLE",
+        include_str!("../../schema/source.sql")
+    ))
+    .await
+    .expect("the source schema");
+    let ca = server.ca.display().to_string();
+    let url = crate::matrix::url(&server, "localhost", Some("verify-full"), Some(&ca), true)
+        .replace("/postgres?", "/app?");
+    let state = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::spawn(&url, state.path(), &[]);
+    wait_streaming(&app, &url).await;
+    app.batch_execute(
+        "INSERT INTO \"Message\" (id, \"leadId\", channel, direction, \"sentAt\") \
+         VALUES ('m-1', 'lead-1', 'email', 'inbound', now())",
+    )
+    .await
+    .expect("the application's insert");
+    let written = current_lsn(&app).await;
+    let slot = slot_for(&url);
+    eventually(
+        Duration::from_secs(60),
+        "the slot to confirm the insert",
+        || async {
+            confirmed_lsn(&app, &slot)
+                .await
+                .is_some_and(|lsn| lsn >= written)
+        },
+    )
+    .await;
+    // Every connection of the daemon, the walsender included, is TLS with its
+    // client certificate.
+    let rows = superuser
+        .query(
+            "SELECT a.backend_type, s.ssl, coalesce(s.client_dn, '') FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.usename = $1",
+            &[&TLS_USER],
+        )
+        .await
+        .expect("read pg_stat_ssl");
+    assert!(
+        rows.iter().any(|r| r.get::<_, String>(0) == "walsender"),
+        "the replication session is among the daemon's connections"
+    );
+    assert!(rows.len() >= 2, "admin or sink, and the walsender");
+    for row in &rows {
+        let (kind, ssl, dn): (String, bool, String) = (row.get(0), row.get(1), row.get(2));
+        assert!(ssl, "{kind} is not encrypted");
+        assert!(
+            dn.contains(TLS_USER),
+            "{kind} without the client certificate: {dn:?}"
+        );
+    }
+    assert!(
+        daemon.stop().success(),
+        "daemon log:\n{}",
+        daemon.log_text()
+    );
 }
