@@ -32,7 +32,7 @@ async fn open(settings: &Settings) -> anyhow::Result<(Arc<Store>, Sink)> {
             "{e}\n(replay and rebuild need the daemon stopped: it holds the state directory)"
         )
     })?;
-    let sink = Sink::for_settings(settings).await?;
+    let sink = Sink::for_settings(settings).await?.repairing();
     sink.migrate().await?;
     Ok((store, sink))
 }

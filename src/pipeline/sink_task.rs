@@ -157,7 +157,10 @@ pub async fn flush_batch(
         .filter(|(_, e)| e.complete)
         .map(|(_, e)| e.end_lsn)
         .max();
-    let ops: Vec<_> = entries.into_iter().flat_map(|(_, e)| e.ops).collect();
+    let ops: Vec<_> = entries
+        .into_iter()
+        .flat_map(|(_, e)| e.ops.into_iter().map(move |op| (e.end_lsn, op)))
+        .collect();
     let started = Instant::now();
     let stats = sink.write_batch(slot, &ops, progress).await?;
     METRICS

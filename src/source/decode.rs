@@ -218,13 +218,14 @@ impl TableMapping {
     }
 
     /// The lead id column of the tables sharded by lead (SPEC 9); `None` for the
-    /// tables every shard reads.
+    /// tables every shard reads. `"BackgroundJob"` goes to every shard: a job that a
+    /// lead merge moves to another shard is then an update there, not an insert,
+    /// and keeps the delay record of its original insert.
     pub fn lead_column(&self, table: Table) -> Option<&str> {
         match table {
             Table::Message => Some(&self.message.lead_id),
             Table::AiDraft => Some(&self.ai_draft.lead_id),
-            Table::BackgroundJob => Some(&self.background_job.lead_id),
-            Table::Lead | Table::EmailCampaign => None,
+            Table::BackgroundJob | Table::Lead | Table::EmailCampaign => None,
         }
     }
 
