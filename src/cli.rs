@@ -102,11 +102,11 @@ pub enum Command {
         /// Write only anchors whose inbound message is at most this many days old
         /// (older ones are still derived into the state; their sink rows are left as
         /// they are).
-        #[arg(long, value_name = "DAYS")]
+        #[arg(long, value_name = "DAYS", value_parser = parse_days)]
         lookback_days: Option<u32>,
         /// Rows per source batch and row operations per sink transaction (default:
         /// load_batch_rows and sink_batch_ops).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = parse_positive)]
         batch_size: Option<usize>,
         /// Read and derive into a throwaway directory, write nothing, and print what
         /// would be written.
@@ -129,13 +129,13 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         transactions: u64,
         /// Transactions per second (0 = as fast as possible).
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
         rate: f64,
         /// How long to run, e.g. 30s or 5m.
         #[arg(long, value_parser = parse_duration)]
         duration: Option<std::time::Duration>,
         /// Lead ids in play.
-        #[arg(long, default_value_t = 2_000)]
+        #[arg(long, default_value_t = 2_000, value_parser = parse_positive)]
         leads: usize,
         /// Create the reference source tables first (schema/source.sql).
         #[arg(long)]
@@ -196,13 +196,18 @@ pub fn init_tracing(format: LogFormat, level: &str) {
     }
 }
 
-/// Parses `30s`, `5m`, `2h` or plain seconds.
+/// Parses `30s`, `5m`, `2h`, `250ms` or plain seconds: a finite, non-negative
+/// amount that fits a `Duration` (never a panic on `-5s`, `inf` or `1e300h`).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let (number, unit) =
-        text.split_at(text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 2h"))?;
+    let bad = || format!("{text:?} is not a duration like 30s, 5m, 2h or 250ms");
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad());
+    }
+    let value: f64 = number.parse().map_err(|_| bad())?;
     let seconds = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
@@ -214,5 +219,95 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
             ));
         }
     };
-    Ok(std::time::Duration::from_secs_f64(seconds))
+    std::time::Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text:?} is too long a duration"))
+}
+
+/// A rate per second: a finite number ≥ 0 (`0` = as fast as possible).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: give a number of transactions per second, 0 or more"
+        )),
+    }
+}
+
+/// A count that must be at least 1 (a batch size, a number of leads).
+pub fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of 1 or more")),
+    }
+}
+
+/// Days of lookback: 0 to 1,000,000 (about 2,700 years; more is no date).
+pub fn parse_days(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(days) if days <= 1_000_000 => Ok(days),
+        _ => Err(format!(
+            "{text:?} is not a number of days from 0 to 1000000"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_or_say_why_never_panic() {
+        assert_eq!(
+            parse_duration("30s"),
+            Ok(std::time::Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_duration("5m"),
+            Ok(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_duration("1.5"),
+            Ok(std::time::Duration::from_millis(1500))
+        );
+        for bad in [
+            "-5s",
+            "inf",
+            "-inf",
+            "infs",
+            "nan",
+            "NaN",
+            "1e400s",
+            "1e30h",
+            "",
+            "s",
+            "5 s",
+            "+5s",
+            "5x",
+            "99999999999999999999999h",
+            ".",
+            "1..2s",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn numbers_parse_or_say_why() {
+        assert_eq!(parse_rate("0"), Ok(0.0));
+        assert_eq!(parse_rate("2.5"), Ok(2.5));
+        for bad in ["-1", "inf", "NaN", "1e999", "x"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_positive("5"), Ok(5));
+        for bad in ["0", "-1", "1.5", "x"] {
+            assert!(parse_positive(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_days("90"), Ok(90));
+        assert!(parse_days("4294967295").is_err());
+    }
 }

@@ -226,21 +226,6 @@ pub enum PgConnError {
     },
 }
 
-impl PgConnError {
-    /// Whether trying again later may succeed (server down or busy), as opposed to a
-    /// setting an operator must fix (credentials, database name, TLS, URL).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            PgConnError::Unreachable { .. } => true,
-            // Connection exceptions, too many connections, server starting/stopping.
-            PgConnError::Rejected { code, .. } => ["08", "53", "57"]
-                .iter()
-                .any(|class| code.starts_with(class)),
-            _ => false,
-        }
-    }
-}
-
 /// Connects to `url`, spawning the task that drives the connection.
 pub async fn connect(url: &str, application_name: &str) -> Result<Client, PgConnError> {
     let mut target = parse_url(url)?;

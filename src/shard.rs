@@ -2,23 +2,26 @@
 //! `(hashtext("leadId") & 2147483647) % N = k`.
 //!
 //! ```text
-//!  "Message", "AIDraft", "BackgroundJob" ──row filter on "leadId"──▶ shard k's publication
-//!  "Lead", "EmailCampaign" (small) ─────────── every shard ─────────▶ shard k's publication
+//!  "Message", "AIDraft" ──────── row filter on "leadId" ──▶ shard k's publication
+//!  "Lead", "EmailCampaign", "BackgroundJob" ── every shard ─▶ shard k's publication
 //!  shard k's slot ─▶ shard k's daemon and RocksDB ─▶ the one "ResponseTimingEvent"
 //! ```
 //!
 //! A thread is one (lead, channel), so it never spans shards. The predicate runs
 //! inside the application's writes (publication row filters are evaluated by the
-//! walsender, and the sink conditions by replytime's own statements): it must never
-//! raise, so it masks the sign bit instead of `abs(hashtext(x))`, which overflows
-//! for `-2147483648`. A NULL `"leadId"` matches no shard (such rows are quarantined
+//! walsender, and the repair statements by replytime's own): it must never raise,
+//! so it masks the sign bit instead of `abs(hashtext(x))`, which overflows for
+//! `-2147483648`. A NULL `"leadId"` matches no shard (such rows are quarantined
 //! anyway, SPEC 4).
 //!
-//! A message moved to a lead of another shard leaves shard a (a DELETE through its
-//! row filter) and enters shard b (an INSERT), in whichever order the two daemons
-//! get there. The sink statements of a sharded daemon therefore only touch rows
-//! whose `"leadId"` it owns: a late upsert or delete from shard a never overwrites
-//! or removes the row shard b wrote for the message's new lead.
+//! Rows move: a lead merge moves an inbound message with its drafts, AI sends and
+//! jobs to a lead of another shard in one transaction. Shard a sees deletes (through
+//! its row filter), shard b inserts, each in its own time, with the same commit
+//! LSN. The streaming sink orders writes by that LSN (`crate::sink`), so either
+//! order ends with shard b's row. Jobs go to every shard unfiltered, so shard b
+//! already holds the job with the delay record of its original insert (SPEC 3.6)
+//! when the merge moves it: the cost is every shard storing and decoding every
+//! job. Repairs (`replay`, `rebuild`, `backfill`) touch only their shard's rows.
 
 use std::fmt;
 use std::str::FromStr;

@@ -81,17 +81,24 @@ fn full_row(inbound: &str) -> TimingRow {
     }
 }
 
-fn upsert(row: TimingRow, lsn: u64) -> SinkOp {
-    SinkOp::Upsert {
+fn upsert(row: TimingRow, lsn: u64) -> (Lsn, SinkOp) {
+    let op = SinkOp::Upsert {
         row,
         source_lsn: Lsn(lsn),
-    }
+    };
+    (Lsn(lsn), op)
 }
 
-fn delete(inbound: &str) -> SinkOp {
-    SinkOp::Delete {
+/// A delete later than anything the test stored.
+fn delete(inbound: &str) -> (Lsn, SinkOp) {
+    delete_at(inbound, u64::MAX >> 1)
+}
+
+fn delete_at(inbound: &str, lsn: u64) -> (Lsn, SinkOp) {
+    let op = SinkOp::Delete {
         inbound_message_id: inbound.into(),
-    }
+    };
+    (Lsn(lsn), op)
 }
 
 fn stats(upserted: u64, deleted: u64, unchanged: u64) -> WriteStats {
@@ -319,14 +326,14 @@ async fn the_last_op_of_an_inbound_message_in_a_batch_wins() {
 #[tokio::test]
 async fn batches_larger_than_one_statement_are_written_whole() {
     let (db, mut sink) = migrated_sink().await;
-    let ops: Vec<SinkOp> = (0..4_500)
+    let ops: Vec<(Lsn, SinkOp)> = (0..4_500)
         .map(|i| upsert(minimal_row(&format!("m{i:05}")), 5))
         .collect();
     assert_eq!(
         sink.write_batch(SLOT, &ops, Some(Lsn(5))).await.unwrap(),
         stats(4_500, 0, 0)
     );
-    let deletes: Vec<SinkOp> = (0..4_500)
+    let deletes: Vec<(Lsn, SinkOp)> = (0..4_500)
         .step_by(2)
         .map(|i| delete(&format!("m{i:05}")))
         .collect();
@@ -381,7 +388,7 @@ async fn a_failed_batch_writes_neither_rows_nor_progress() {
         .write_batch(SLOT, &ops, Some(Lsn(2)))
         .await
         .unwrap_err();
-    assert!(!err.is_retryable(), "bad data is not transient: {err}");
+    assert!(!retryable(&err), "bad data is not transient: {err}");
     assert!(err.to_string().contains("upsert of 2 rows"), "{err}");
     assert_eq!(inbound_ids(&stored_rows(&db.client).await), vec!["a"]);
     assert_eq!(sink.progress(SLOT).await.unwrap(), Some(Lsn(1)));
@@ -411,7 +418,7 @@ async fn a_lost_connection_is_retryable() {
         .await
         .unwrap_err();
     assert!(
-        err.is_retryable(),
+        retryable(&err),
         "a terminated connection must be retryable: {err:?}"
     );
 }
@@ -469,7 +476,7 @@ async fn another_schema_version_is_a_clear_fatal_error() {
         ),
         "{err:?}"
     );
-    assert!(!err.is_retryable());
+    assert!(!retryable(&err));
     let text = err.to_string();
     for part in [
         "version 2",
@@ -543,7 +550,7 @@ async fn a_closed_port_is_unreachable() {
     let url = format!("postgres://someone:hunter2@127.0.0.1:{port}/db");
     let err = pgconn::connect(&url, "test").await.unwrap_err();
     assert!(matches!(err, PgConnError::Unreachable { .. }), "{err:?}");
-    assert!(err.is_retryable());
+    assert!(retryable(&err));
     assert_names(
         &err,
         &[&format!("127.0.0.1:{port}"), "someone", "cannot reach"],
@@ -554,7 +561,7 @@ async fn a_closed_port_is_unreachable() {
         .await
         .err()
         .expect("the sink cannot connect");
-    assert!(err.is_retryable());
+    assert!(retryable(&err));
     assert_names(&err, &["sink connection", "cannot reach"], Some("hunter2"));
 }
 
@@ -582,7 +589,7 @@ async fn a_wrong_password_is_an_authentication_failure() {
         .await
         .unwrap_err();
     assert!(matches!(err, PgConnError::AuthFailed { .. }), "{err:?}");
-    assert!(!err.is_retryable());
+    assert!(!retryable(&err));
     assert_names(
         &err,
         &[
@@ -613,7 +620,7 @@ async fn a_missing_database_is_named() {
         matches!(err, PgConnError::DatabaseMissing { .. }),
         "{err:?}"
     );
-    assert!(!err.is_retryable());
+    assert!(!retryable(&err));
     assert_names(
         &err,
         &[
@@ -676,7 +683,7 @@ async fn sslmodes_encrypt_and_verify_as_libpq_does() {
         .await
         .unwrap_err();
     assert!(matches!(err, PgConnError::Tls { .. }), "{err:?}");
-    assert!(!err.is_retryable());
+    assert!(!retryable(&err));
     assert_names(
         &err,
         &[
@@ -779,7 +786,7 @@ async fn deletes_find_rows_by_index_after_the_table_grew_from_empty() {
         let ops = [delete(&format!("absent-{i}"))];
         sink.write_batch(SLOT, &ops, None).await.unwrap();
     }
-    let rows: Vec<SinkOp> = (0..20_000)
+    let rows: Vec<(Lsn, SinkOp)> = (0..20_000)
         .map(|i| upsert(minimal_row(&format!("m{i}")), 1))
         .collect();
     sink.write_batch(SLOT, &rows, None).await.unwrap();
@@ -787,7 +794,7 @@ async fn deletes_find_rows_by_index_after_the_table_grew_from_empty() {
 
     let mut deleted = 0;
     for batch in 0..5 {
-        let ops: Vec<SinkOp> = (0..100)
+        let ops: Vec<(Lsn, SinkOp)> = (0..100)
             .map(|i| delete(&format!("m{}", batch * 100 + i)))
             .collect();
         deleted += sink.write_batch(SLOT, &ops, None).await.unwrap().deleted;
@@ -798,5 +805,112 @@ async fn deletes_find_rows_by_index_after_the_table_grew_from_empty() {
         sink_seq_scans(&db, &sink).await,
         before,
         "deletes scanned the table"
+    );
+}
+
+/// What the daemon's error policy says about a sink error.
+fn retryable(err: &(dyn std::error::Error + 'static)) -> bool {
+    replytime::pipeline::policy::classify(err) == replytime::pipeline::policy::Next::Retry
+}
+
+// ---- rows that move between shards (SPEC 9) ----
+
+fn on_lead(inbound: &str, lead: &str) -> TimingRow {
+    TimingRow {
+        lead_id: lead.into(),
+        ..minimal_row(inbound)
+    }
+}
+
+async fn stored_lead(db: &common::TestDb, inbound: &str) -> Option<String> {
+    db.client
+        .query_opt(
+            r#"SELECT "leadId" FROM "ResponseTimingEvent" WHERE "inboundMessageId" = $1"#,
+            &[&inbound],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[tokio::test]
+async fn writes_settle_by_lsn_whichever_shard_delivers_first() {
+    let (db, mut old_shard) = migrated_sink().await;
+    let mut new_shard = Sink::connect(&db.url).await.unwrap();
+    for (first, second) in [("new", "old"), ("old", "new")] {
+        let id = format!("moved-{first}-first");
+        old_shard
+            .write_batch(SLOT, &[upsert(on_lead(&id, "a"), 10)], None)
+            .await
+            .unwrap();
+        // The merge commits at 20: the old shard deletes, the new one upserts.
+        for who in [first, second] {
+            let (sink, op) = match who {
+                "new" => (&mut new_shard, upsert(on_lead(&id, "b"), 20)),
+                _ => (&mut old_shard, delete_at(&id, 20)),
+            };
+            sink.write_batch(SLOT, &[op], None).await.unwrap();
+        }
+        assert_eq!(stored_lead(&db, &id).await.as_deref(), Some("b"), "{id}");
+        // A late upsert of the old lead (before the merge) changes nothing.
+        old_shard
+            .write_batch(SLOT, &[upsert(on_lead(&id, "a"), 15)], None)
+            .await
+            .unwrap();
+        assert_eq!(stored_lead(&db, &id).await.as_deref(), Some("b"), "{id}");
+    }
+    // A later delete still removes the row.
+    new_shard
+        .write_batch(SLOT, &[delete_at("moved-new-first", 21)], None)
+        .await
+        .unwrap();
+    assert_eq!(stored_lead(&db, "moved-new-first").await, None);
+}
+
+#[tokio::test]
+async fn a_repairing_sink_writes_regardless_of_lsn_but_only_its_shards_rows() {
+    let (db, mut sink) = migrated_sink().await;
+    let shard: replytime::shard::Shard = "0/2".parse().unwrap();
+    let client = &db.client;
+    let lead_of = |k: i32| async move {
+        let lead: String = client
+            .query_one(
+                "SELECT id FROM (SELECT 'lead' || g AS id FROM generate_series(1, 100) g) c \
+                 WHERE (hashtext(id) & 2147483647) % 2 = $1 LIMIT 1",
+                &[&k],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        lead
+    };
+    let (mine, theirs) = (lead_of(0).await, lead_of(1).await);
+    let ops = [
+        upsert(on_lead("m", &mine), 50),
+        upsert(on_lead("t", &theirs), 50),
+    ];
+    sink.write_batch(SLOT, &ops, None).await.unwrap();
+    let mut repair = Sink::connect(&db.url)
+        .await
+        .unwrap()
+        .with_shard(Some(shard))
+        .repairing();
+    let older = [
+        upsert(
+            TimingRow {
+                client_id: "repaired".into(),
+                ..on_lead("m", &mine)
+            },
+            7,
+        ),
+        delete_at("t", 7),
+    ];
+    repair.write_batch(SLOT, &older, None).await.unwrap();
+    let rows = stored_rows(&db.client).await;
+    assert_eq!(rows[0].row.client_id, "repaired", "regardless of its LSN");
+    assert_eq!(
+        inbound_ids(&rows),
+        vec!["m", "t"],
+        "never another shard's row"
     );
 }

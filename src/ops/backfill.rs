@@ -125,7 +125,7 @@ pub async fn backfill(
     let admin = crate::pgconn::connect(settings.source_url(), "replytime-backfill").await?;
     let server = admin::server_info(&admin).await?;
     admin::check_tables(&admin, &settings.tables).await?;
-    let sink = Sink::for_settings(&settings).await?;
+    let sink = Sink::for_settings(&settings).await?.repairing();
 
     // The dry run works in a throwaway directory next to nothing of the daemon's.
     let scratch;

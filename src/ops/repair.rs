@@ -32,7 +32,7 @@ async fn open(settings: &Settings) -> anyhow::Result<(Arc<Store>, Sink)> {
             "{e}\n(replay and rebuild need the daemon stopped: it holds the state directory)"
         )
     })?;
-    let sink = Sink::for_settings(settings).await?;
+    let sink = Sink::for_settings(settings).await?.repairing();
     sink.migrate().await?;
     Ok((store, sink))
 }
@@ -138,7 +138,7 @@ pub(crate) async fn prune_strays(
 ) -> anyhow::Result<u64> {
     const PAGE: i64 = 10_000;
     let client = sink.client();
-    let since = since.map(Timestamp::to_chrono);
+    let since = since.and_then(Timestamp::to_chrono);
     // A sharded daemon only looks at (and deletes) rows of its own leads.
     let owned = sink.owns(r#""leadId""#);
     let page = client

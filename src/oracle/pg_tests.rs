@@ -104,7 +104,7 @@ async fn sink_rows_round_trip_through_postgres() {
 }
 
 async fn insert_sink_row(client: &Client, r: &TimingRow) {
-    let t = |t: Option<crate::change::Timestamp>| t.map(|t| t.to_chrono());
+    let t = |t: Option<crate::change::Timestamp>| t.and_then(|t| t.to_chrono());
     let sql = r#"INSERT INTO "ResponseTimingEvent" (id, "clientId", "leadId", channel,
         "inboundMessageId", "inboundSentAt", "setterResponseMessageId", "setterResponseSentAt",
         "setterSentByUserId", "setterResponseMs", "aiDraftId", "aiResponseMessageId",

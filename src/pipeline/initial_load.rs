@@ -21,16 +21,17 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{Context, PipelineError};
-use crate::change::{Change, Timestamp, TxnMeta};
+use crate::change::{Timestamp, TxnMeta};
 use crate::engine::Engine;
 use crate::fault;
 use crate::lsn::Lsn;
 use crate::ops::metrics::METRICS;
 use crate::ops::progress::Progress;
 use crate::source::SourceError;
-use crate::source::load::{LOAD_ORDER, page_sql, read_page};
+use crate::source::decode::{LoadShape, Quarantined};
+use crate::source::load::{LOAD_ORDER, Page, null_ids_sql, page_sql, read_page};
 use crate::source::stream::{StreamOptions, create_slot_with_snapshot};
-use crate::store::{Cf, meta};
+use crate::store::{Cf, QuarantineRecord, meta};
 
 pub async fn run(ctx: &Arc<Context>, engine: &mut Engine) -> Result<(), PipelineError> {
     load(ctx, engine, true).await.map(|_| ())
@@ -89,7 +90,8 @@ pub async fn load(
     client
         .batch_execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {import} \
-             SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = 'UTC'",
+             SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = 'UTC'; \
+             SET LOCAL DateStyle = 'ISO'",
             ctx.settings.statement_timeout_ms
         ))
         .await
@@ -171,8 +173,15 @@ async fn copy_tables(
     // own, a page or two ahead of applying them here.
     let (pages, mut received) = tokio::sync::mpsc::channel(PAGES_AHEAD);
     let reader = tokio::spawn(read_pages(ctx.clone(), client.clone(), pages));
-    while let Some(rows) = received.recv().await {
-        let changes: Vec<Change> = rows.into_iter().map(Change::Insert).collect();
+    let mut quarantined: u32 = 0;
+    while let Some(page) = received.recv().await {
+        let Page {
+            changes,
+            quarantined: rows,
+        } = page;
+        if !rows.is_empty() {
+            quarantine(ctx, consistent_point, &mut quarantined, rows)?;
+        }
         engine.apply_chunk(consistent_point, seq, &changes)?;
         seq += changes.len() as u32;
         METRICS.initial_load_rows.inc_by(changes.len() as u64);
@@ -191,6 +200,30 @@ async fn copy_tables(
     Ok(())
 }
 
+/// Keeps the rows the load cannot place, as the stream does (SPEC 4 and 8).
+fn quarantine(
+    ctx: &Arc<Context>,
+    at: Lsn,
+    count: &mut u32,
+    rows: Vec<Quarantined>,
+) -> Result<(), PipelineError> {
+    let tx = ctx.store.begin();
+    for q in rows {
+        METRICS.quarantined.inc();
+        tracing::warn!(table = %q.table, row_id = ?q.row_id, reason = %q.reason, lsn = %at, "quarantined a row of the initial load");
+        let record = QuarantineRecord {
+            commit_lsn: at,
+            table: q.table,
+            row_id: q.row_id,
+            reason: q.reason,
+        };
+        tx.put_quarantine(*count, &record)?;
+        *count += 1;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// Pages read ahead of the one being applied.
 const PAGES_AHEAD: usize = 2;
 
@@ -199,10 +232,11 @@ const PAGES_AHEAD: usize = 2;
 async fn read_pages(
     ctx: Arc<Context>,
     client: Arc<tokio_postgres::Client>,
-    pages: tokio::sync::mpsc::Sender<Vec<crate::change::Row>>,
+    pages: tokio::sync::mpsc::Sender<Page>,
 ) -> Result<(), SourceError> {
     let settings = &ctx.settings;
     for table in LOAD_ORDER {
+        let shape = LoadShape::new(&settings.tables, table);
         let sql = page_sql(
             &settings.tables,
             table,
@@ -215,14 +249,33 @@ async fn read_pages(
             .map_err(SourceError::query("preparing the initial load query"))?;
         let mut after: Option<String> = None;
         loop {
-            let (rows, last) = read_page(&client, &statement, table, after.as_deref()).await?;
+            let (page, last) = read_page(&client, &statement, &shape, after.as_deref()).await?;
             if last.is_none() {
                 break;
             }
-            if pages.send(rows).await.is_err() {
+            if pages.send(page).await.is_err() {
                 return Ok(());
             }
             after = last;
+        }
+        let null_ids: i64 = client
+            .query_one(&null_ids_sql(&settings.tables, table, settings.shard), &[])
+            .await
+            .map_err(SourceError::query("counting source rows without an id"))?
+            .get(0);
+        let quarantined = (0..null_ids)
+            .map(|_| Quarantined {
+                table,
+                reason: "null id".into(),
+                row_id: None,
+            })
+            .collect();
+        let page = Page {
+            changes: Vec::new(),
+            quarantined,
+        };
+        if null_ids > 0 && pages.send(page).await.is_err() {
+            return Ok(());
         }
     }
     Ok(())

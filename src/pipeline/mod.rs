@@ -16,6 +16,7 @@
 //! transaction is open and the outbox is empty.
 
 mod initial_load;
+pub mod policy;
 mod sink_task;
 mod streaming;
 
@@ -62,17 +63,10 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
-    /// Whether restarting the stream from the durable LSN may help.
+    /// Whether restarting the stream from the durable LSN may help
+    /// ([`policy::classify`] decides).
     pub fn is_retryable(&self) -> bool {
-        match self {
-            PipelineError::Source(e) => e.is_retryable(),
-            PipelineError::Sink(e) => e.is_retryable(),
-            // Only reconnects get here (a failed first connect stops `run` before the
-            // stream starts): a server that is restarting or unreachable is retried.
-            PipelineError::Connect(e) => e.is_retryable(),
-            PipelineError::SinkDown(_) => true,
-            _ => false,
-        }
+        policy::classify(self) == policy::Next::Retry
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
 use super::Context;
+use super::policy::{Next, classify};
 use crate::fault;
 use crate::lsn::Lsn;
 use crate::ops::metrics::METRICS;
@@ -68,7 +69,7 @@ impl SinkTask {
                 Some(s) => s,
                 None => match Sink::for_settings(&self.ctx.settings).await {
                     Ok(s) => sink.insert(s),
-                    Err(e) if e.is_retryable() => {
+                    Err(e) if classify(&e) == Next::Retry => {
                         self.unhealthy(&e, &mut backoff).await;
                         if *self.stop.borrow() {
                             return Ok(());
@@ -86,7 +87,7 @@ impl SinkTask {
                     }
                     self.idle().await;
                 }
-                Err(e) if e.is_retryable() => {
+                Err(e) if classify(&e) == Next::Retry => {
                     sink = None;
                     self.unhealthy(&e, &mut backoff).await;
                     if *self.stop.borrow() {
@@ -156,7 +157,10 @@ pub async fn flush_batch(
         .filter(|(_, e)| e.complete)
         .map(|(_, e)| e.end_lsn)
         .max();
-    let ops: Vec<_> = entries.into_iter().flat_map(|(_, e)| e.ops).collect();
+    let ops: Vec<_> = entries
+        .into_iter()
+        .flat_map(|(_, e)| e.ops.into_iter().map(move |op| (e.end_lsn, op)))
+        .collect();
     let started = Instant::now();
     let stats = sink.write_batch(slot, &ops, progress).await?;
     METRICS

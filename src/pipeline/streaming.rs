@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use pgwire_replication::ReplicationEvent;
 use tokio::sync::watch;
 
+use super::policy::{Next, classify};
 use super::{Context, PipelineError};
-use crate::change::{Change, Table, Timestamp, TxnMeta};
+use crate::change::{Change, Timestamp, TxnMeta};
 use crate::engine::Engine;
 use crate::fault;
 use crate::lsn::Lsn;
@@ -17,6 +18,7 @@ use crate::ops::metrics::METRICS;
 use crate::source::SourceError;
 use crate::source::admin;
 use crate::source::decode::{Decoded, Decoder};
+use crate::source::framing::Framing;
 use crate::source::relay::{Received, Relay};
 use crate::source::stream::{StreamOptions, start_stream};
 use crate::store::{QuarantineRecord, meta};
@@ -67,7 +69,12 @@ pub async fn stream_forever(
             },
             Err(e) => e,
         };
-        if !err.is_retryable() {
+        // A slot invalidated or dropped under the session ends it with a server
+        // error (or a terminated connection): name it as a start would.
+        if let Some(slot_error) = slot_unusable(&ctx, &mut admin).await {
+            return Err(slot_error);
+        }
+        if classify(&err) != Next::Retry {
             return Err(err);
         }
         if started.elapsed() > Duration::from_secs(60) {
@@ -94,6 +101,8 @@ struct Session<'e> {
     batch: Vec<Received>,
     admin: Option<tokio_postgres::Client>,
     decoder: Decoder,
+    /// Begin … changes … Commit: anything else stops the pipeline.
+    framing: Framing,
     txn: Option<OpenTxn>,
     applied: Lsn,
     confirmed: Lsn,
@@ -142,6 +151,7 @@ impl<'e> Session<'e> {
             batch: Vec::new(),
             admin: Some(admin),
             decoder: Decoder::new(ctx.settings.tables.clone()),
+            framing: Framing::default(),
             txn: None,
             applied,
             confirmed,
@@ -164,7 +174,7 @@ impl<'e> Session<'e> {
                 _ = shutdown.changed() => return self.close().await,
                 _ = status.tick() => self.confirm()?,
                 _ = heartbeat.tick(), if self.ctx.settings.heartbeat_interval_ms > 0 => self.heartbeat().await,
-                _ = slot_check.tick() => self.check_slot().await,
+                _ = slot_check.tick() => self.check_slot().await?,
                 () = self.relay.next_batch(&mut self.batch) => self.on_batch()?,
                 () = std::future::ready(()), if self.engine.has_staged() => self.commit_staged()?,
             }
@@ -207,6 +217,7 @@ impl<'e> Session<'e> {
         match event {
             ReplicationEvent::Begin { final_lsn, .. } => {
                 let commit_lsn = Lsn::from(final_lsn);
+                self.framing.begin(commit_lsn).map_err(SourceError::from)?;
                 self.txn = Some(OpenTxn {
                     commit_lsn,
                     skip: commit_lsn < self.applied,
@@ -215,15 +226,23 @@ impl<'e> Session<'e> {
                     chunked: false,
                 });
             }
-            ReplicationEvent::XLogData { data, wal_end, .. } => {
-                METRICS.set_lsn("received", Lsn::from(wal_end));
-                self.on_data(&data)?;
-            }
-            ReplicationEvent::Commit {
-                end_lsn,
-                commit_time_micros,
+            ReplicationEvent::XLogData {
+                data,
+                wal_start,
+                wal_end,
                 ..
             } => {
+                METRICS.set_lsn("received", Lsn::from(wal_end));
+                self.on_data(&data, Lsn::from(wal_start))?;
+            }
+            ReplicationEvent::Commit {
+                lsn,
+                end_lsn,
+                commit_time_micros,
+            } => {
+                self.framing
+                    .commit(Lsn::from(lsn), Lsn::from(end_lsn))
+                    .map_err(SourceError::from)?;
                 self.on_commit(
                     Lsn::from(end_lsn),
                     Timestamp::from_pg_micros(commit_time_micros),
@@ -242,11 +261,16 @@ impl<'e> Session<'e> {
         Ok(())
     }
 
-    fn on_data(&mut self, data: &[u8]) -> Result<(), PipelineError> {
+    fn on_data(&mut self, data: &[u8], at: Lsn) -> Result<(), PipelineError> {
         let decoded = self.decoder.decode(data).map_err(SourceError::from)?;
-        let Some(txn) = self.txn.as_mut() else {
+        if !matches!(decoded, Decoded::Change(_) | Decoded::Quarantine(_)) {
             return Ok(());
-        };
+        }
+        self.framing.change(at).map_err(SourceError::from)?;
+        let txn = self
+            .txn
+            .as_mut()
+            .expect("the framing has a transaction open");
         if txn.skip {
             return Ok(());
         }
@@ -267,11 +291,10 @@ impl<'e> Session<'e> {
                 let tx = self.ctx.store.begin();
                 tx.put_quarantine(txn.next_seq + txn.buffer.len() as u32, &record)?;
                 tx.commit()?;
-                if let (Table::Message, Some(id)) = (q.table, q.row_id) {
-                    txn.buffer.push(Change::Delete {
-                        table: Table::Message,
-                        id,
-                    });
+                // A row that cannot be placed is absent from the state, as in the
+                // initial load, which never stores it.
+                if let Some(id) = q.row_id {
+                    txn.buffer.push(Change::Delete { table: q.table, id });
                 }
             }
             _ => {}
@@ -291,9 +314,7 @@ impl<'e> Session<'e> {
     }
 
     fn on_commit(&mut self, end_lsn: Lsn, commit_time: Timestamp) -> Result<(), PipelineError> {
-        let Some(txn) = self.txn.take() else {
-            return Ok(());
-        };
+        let txn = self.txn.take().expect("the framing had a transaction open");
         if txn.skip {
             return Ok(());
         }
@@ -393,16 +414,20 @@ impl<'e> Session<'e> {
         }
     }
 
-    async fn check_slot(&mut self) {
+    /// Slot metrics and housekeeping; a slot found lost or gone stops the pipeline.
+    async fn check_slot(&mut self) -> Result<(), PipelineError> {
         let Some(admin) = self.admin.as_ref() else {
-            return;
+            return Ok(());
         };
         match admin::slot_retention(admin, &self.ctx.settings.slot).await {
             Ok(Some((retained, status))) => {
                 METRICS.slot_retained_wal_bytes.set(retained);
                 METRICS.set_wal_status(status.as_deref().unwrap_or(""));
+                if status.as_deref() == Some("lost") {
+                    return Err(slot_lost(&self.ctx));
+                }
             }
-            Ok(None) => {}
+            Ok(None) => return Err(slot_missing(&self.ctx)?),
             Err(e) => tracing::debug!(error = %e, "slot check failed"),
         }
         if let Ok(current) = admin::current_wal_lsn(admin).await {
@@ -420,6 +445,7 @@ impl<'e> Session<'e> {
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
         self.trim_event_log();
+        Ok(())
     }
 
     /// Event log retention: by age, and by the WAL span it covers.
@@ -437,6 +463,46 @@ impl<'e> Session<'e> {
             Err(e) => tracing::warn!(error = %e, "event log retention failed"),
         }
     }
+}
+
+/// The definite error of a slot that was invalidated or dropped, if it was: the
+/// same errors `run` gives at start. `None` when the slot is usable, or when its
+/// state cannot be read right now (the retry will tell).
+async fn slot_unusable(
+    ctx: &Context,
+    admin: &mut Option<tokio_postgres::Client>,
+) -> Option<PipelineError> {
+    if admin.is_none() {
+        *admin = crate::pgconn::connect(ctx.settings.source_url(), "replytime-admin")
+            .await
+            .ok();
+    }
+    let state = admin::slot_state(admin.as_ref()?, &ctx.settings.slot).await;
+    match state {
+        Ok(Some(state)) if state.wal_status.as_deref() == Some("lost") => Some(slot_lost(ctx)),
+        Ok(Some(_)) => None,
+        Ok(None) => Some(slot_missing(ctx).unwrap_or_else(|e| e)),
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the slot's state failed");
+            None
+        }
+    }
+}
+
+fn slot_lost(ctx: &Context) -> PipelineError {
+    SourceError::SlotLost {
+        slot: ctx.settings.slot.clone(),
+    }
+    .into()
+}
+
+fn slot_missing(ctx: &Context) -> Result<PipelineError, PipelineError> {
+    Ok(SourceError::SlotMissing {
+        slot: ctx.settings.slot.clone(),
+        state_dir: ctx.settings.state_dir().display().to_string(),
+        durable: ctx.store.applied_lsn()?,
+    }
+    .into())
 }
 
 fn observe_heartbeat(content: &[u8]) {

@@ -1,14 +1,8 @@
-//! `SinkError`: what went wrong in the sink and whether retrying can help.
-//!
-//! Transient (retry from the outbox with backoff, confirming nothing meanwhile):
-//! the connection is lost or refused, the server shuts down or is busy, the
-//! transaction was chosen as a serialization or deadlock victim. Fatal (an operator
-//! must act): wrong credentials or database, TLS, a schema version or table shape
-//! replytime does not know, an error of the local state store.
-
-use std::io;
-
-use tokio_postgres::error::SqlState;
+//! `SinkError`: what went wrong in the sink, with the failed statement's cause
+//! kept. Whether a retry can help is decided by the pipeline's error policy
+//! (`pipeline::policy`): a lost connection, a server shutting down or busy, a
+//! serialization or deadlock victim are retried; wrong credentials or database,
+//! TLS, a schema replytime does not know, the local state store failing stop.
 
 use crate::pgconn::{PgConnError, error_chain};
 
@@ -21,6 +15,7 @@ pub enum SinkError {
     Postgres {
         action: String,
         detail: String,
+        #[source]
         cause: tokio_postgres::Error,
     },
     #[error(
@@ -57,51 +52,6 @@ impl SinkError {
             cause,
         }
     }
-
-    /// Whether reconnecting and writing the same batch again may succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            SinkError::Connect(err) => err.is_retryable(),
-            SinkError::Postgres { cause, .. } => is_transient(cause),
-            SinkError::SchemaVersion { .. } | SinkError::Schema { .. } | SinkError::State(_) => {
-                false
-            }
-        }
-    }
-}
-
-/// SQLSTATE classes and codes after which the same batch may well succeed.
-const TRANSIENT_CLASSES: [&str; 2] = [
-    "08", // connection exception
-    "53", // insufficient resources (too many connections, disk full)
-];
-
-fn transient_codes() -> [SqlState; 8] {
-    [
-        SqlState::T_R_SERIALIZATION_FAILURE,
-        SqlState::T_R_DEADLOCK_DETECTED,
-        SqlState::ADMIN_SHUTDOWN,
-        SqlState::CRASH_SHUTDOWN,
-        SqlState::CANNOT_CONNECT_NOW,
-        SqlState::LOCK_NOT_AVAILABLE,
-        SqlState::QUERY_CANCELED,
-        // A failover left us on a standby; the name will point at the primary again.
-        SqlState::READ_ONLY_SQL_TRANSACTION,
-    ]
-}
-
-fn is_transient(err: &tokio_postgres::Error) -> bool {
-    if err.is_closed() {
-        return true;
-    }
-    if let Some(code) = err.code() {
-        return TRANSIENT_CLASSES
-            .iter()
-            .any(|class| code.code().starts_with(class))
-            || transient_codes().contains(code);
-    }
-    // No server error: an IO error means the connection broke under us.
-    std::error::Error::source(err).is_some_and(|source| source.is::<io::Error>())
 }
 
 /// The server's message with its SQLSTATE and detail, else the error chain.

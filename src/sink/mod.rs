@@ -3,13 +3,22 @@
 //!
 //! ```text
 //!  outbox ops ─▶ write_batch ─ one transaction ──────────────────────────────┐
-//!                 │ dedupe by inbound message id (last op wins)              │
-//!                 ├─ DELETE … WHERE "inboundMessageId" = ANY($1)             │
+//!   (each with    │ dedupe by inbound message id (last op wins)              │
+//!    its LSN)     ├─ DELETE … rows last written before the delete's LSN      │
 //!                 ├─ INSERT … SELECT * FROM UNNEST(arrays) ON CONFLICT       │
 //!                 │    DO UPDATE … WHERE derived columns IS DISTINCT FROM    │
+//!                 │    AND stored "sourceLsn" <= the upsert's                │
 //!                 └─ replytime_progress: lsn = GREATEST(stored, new)         │
 //!                                                                   COMMIT ◀─┘
 //! ```
+//!
+//! Rows move between shards (SPEC 9): a lead merge deletes an anchor in the old
+//! shard and upserts it in the new one, with the same commit LSN, each delivered in
+//! its own time. The streaming rule orders writes by LSN, not by who owns the row:
+//! an upsert applies when its LSN is ≥ the stored row's `sourceLsn`, a delete only
+//! when the stored row's is lower than its own. A repairing sink (`replay`,
+//! `rebuild`, `backfill`: [`Sink::repairing`]) writes its shard's rows regardless of
+//! their LSN, and only those.
 //!
 //! Why this shape: delivery is at-least-once, so every write must be idempotent
 //! (SPEC 5). An upsert equal to the stored row writes nothing, not even
@@ -64,9 +73,11 @@ struct Statements {
 pub struct Sink {
     client: Client,
     statements: Option<Statements>,
-    /// A sharded daemon writes and deletes only rows of its own leads (see
-    /// `crate::shard`).
+    /// A repairing sink's shard: it writes and deletes only rows of its own leads
+    /// (see `crate::shard`).
     shard: Option<Shard>,
+    /// Repair (regardless of LSN, own shard only) instead of the streaming rule.
+    repair: bool,
 }
 
 impl Sink {
@@ -92,6 +103,7 @@ impl Sink {
             client,
             statements: None,
             shard: None,
+            repair: false,
         })
     }
 
@@ -110,9 +122,17 @@ impl Sink {
             .with_shard(settings.shard))
     }
 
-    /// Restricts upserts and deletes to rows whose `"leadId"` is `shard`'s.
+    /// The shard whose rows a repairing sink (and `prune`) may touch.
     pub fn with_shard(mut self, shard: Option<Shard>) -> Sink {
         self.shard = shard;
+        self.statements = None;
+        self
+    }
+
+    /// Writes regardless of the stored rows' LSN, restricted to the shard's leads
+    /// (`replay`, `rebuild`, `backfill`, with the daemon stopped).
+    pub fn repairing(mut self) -> Sink {
+        self.repair = true;
         self.statements = None;
         self
     }
@@ -133,12 +153,13 @@ impl Sink {
         migrate::migrate(&self.client).await
     }
 
-    /// Applies `ops` and, when given, moves the slot's progress row to `progress`
-    /// (never backwards), all in one transaction.
+    /// Applies `ops`, each with the end LSN of the source transaction that made it,
+    /// and, when given, moves the slot's progress row to `progress` (never
+    /// backwards), all in one transaction.
     pub async fn write_batch(
         &mut self,
         slot: &str,
-        ops: &[SinkOp],
+        ops: &[(Lsn, SinkOp)],
         progress: Option<Lsn>,
     ) -> Result<WriteStats, SinkError> {
         let batch = Batch::new(ops);
@@ -152,11 +173,16 @@ impl Sink {
             .await
             .map_err(SinkError::postgres("begin of a batch"))?;
         let mut stats = WriteStats::default();
-        for ids in batch.deletes.chunks(ROWS_PER_STATEMENT) {
-            let deleted = tx
-                .execute(&statements.delete, &[&ids])
-                .await
-                .map_err(SinkError::postgres(format!("delete of {} rows", ids.len())))?;
+        for deletes in batch.deletes.chunks(ROWS_PER_STATEMENT) {
+            let ids: Vec<&str> = deletes.iter().map(|(id, _)| *id).collect();
+            let lsns: Vec<PgLsn> = deletes.iter().map(|(_, lsn)| PgLsn::from(lsn.0)).collect();
+            let result = if self.repair {
+                tx.execute(&statements.delete, &[&ids]).await
+            } else {
+                tx.execute(&statements.delete, &[&ids, &lsns]).await
+            };
+            let deleted =
+                result.map_err(SinkError::postgres(format!("delete of {} rows", ids.len())))?;
             stats.deleted += deleted;
             stats.unchanged += ids.len() as u64 - deleted;
         }
@@ -203,15 +229,26 @@ impl Sink {
         }
         let prepare =
             |what: &'static str| SinkError::postgres(format!("prepare of the {what} statement"));
+        let (upsert, delete) = if self.repair {
+            (
+                sql::upsert(&self.owns("t.\"leadId\"")),
+                sql::delete(&self.owns("\"leadId\"")),
+            )
+        } else {
+            (
+                sql::upsert(sql::UPSERT_IN_LSN_ORDER),
+                sql::delete_in_lsn_order(),
+            )
+        };
         let statements = Statements {
             upsert: self
                 .client
-                .prepare(&sql::upsert(&self.owns("t.\"leadId\"")))
+                .prepare(&upsert)
                 .await
                 .map_err(prepare("upsert"))?,
             delete: self
                 .client
-                .prepare(&sql::delete(&self.owns("\"leadId\"")))
+                .prepare(&delete)
                 .await
                 .map_err(prepare("delete"))?,
             save_progress: self
@@ -228,21 +265,24 @@ impl Sink {
 /// A batch after dedupe: the last op of each inbound message id, sorted by id (a
 /// stable lock order).
 struct Batch<'a> {
-    deletes: Vec<&'a str>,
+    /// Inbound message id and the end LSN of the delete's source transaction.
+    deletes: Vec<(&'a str, Lsn)>,
     upserts: Vec<(&'a TimingRow, Lsn)>,
 }
 
 impl<'a> Batch<'a> {
-    fn new(ops: &'a [SinkOp]) -> Self {
-        let last: BTreeMap<&str, &SinkOp> =
-            ops.iter().map(|op| (op.inbound_message_id(), op)).collect();
+    fn new(ops: &'a [(Lsn, SinkOp)]) -> Self {
+        let last: BTreeMap<&str, (Lsn, &SinkOp)> = ops
+            .iter()
+            .map(|(lsn, op)| (op.inbound_message_id(), (*lsn, op)))
+            .collect();
         let mut batch = Batch {
             deletes: Vec::new(),
             upserts: Vec::new(),
         };
-        for (id, op) in last {
+        for (id, (lsn, op)) in last {
             match op {
-                SinkOp::Delete { .. } => batch.deletes.push(id),
+                SinkOp::Delete { .. } => batch.deletes.push((id, lsn)),
                 SinkOp::Upsert { row, source_lsn } => batch.upserts.push((row, *source_lsn)),
             }
         }
@@ -287,28 +327,28 @@ mod tests {
 
     #[test]
     fn batch_keeps_the_last_op_per_inbound_message() {
+        let upsert = |id: &str, client: &str, lsn: u64| {
+            let op = SinkOp::Upsert {
+                row: row(id, client),
+                source_lsn: Lsn(lsn),
+            };
+            (Lsn(lsn), op)
+        };
+        let delete = |id: &str, lsn: u64| {
+            let op = SinkOp::Delete {
+                inbound_message_id: id.into(),
+            };
+            (Lsn(lsn), op)
+        };
         let ops = vec![
-            SinkOp::Upsert {
-                row: row("b", "c1"),
-                source_lsn: Lsn(1),
-            },
-            SinkOp::Delete {
-                inbound_message_id: "a".into(),
-            },
-            SinkOp::Upsert {
-                row: row("a", "c1"),
-                source_lsn: Lsn(2),
-            },
-            SinkOp::Upsert {
-                row: row("b", "c2"),
-                source_lsn: Lsn(3),
-            },
-            SinkOp::Delete {
-                inbound_message_id: "c".into(),
-            },
+            upsert("b", "c1", 1),
+            delete("a", 1),
+            upsert("a", "c1", 2),
+            upsert("b", "c2", 3),
+            delete("c", 3),
         ];
         let batch = Batch::new(&ops);
-        assert_eq!(batch.deletes, vec!["c"]);
+        assert_eq!(batch.deletes, vec![("c", Lsn(3))]);
         let upserts: Vec<(&str, &str, Lsn)> = batch
             .upserts
             .iter()

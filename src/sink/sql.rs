@@ -57,9 +57,10 @@ const KEY: &str = "inboundMessageId";
 /// order, then `sourceLsn`. A conflicting row is updated only when a derived column
 /// differs, so an equal upsert leaves `updatedAt` and `sourceLsn` alone and is not
 /// counted in the command's row count.
-/// `owned`: SQL over `t."leadId"` that is true for the rows this daemon may
-/// overwrite (`true` unless sharded).
-pub(super) fn upsert(owned: &str) -> String {
+/// `may_overwrite`: SQL over the stored row `t` and the incoming `EXCLUDED` that is
+/// true when this write may replace the stored content ([`lsn_order`] or a
+/// shard's ownership).
+pub(super) fn upsert(may_overwrite: &str) -> String {
     let insert_columns: Vec<(&str, &str)> = std::iter::once(("id", "uuid"))
         .chain(DERIVED_COLUMNS)
         .chain(std::iter::once(("sourceLsn", "pg_lsn")))
@@ -87,12 +88,29 @@ pub(super) fn upsert(owned: &str) -> String {
         "INSERT INTO {TABLE} AS t ({names}) SELECT * FROM UNNEST({arrays}) \
          ON CONFLICT (\"{KEY}\") DO UPDATE SET {set}, \
          \"updatedAt\" = now(), \"sourceLsn\" = EXCLUDED.\"sourceLsn\" \
-         WHERE ({stored}) IS DISTINCT FROM ({incoming}) AND {owned}"
+         WHERE ({stored}) IS DISTINCT FROM ({incoming}) AND {may_overwrite}"
     )
 }
 
-/// Delete of the rows of an array of inbound message ids (of those `owned`, SQL
-/// over `"leadId"`).
+/// The streaming rule (SPEC 9): an upsert replaces a stored row whose `sourceLsn`
+/// is not after its own. Commit LSNs are one order across shards, so when a lead
+/// merge moves an anchor to another shard, the new shard's upsert and the old
+/// shard's delete (same commit LSN) settle the same way in either order.
+pub(super) const UPSERT_IN_LSN_ORDER: &str =
+    "coalesce(t.\"sourceLsn\", '0/0'::pg_lsn) <= EXCLUDED.\"sourceLsn\"";
+
+/// The streaming delete: `$1` inbound message ids, `$2` the end LSN of the source
+/// transaction of each delete; a row goes only if it was last written before.
+pub(super) fn delete_in_lsn_order() -> String {
+    format!(
+        "DELETE FROM {TABLE} AS t USING unnest($1::text[], $2::pg_lsn[]) AS d(id, lsn) \
+         WHERE t.\"{KEY}\" = d.id AND coalesce(t.\"sourceLsn\", '0/0'::pg_lsn) < d.lsn"
+    )
+}
+
+/// The repair delete (`replay`, `rebuild`, `backfill`): the rows of an array of
+/// inbound message ids, whatever their LSN, of those `owned` (SQL over
+/// `"leadId"`: a shard repairs only its own leads' rows).
 pub(super) fn delete(owned: &str) -> String {
     format!("DELETE FROM {TABLE} WHERE \"{KEY}\" = ANY($1::text[]) AND {owned}")
 }
@@ -134,6 +152,17 @@ mod tests {
         assert!(!sql.contains("\"inboundMessageId\" = EXCLUDED"));
         assert!(sql.contains("\"clientId\" = EXCLUDED.\"clientId\""));
         assert!(sql.contains("IS DISTINCT FROM (EXCLUDED.\"clientId\""));
+    }
+
+    #[test]
+    fn the_streaming_rule_orders_writes_by_lsn() {
+        let sql = upsert(UPSERT_IN_LSN_ORDER);
+        assert!(
+            sql.ends_with("AND coalesce(t.\"sourceLsn\", '0/0'::pg_lsn) <= EXCLUDED.\"sourceLsn\"")
+        );
+        let sql = delete_in_lsn_order();
+        assert!(sql.contains("unnest($1::text[], $2::pg_lsn[])"));
+        assert!(sql.ends_with("< d.lsn"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::pgoutput::{
     RelationBody, TruncateBody, TupleData, UpdateBody,
 };
 use crate::change::{
-    CampaignRow, Change, DraftRow, JobRow, LeadRow, MessageRow, Row, Table, Timestamp,
+    CampaignRow, Change, DraftRow, JobRow, LeadRow, MessageRow, Row, Table, TimeError, Timestamp,
 };
 use crate::lsn::Lsn;
 
@@ -218,13 +218,14 @@ impl TableMapping {
     }
 
     /// The lead id column of the tables sharded by lead (SPEC 9); `None` for the
-    /// tables every shard reads.
+    /// tables every shard reads. `"BackgroundJob"` goes to every shard: a job that a
+    /// lead merge moves to another shard is then an update there, not an insert,
+    /// and keeps the delay record of its original insert.
     pub fn lead_column(&self, table: Table) -> Option<&str> {
         match table {
             Table::Message => Some(&self.message.lead_id),
             Table::AiDraft => Some(&self.ai_draft.lead_id),
-            Table::BackgroundJob => Some(&self.background_job.lead_id),
-            Table::Lead | Table::EmailCampaign => None,
+            Table::BackgroundJob | Table::Lead | Table::EmailCampaign => None,
         }
     }
 
@@ -425,7 +426,6 @@ struct ColumnSlot {
     /// The source column's name (for errors) and position in tuples.
     source: String,
     position: usize,
-    type_oid: u32,
 }
 
 /// Decodes a session's pgoutput messages, following its Relation messages.
@@ -539,24 +539,10 @@ impl Decoder {
     }
 
     fn on_insert(&self, insert: &InsertBody) -> Result<Option<Change>, Reject> {
-        const MESSAGE: &str = "Insert";
-        let Some(rel) = self.mapped(MESSAGE, insert.relation_id)? else {
+        let Some(rel) = self.mapped("Insert", insert.relation_id)? else {
             return Ok(None);
         };
-        let tuple = Tuple::new(rel, MESSAGE, insert.relation_id, &insert.new, None)?;
-        let id = match tuple.id()? {
-            IdValue::Text(id) => id,
-            IdValue::Null => return Err(quarantine(rel, None, "null id".into())),
-            IdValue::Unchanged => {
-                return Err(Reject::Error(tuple.unexpected_unchanged(&rel.id)));
-            }
-        };
-        let values = tuple.values(&id)?;
-        if let Some(unchanged) = values.unchanged.first() {
-            return Err(Reject::Error(tuple.unexpected_unchanged(unchanged)));
-        }
-        check_placeable(rel, &values, &id)?;
-        Ok(Some(Change::Insert(values.row(id))))
+        inserted_row(rel, "Insert", insert.relation_id, &insert.new).map(Some)
     }
 
     fn on_update(&self, update: &UpdateBody) -> Result<Option<Change>, Reject> {
@@ -625,6 +611,96 @@ impl Decoder {
             }
         }
         Ok((!tables.is_empty()).then_some(Change::Truncate(tables)))
+    }
+}
+
+/// The change of a row inserted (a pgoutput Insert, or a row of the initial load).
+fn inserted_row(
+    rel: &MappedRelation,
+    message: &'static str,
+    relation_id: u32,
+    new: &TupleData,
+) -> Result<Change, Reject> {
+    let tuple = Tuple::new(rel, message, relation_id, new, None)?;
+    let id = match tuple.id()? {
+        IdValue::Text(id) => id,
+        IdValue::Null => return Err(quarantine(rel, None, "null id".into())),
+        IdValue::Unchanged => {
+            return Err(Reject::Error(tuple.unexpected_unchanged(&rel.id)));
+        }
+    };
+    let values = tuple.values(&id)?;
+    if let Some(unchanged) = values.unchanged.first() {
+        return Err(Reject::Error(tuple.unexpected_unchanged(unchanged)));
+    }
+    check_placeable(rel, &values, &id)?;
+    Ok(Change::Insert(values.row(id)))
+}
+
+/// One source table as the initial load reads it: the text of the columns
+/// replytime reads, in [`TableMapping::column_names`] order (`id` first). Rows go
+/// through the stream's own decoding ([`inserted_row`]), so a value is derived,
+/// quarantined or refused the same way whichever path it took.
+#[derive(Debug)]
+pub struct LoadShape {
+    rel: MappedRelation,
+}
+
+impl LoadShape {
+    pub fn new(mapping: &TableMapping, table: Table) -> LoadShape {
+        let mut columns = TableMapping::logical_columns(table)
+            .iter()
+            .zip(mapping.column_names(table))
+            .enumerate()
+            .map(|(position, (&logical, source))| ColumnSlot {
+                logical,
+                source: source.to_string(),
+                position,
+            });
+        let id = columns.next().expect("every table has an id column");
+        let columns: Vec<ColumnSlot> = columns.collect();
+        LoadShape {
+            rel: MappedRelation {
+                table,
+                name: format!("{}.{}", mapping.schema, mapping.table_name(table)),
+                width: columns.len() + 1,
+                id,
+                columns,
+            },
+        }
+    }
+
+    /// The SQL text of a column (quoted `column`, e.g. `"sentAt"`) that this shape
+    /// reads at `position`: every value as its text output, timestamps as
+    /// `timestamptz` (the load's session is in UTC with `DateStyle = ISO`, so a
+    /// `timestamp` column reads as UTC, as in the stream).
+    pub fn select_text(&self, position: usize, column: &str) -> String {
+        let kind = match position {
+            0 => ValueKind::Text,
+            _ => self.rel.columns[position - 1].logical.kind,
+        };
+        match kind {
+            ValueKind::Timestamp => format!("{column}::timestamptz::text"),
+            ValueKind::Text | ValueKind::Int => format!("{column}::text"),
+        }
+    }
+
+    /// Decodes one loaded row: the change to apply, or the row to quarantine.
+    pub fn decode(&self, values: Vec<Option<&str>>) -> Result<Decoded, DecodeError> {
+        let tuple = TupleData(
+            values
+                .into_iter()
+                .map(|value| match value {
+                    Some(text) => ColumnValue::Text(text.as_bytes().to_vec()),
+                    None => ColumnValue::Null,
+                })
+                .collect(),
+        );
+        match inserted_row(&self.rel, "initial load", 0, &tuple) {
+            Ok(change) => Ok(Decoded::Change(change)),
+            Err(Reject::Quarantine(q)) => Ok(Decoded::Quarantine(q)),
+            Err(Reject::Error(e)) => Err(e),
+        }
     }
 }
 
@@ -701,7 +777,6 @@ fn column_slot(
         logical,
         source: source.to_string(),
         position,
-        type_oid: column.type_oid,
     })
 }
 
@@ -845,9 +920,15 @@ impl<'a> Tuple<'a> {
         let bad = |problem| Reject::Error(bad_value(self.rel, slot, Some(row_id), problem));
         match slot.logical.kind {
             ValueKind::Text => Ok(Value::Text(text.to_string())),
-            ValueKind::Timestamp => parse_timestamp(text, slot.type_oid)
-                .map(Value::Time)
-                .ok_or_else(|| bad("not a timestamp as Postgres prints it with DateStyle ISO")),
+            // `timestamp` prints no offset, which reads as UTC.
+            ValueKind::Timestamp => match Timestamp::parse_pg(text) {
+                Ok(time) => Ok(Value::Time(time)),
+                Err(TimeError::NotFinite) => {
+                    let reason = format!("no finite time in {}", slot.logical.name);
+                    Err(quarantine(self.rel, Some(row_id.to_string()), reason))
+                }
+                Err(e @ TimeError::Malformed) => Err(bad(e.message())),
+            },
             ValueKind::Int => match text.parse::<i32>() {
                 Ok(int) => Ok(Value::Int(int)),
                 Err(_) if text.parse::<i64>().is_ok() => {
@@ -880,31 +961,6 @@ fn bad_value(
         row_id: row_id.map(str::to_string),
         problem,
     }
-}
-
-/// `timestamptz` text, or `timestamp` text read as UTC.
-fn parse_timestamp(text: &str, type_oid: u32) -> Option<Timestamp> {
-    if type_oid == TIMESTAMP && !text.ends_with("infinity") {
-        return parse_timestamptz(&format!("{text}+00"));
-    }
-    parse_timestamptz(text)
-}
-
-/// [`Timestamp::parse_pg_text`] does unchecked arithmetic on the offset: only offsets
-/// shaped as Postgres prints them (`+HH`, `+HH:MM`, `+HH:MM:SS`) reach it.
-fn parse_timestamptz(text: &str) -> Option<Timestamp> {
-    if let Some(sign) = text.rfind(['+', '-']).filter(|&i| i > 10) {
-        let offset = &text[sign + 1..];
-        let parts = offset.split(':');
-        let sane = parts.clone().count() <= 3
-            && parts.into_iter().all(|part| {
-                (1..=2).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
-            });
-        if !sane {
-            return None;
-        }
-    }
-    Timestamp::parse_pg_text(text)
 }
 
 enum Value {
@@ -1568,6 +1624,83 @@ mod tests {
             matches!(d, Err(DecodeError::BadValue { .. })),
             "no overflow panic"
         );
+    }
+
+    #[test]
+    fn odd_times_are_derived_or_quarantined_never_an_error() {
+        let mut decoder = message_decoder();
+        for (text, expected) in [
+            ("0044-03-15 12:00:00+00 BC", "-0043-03-15T12:00:00.000000Z"),
+            ("10000-01-01 00:00:00+00", "+10000-01-01T00:00:00.000000Z"),
+            ("262142-06-01 00:00:00+00", "+262142-06-01T00:00:00.000000Z"),
+        ] {
+            let cells = message_cells(T("m1"), T("l"), T(text));
+            let d = decoder.decode(&change_message(b'I', 7, &[(b'N', &cells)]));
+            let Ok(Decoded::Change(Change::Insert(Row::Message(row)))) = d else {
+                panic!("{text}: {d:?}");
+            };
+            assert_eq!(row.sent_at.unwrap().to_string(), expected);
+        }
+        for text in ["infinity", "-infinity", "294276-12-31 23:59:59.999999+00"] {
+            let cells = message_cells(T("m1"), T("l"), T(text));
+            let d = decoder.decode(&change_message(b'I', 7, &[(b'N', &cells)]));
+            let expected = Quarantined {
+                table: Table::Message,
+                reason: "no finite time in sentAt".into(),
+                row_id: some("m1"),
+            };
+            assert_eq!(d.unwrap(), Decoded::Quarantine(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_initial_load_decodes_a_row_as_the_stream_does() {
+        let mut decoder = message_decoder();
+        let shape = LoadShape::new(&TableMapping::default(), Table::Message);
+        let times = [
+            Some("2024-03-01 10:00:00.5+00"),
+            Some("0044-03-15 12:00:00+00 BC"),
+            Some("infinity"),
+            None,
+        ];
+        for (sent_at, lead) in times
+            .into_iter()
+            .zip([Some("l"), Some("l"), Some("l"), None])
+        {
+            let cell = |v: Option<&'static str>| v.map_or(N, T);
+            let cells = message_cells(T("m1"), cell(lead), cell(sent_at));
+            let streamed = decoder
+                .decode(&change_message(b'I', 7, &[(b'N', &cells)]))
+                .unwrap();
+            let loaded = shape
+                .decode(vec![
+                    Some("m1"),
+                    lead,
+                    Some("sms"),
+                    Some("inbound"),
+                    None,
+                    None,
+                    None,
+                    sent_at,
+                ])
+                .unwrap();
+            assert_eq!(loaded, streamed, "{sent_at:?}");
+        }
+        let null_id = shape.decode(vec![None; 8]).unwrap();
+        assert!(matches!(null_id, Decoded::Quarantine(q) if q.reason == "null id"));
+        let e = shape
+            .decode(vec![
+                Some("m1"),
+                Some("l"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some("soon"),
+            ])
+            .unwrap_err();
+        assert!(e.to_string().contains("\"sentAt\""), "{e}");
     }
 
     #[test]

@@ -1,42 +1,15 @@
 //! Reading the source tables directly (the initial load and `backfill`): keyset
-//! pages ordered by id (never OFFSET), one bounded batch per query, typed values.
+//! pages ordered by id (never OFFSET), one bounded batch per query. Every value is
+//! read as its text output and decoded by the stream's own decoding
+//! ([`LoadShape`]), so a row is derived, quarantined or refused the same way
+//! whether it arrives through the load or through the slot.
 
 use tokio_postgres::Client;
 
 use super::SourceError;
 use super::admin::quote_ident;
-use super::decode::TableMapping;
-use crate::change::{CampaignRow, DraftRow, JobRow, LeadRow, MessageRow, Row, Table, Timestamp};
-
-/// Value types of the logical columns, in the order of SPEC section 1.
-fn casts(table: Table) -> &'static [&'static str] {
-    match table {
-        Table::Lead => &["text", "text", "text"],
-        Table::EmailCampaign => &["text", "int4", "int4", "text"],
-        Table::Message => &[
-            "text",
-            "text",
-            "text",
-            "text",
-            "text",
-            "text",
-            "text",
-            "timestamptz",
-        ],
-        Table::AiDraft => &["text", "text", "text", "text", "text"],
-        Table::BackgroundJob => &[
-            "text",
-            "text",
-            "text",
-            "text",
-            "text",
-            "timestamptz",
-            "timestamptz",
-            "timestamptz",
-            "timestamptz",
-        ],
-    }
-}
+use super::decode::{Decoded, LoadShape, Quarantined, TableMapping};
+use crate::change::{Change, Table};
 
 /// `SELECT` of one keyset page: `$1` is the last id of the previous page (or NULL).
 pub fn page_sql(
@@ -45,11 +18,12 @@ pub fn page_sql(
     limit: usize,
     shard: Option<crate::shard::Shard>,
 ) -> String {
+    let shape = LoadShape::new(mapping, table);
     let columns: Vec<String> = mapping
         .column_names(table)
         .iter()
-        .zip(casts(table))
-        .map(|(c, cast)| format!("{}::{cast}", quote_ident(c)))
+        .enumerate()
+        .map(|(position, c)| shape.select_text(position, &quote_ident(c)))
         .collect();
     let id = quote_ident(mapping.column_names(table)[0]);
     let owned = match (shard, mapping.lead_column(table)) {
@@ -57,84 +31,64 @@ pub fn page_sql(
         _ => String::new(),
     };
     format!(
-        "SELECT {} FROM {}.{} WHERE ($1::text IS NULL OR {id}::text > $1::text){owned} ORDER BY {id}::text LIMIT {limit}",
+        "SELECT {} FROM {}.{} WHERE {id} IS NOT NULL AND ($1::text IS NULL OR {id}::text > $1::text){owned} ORDER BY {id}::text LIMIT {limit}",
         columns.join(", "),
         quote_ident(&mapping.schema),
         quote_ident(mapping.table_name(table)),
     )
 }
 
-fn ts(row: &tokio_postgres::Row, i: usize) -> Option<Timestamp> {
-    row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(i)
-        .map(Timestamp::from_chrono)
+/// Counts the rows without an id, which keyset pages cannot reach: each is
+/// quarantined ("null id"), as the stream quarantines such a change.
+pub fn null_ids_sql(
+    mapping: &TableMapping,
+    table: Table,
+    shard: Option<crate::shard::Shard>,
+) -> String {
+    let id = quote_ident(mapping.column_names(table)[0]);
+    let owned = match (shard, mapping.lead_column(table)) {
+        (Some(shard), Some(lead)) => format!(" AND {}", shard.predicate(&quote_ident(lead))),
+        _ => String::new(),
+    };
+    format!(
+        "SELECT count(*) FROM {}.{} WHERE {id} IS NULL{owned}",
+        quote_ident(&mapping.schema),
+        quote_ident(mapping.table_name(table)),
+    )
 }
 
-fn text(row: &tokio_postgres::Row, i: usize) -> Option<String> {
-    row.get(i)
+/// One page of a table, decoded: the inserts to apply and the rows to quarantine.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub changes: Vec<Change>,
+    pub quarantined: Vec<Quarantined>,
 }
 
-/// A typed row from one result row of [`page_sql`]; `None` when the id is NULL.
-pub fn row_from_sql(table: Table, r: &tokio_postgres::Row) -> Option<Row> {
-    let id: String = text(r, 0)?;
-    Some(match table {
-        Table::Lead => Row::Lead(LeadRow {
-            id,
-            client_id: text(r, 1),
-            email_campaign_id: text(r, 2),
-        }),
-        Table::EmailCampaign => Row::Campaign(CampaignRow {
-            id,
-            delay_min_seconds: r.get(1),
-            delay_max_seconds: r.get(2),
-            response_mode: text(r, 3),
-        }),
-        Table::Message => Row::Message(MessageRow {
-            id,
-            lead_id: text(r, 1),
-            channel: text(r, 2),
-            direction: text(r, 3),
-            sent_by: text(r, 4),
-            sent_by_user_id: text(r, 5),
-            ai_draft_id: text(r, 6),
-            sent_at: ts(r, 7),
-        }),
-        Table::AiDraft => Row::Draft(DraftRow {
-            id,
-            lead_id: text(r, 1),
-            trigger_message_id: text(r, 2),
-            channel: text(r, 3),
-            response_disposition: text(r, 4),
-        }),
-        Table::BackgroundJob => Row::Job(JobRow {
-            id,
-            job_type: text(r, 1),
-            lead_id: text(r, 2),
-            message_id: text(r, 3),
-            draft_id: text(r, 4),
-            run_at: ts(r, 5),
-            started_at: ts(r, 6),
-            finished_at: ts(r, 7),
-            created_at: ts(r, 8),
-        }),
-    })
-}
-
-/// Reads one page after `after`; returns the rows and the last id seen.
+/// Reads one page after `after`; returns the page and the last id seen (`None`
+/// once the table is done).
 pub async fn read_page(
     client: &Client,
     sql: &tokio_postgres::Statement,
-    table: Table,
+    shape: &LoadShape,
     after: Option<&str>,
-) -> Result<(Vec<Row>, Option<String>), SourceError> {
+) -> Result<(Page, Option<String>), SourceError> {
     let rows = client
         .query(sql, &[&after])
         .await
         .map_err(SourceError::query("reading a batch of source rows"))?;
-    let last = rows.last().and_then(|r| text(r, 0));
-    Ok((
-        rows.iter().filter_map(|r| row_from_sql(table, r)).collect(),
-        last,
-    ))
+    let last = rows.last().and_then(|r| r.get::<_, Option<String>>(0));
+    let mut page = Page::default();
+    for row in &rows {
+        let values = (0..row.len())
+            .map(|i| row.get::<_, Option<&str>>(i))
+            .collect();
+        match shape.decode(values)? {
+            Decoded::Change(change) => page.changes.push(change),
+            Decoded::Quarantine(q) => page.quarantined.push(q),
+            other => unreachable!("a loaded row decodes to a change or a quarantine: {other:?}"),
+        }
+    }
+    Ok((page, last))
 }
 
 /// Tables in load order: leads and campaigns first, so that jobs loaded later see

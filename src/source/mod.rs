@@ -6,10 +6,12 @@
 //!  stream.rs  the replication connection (pgwire-replication) and its events
 //!  relay.rs   hands those events to the streaming loop in batches
 //!  pgoutput.rs, decode.rs   bytes → pgoutput messages → typed changes (pure)
+//!  framing.rs  Begin … changes … Commit, or a protocol anomaly (pure)
 //! ```
 
 pub mod admin;
 pub mod decode;
+pub mod framing;
 pub mod load;
 pub mod pgoutput;
 pub mod relay;
@@ -18,9 +20,8 @@ pub mod stream;
 
 use crate::lsn::Lsn;
 
-/// Errors of the source, split by what happens next: [`SourceError::is_retryable`]
-/// ones reconnect with backoff from the durable LSN; the rest stop the daemon with
-/// a message that says what to do.
+/// Errors of the source, each saying what to do. What happens next (reconnect with
+/// backoff from the durable LSN, or stop) is `pipeline::policy`'s decision.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("source database: {context}: {source}")]
@@ -100,6 +101,8 @@ pub enum SourceError {
     SystemChanged { expected: String, found: String },
     #[error("pgoutput stream: {0}")]
     Decode(#[from] decode::DecodeError),
+    #[error(transparent)]
+    Protocol(#[from] framing::ProtocolError),
     #[error("bad source URL: {0}")]
     Url(String),
     #[error("TLS setup for the replication connection: {0}")]
@@ -111,26 +114,5 @@ impl SourceError {
         context: &'static str,
     ) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
         move |source| SourceError::Query { context, source }
-    }
-
-    /// Whether reconnecting may help (network, server restart, slot busy).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            // Closed connections, I/O errors, and a server that is stopping,
-            // restarting or out of resources (SQLSTATE classes 08, 53, 57).
-            SourceError::Query { source, .. } => {
-                source.is_closed()
-                    || source.as_db_error().is_none_or(|db| {
-                        ["08", "53", "57"]
-                            .iter()
-                            .any(|class| db.code().code().starts_with(class))
-                    })
-            }
-            SourceError::Replication(e) => !matches!(
-                e,
-                pgwire_replication::PgWireError::Auth(_) | pgwire_replication::PgWireError::Tls(_)
-            ),
-            _ => false,
-        }
     }
 }
