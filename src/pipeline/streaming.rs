@@ -393,23 +393,10 @@ impl<'e> Session<'e> {
         }
     }
 
+    /// The state's size and memory, and the event log's retention. (Lag, retained
+    /// WAL and `wal_status` come from the health poller, which also sees them while
+    /// the stream is down: `crate::ops::poller`.)
     async fn check_slot(&mut self) {
-        let Some(admin) = self.admin.as_ref() else {
-            return;
-        };
-        match admin::slot_retention(admin, &self.ctx.settings.slot).await {
-            Ok(Some((retained, status))) => {
-                METRICS.slot_retained_wal_bytes.set(retained);
-                METRICS.set_wal_status(status.as_deref().unwrap_or(""));
-            }
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "slot check failed"),
-        }
-        if let Ok(current) = admin::current_wal_lsn(admin).await {
-            METRICS
-                .lag_bytes
-                .set(current.saturating_bytes_since(self.applied) as i64);
-        }
         if let Ok(size) = i64::try_from(self.ctx.store.approximate_size()) {
             METRICS.state_bytes.set(size);
         }
