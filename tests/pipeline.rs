@@ -640,6 +640,13 @@ async fn replay_and_rebuild_repair_a_damaged_sink() {
         String::from_utf8_lossy(&out.stderr)
     );
     converge(&db.client, Duration::from_secs(1)).await;
+    // Below what the log holds: refused, naming the oldest LSN it holds.
+    let out = cli(&db.url, &state, &["replay", "--from-lsn", "0/1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(&format!("event log holds ({from})")),
+        "{stderr}"
+    );
 
     db.client
         .batch_execute(
