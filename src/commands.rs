@@ -159,8 +159,11 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<ExitCode> {
     let Err(error) = pipeline::run(settings, health.clone(), shutdown).await else {
         return Ok(ExitCode::SUCCESS);
     };
-    if is_definite(&error) && !health.stopping.load(Ordering::SeqCst) {
-        let kind = fatal_kind(&error);
+    // A setting to fix (wrong password or database, missing privilege, table or
+    // wal_level) ends the process at once with the message, as bad configuration
+    // does (SPEC 8); every other definite error keeps it up and visible.
+    let kind = fatal_kind(&error);
+    if is_definite(&error) && kind != "config" && !health.stopping.load(Ordering::SeqCst) {
         let message = crate::pgconn::error_chain(&error);
         tracing::error!(
             kind,
@@ -194,7 +197,7 @@ fn fatal_kind(error: &pipeline::PipelineError) -> &'static str {
         P::Source(S::SystemChanged { .. }) => "failover",
         P::Source(S::Decode(_)) => "decode",
         P::Source(S::Query { .. } | S::Replication(_)) => "other",
-        P::Source(_) | P::Connect(_) => "config",
+        P::Source(_) | P::Connect(_) | P::Sink(crate::sink::SinkError::Connect(_)) => "config",
         P::Sink(_) | P::SinkDown(_) => "sink",
         P::Store(_) | P::Engine(_) => "state",
         P::Other(_) => "other",
