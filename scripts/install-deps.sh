@@ -3,7 +3,8 @@
 # those that are missing: PostgreSQL 15 (the test harness starts throwaway
 # clusters), librocksdb-dev (the rocksdb crate links Debian's library, see
 # .cargo/config.toml), libclang-dev (bindgen), prometheus (promtool checks the
-# alert rules), build-essential, pkg-config, openssl (test TLS certificates),
+# alert rules), systemd (systemd-analyze verifies the unit; nothing runs as PID 1),
+# build-essential, pkg-config, openssl (test TLS certificates),
 # curl and python3 (the demo script), chromium with a font (the analytics test
 # renders the HTML report in headless Chromium), and psycopg[binary] from PyPI
 # (the TLS tests' libpq 16+).
@@ -29,7 +30,7 @@ else
 fi
 
 missing=()
-for pkg in librocksdb-dev libclang-dev prometheus build-essential pkg-config openssl ca-certificates curl python3 python3-pip chromium fonts-dejavu-core; do
+for pkg in librocksdb-dev libclang-dev prometheus systemd build-essential pkg-config openssl ca-certificates curl python3 python3-pip chromium fonts-dejavu-core; do
     if installed "$pkg"; then
         log "$pkg: already installed"
     else

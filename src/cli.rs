@@ -183,7 +183,19 @@ impl CommonArgs {
 }
 
 /// Sets up `tracing` as configured (stderr; JSON or pretty).
+/// Whether [`init_tracing`] set up JSON logs: `main` then logs a fatal error as a
+/// JSON line too.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 pub fn init_tracing(format: LogFormat, level: &str) {
+    JSON_LOGS.store(
+        format == LogFormat::Json,
+        std::sync::atomic::Ordering::SeqCst,
+    );
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()

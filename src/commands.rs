@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use anyhow::Context as _;
-
 use crate::cli::{Cli, Command};
+use crate::ops::health::Fatal;
 use crate::ops::http::{self, Health};
+use crate::ops::metrics::METRICS;
 use crate::ops::status;
 use crate::pipeline;
 
@@ -129,29 +129,79 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The daemon: the HTTP endpoints and the health poller run for the life of the
+/// process; the pipeline runs until a signal or an error. A definite error (one a
+/// retry cannot fix, SPEC 5) stops the pipeline but not the process: it keeps
+/// serving `/metrics` and `/readyz` with the reason, so alerts fire, until it is
+/// stopped, and then exits non-zero with the error.
 async fn run(settings: crate::config::Settings) -> anyhow::Result<ExitCode> {
     let health = Arc::new(Health::default());
     let listener = http::bind(settings.metrics_addr).await?;
     tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");
     health.live.store(true, Ordering::SeqCst);
     tokio::spawn(http::serve(listener, health.clone()));
+    tokio::spawn(crate::ops::poller::run(settings.clone(), health.clone()));
     // The signal raises `stopping` at once (for work that cannot await) and ends
     // the future the daemon waits on.
     let signal = shutdown_signal()?;
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let stopping = health.stopping.clone();
     tokio::spawn(async move {
         signal.await;
         stopping.store(true, Ordering::SeqCst);
         let _ = stop.send(true);
     });
+    let mut until_stopped = stopped.clone();
     let shutdown = async move {
+        let mut stopped = stopped;
         let _ = stopped.wait_for(|stopped| *stopped).await;
     };
-    pipeline::run(settings, health, shutdown)
-        .await
-        .context("replytime run stopped")?;
-    Ok(ExitCode::SUCCESS)
+    let Err(error) = pipeline::run(settings, health.clone(), shutdown).await else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    // A setting to fix (wrong password or database, missing privilege, table or
+    // wal_level) ends the process at once with the message, as bad configuration
+    // does (SPEC 8); every other definite error keeps it up and visible.
+    let kind = fatal_kind(&error);
+    if is_definite(&error) && kind != "config" && !health.stopping.load(Ordering::SeqCst) {
+        let message = crate::pgconn::error_chain(&error);
+        tracing::error!(
+            kind,
+            error = %message,
+            "definite error: the pipeline stopped; /metrics and /readyz report it until replytime is stopped"
+        );
+        METRICS.fatal_error.with_label_values(&[kind]).set(1);
+        health.set_fatal(Fatal { kind, message });
+        let _ = until_stopped.wait_for(|stopped| *stopped).await;
+    }
+    Err(anyhow::Error::new(error).context("replytime run stopped"))
+}
+
+/// Whether a retry cannot fix `error`: the pipeline stays stopped.
+fn is_definite(error: &pipeline::PipelineError) -> bool {
+    !error.is_retryable()
+}
+
+/// The `kind` label of `replytime_fatal_error` (one of `FATAL_KINDS`).
+fn fatal_kind(error: &pipeline::PipelineError) -> &'static str {
+    use crate::source::SourceError as S;
+    use pipeline::PipelineError as P;
+    match error {
+        P::Source(
+            S::SlotAhead { .. }
+            | S::SlotLost { .. }
+            | S::SlotMissing { .. }
+            | S::SlotOtherDatabase { .. }
+            | S::SlotPlugin { .. },
+        ) => "slot",
+        P::Source(S::SystemChanged { .. }) => "failover",
+        P::Source(S::Decode(_)) => "decode",
+        P::Source(S::Query { .. } | S::Replication(_)) => "other",
+        P::Source(_) | P::Connect(_) | P::Sink(crate::sink::SinkError::Connect(_)) => "config",
+        P::Sink(_) | P::SinkDown(_) => "sink",
+        P::Store(_) | P::Engine(_) => "state",
+        P::Other(_) => "other",
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed here, before the

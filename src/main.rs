@@ -18,6 +18,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match commands::dispatch(cli).await {
         Ok(code) => code,
+        Err(e) if replytime::cli::json_logs() => {
+            // Log collectors read one JSON object per line: the fatal error is one.
+            tracing::error!(error = %error_chain(&e), "replytime stopped with an error");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("replytime: error: {}", error_chain(&e));
             ExitCode::FAILURE

@@ -18,6 +18,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod common;
+
 use replytime::change::Table;
 use replytime::config::{ENV_KEYS, Overrides, Settings};
 use replytime::ops::metrics::METRICS;
@@ -26,6 +28,8 @@ const ALERTS: &str = "deploy/prometheus/alerts.yml";
 const DASHBOARD: &str = "deploy/grafana/replytime.json";
 const SYSTEMD_CONFIG: &str = "deploy/systemd/replytime.toml";
 const MANIFESTS: &[&str] = &[
+    "deploy/kubernetes/statefulset.yaml",
+    "deploy/kubernetes/maintenance-job.yaml",
     "deploy/kubernetes/sidecar-deployment.yaml",
     "deploy/kubernetes/sharded-statefulset.yaml",
     "deploy/systemd/replytime.service",
@@ -597,4 +601,618 @@ fn manifests_name_only_environment_variables_replytime_reads() {
         "not read by replytime:\n{}",
         unknown.join("\n")
     );
+}
+
+// ---- the artifacts themselves: built, installed, parsed ----
+
+/// Joins a Dockerfile's continuation lines and drops comments: one instruction a line.
+fn dockerfile_instructions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                out.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    out
+}
+
+/// The cargo target directory of this build (the parent of CARGO_TARGET_TMPDIR).
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The builder stage's context assembled from exactly its COPY lines (nothing else
+/// of the repository), and its `RUN … cargo build …` run there as written, with a
+/// hard-linked copy of this build's target directory so that only what changed is
+/// compiled. A file the build needs and the Dockerfile does not copy fails it.
+#[test]
+fn dockerfile_builds_from_exactly_its_copy_lines() {
+    let instructions = dockerfile_instructions(&read("deploy/Dockerfile"));
+    let mut stage = String::new();
+    let mut workdir = String::from("/");
+    let mut copies: Vec<Vec<String>> = Vec::new();
+    let mut build = None;
+    for instruction in &instructions {
+        let (keyword, rest) = instruction.split_once(' ').unwrap_or((instruction, ""));
+        match keyword.to_ascii_uppercase().as_str() {
+            "FROM" => stage = rest.rsplit(' ').next().unwrap_or_default().to_string(),
+            "WORKDIR" if stage == "builder" => workdir = rest.trim().to_string(),
+            "COPY" if stage == "builder" => {
+                let args: Vec<String> = rest
+                    .split_whitespace()
+                    .filter(|a| !a.starts_with("--"))
+                    .map(str::to_string)
+                    .collect();
+                assert!(!rest.contains("--from"), "builder COPY --from: {rest}");
+                copies.push(args);
+            }
+            "RUN" if stage == "builder" && rest.contains("cargo build") => {
+                build = Some(rest.to_string())
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(workdir, "/build", "the builder's WORKDIR");
+    assert!(copies.len() >= 3, "COPY lines: {copies:?}");
+    let build = build.expect("a RUN with cargo build in the builder stage");
+
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("build");
+    std::fs::create_dir_all(&context).unwrap();
+    for args in &copies {
+        let (dest, sources) = args.split_last().expect("COPY src… dest");
+        let dest = context.join(dest.trim_start_matches("/build/"));
+        std::fs::create_dir_all(
+            if sources.len() > 1 || args.last().unwrap().ends_with('/') {
+                &dest
+            } else {
+                dest.parent().unwrap()
+            },
+        )
+        .unwrap();
+        for source in sources {
+            let from = repo(source);
+            assert!(from.exists(), "COPY {source}: not in the repository");
+            // `cp -a` keeps the modification times, so cargo finds unchanged
+            // sources fresh; `dir/.` copies a directory's contents, as COPY does.
+            let (from, to) = if from.is_dir() {
+                std::fs::create_dir_all(&dest).unwrap();
+                (from.join("."), dest.clone())
+            } else if sources.len() > 1 || dest.is_dir() {
+                (from, dest.join(Path::new(source).file_name().unwrap()))
+            } else {
+                (from, dest.clone())
+            };
+            run_ok(Command::new("cp").arg("-a").arg(&from).arg(&to), "cp");
+        }
+    }
+
+    // The RUN as written, without the BuildKit mount flags and without the step
+    // that installs the binary into the image (checked below instead).
+    let cleaned = build
+        .split_whitespace()
+        .filter(|w| !w.starts_with("--mount="))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let script: Vec<&str> = cleaned.split("&&").map(str::trim).collect();
+    let install = script
+        .iter()
+        .find(|step| step.starts_with("install "))
+        .expect("the RUN installs the built binary");
+    assert!(
+        install.contains("target/release/replytime"),
+        "the install step takes cargo's output: {install}"
+    );
+    let steps: Vec<&str> = script
+        .iter()
+        .copied()
+        .filter(|step| !step.starts_with("install "))
+        .collect();
+    let target = target_dir().join("dockerfile-check");
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::create_dir_all(&target).unwrap();
+    run_ok(
+        Command::new("cp")
+            .arg("-al")
+            .arg(target_dir().join("release"))
+            .arg(target.join("release")),
+        "hard-link the target directory",
+    );
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(steps.join(" && "))
+        .current_dir(&context)
+        .env("CARGO_TARGET_DIR", &target)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the Dockerfile's build");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the Dockerfile's build failed in a context of its COPY lines:\n{log}"
+    );
+    let version = run_ok(
+        Command::new(target.join("release/replytime")).arg("--version"),
+        "the built binary",
+    );
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let _ = std::fs::remove_dir_all(&target);
+}
+
+/// `systemd-analyze verify` on the unit (its binary path pointed at this build).
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        panic!("systemd-analyze not found (Debian package `systemd`): run scripts/install-deps.sh");
+    };
+    let unit = read("deploy/systemd/replytime.service")
+        .replace("/usr/local/bin/replytime", env!("CARGO_BIN_EXE_replytime"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replytime.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = run_ok(
+        Command::new(analyze).arg("verify").arg(&path),
+        "systemd-analyze verify",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("replytime.service:"),
+        "systemd-analyze warns about the unit:\n{stderr}"
+    );
+}
+
+/// The unit's documented install (the `install`/`cp` lines of its header) done into
+/// a temporary root, then the binary run the way `DynamicUser=` runs it: as a fresh
+/// uid that owns nothing, with the unit's `Environment=`, its credential and its
+/// `StateDirectory=` (the paths under the temporary root). It must load its
+/// configuration and become ready against a real database.
+#[tokio::test(flavor = "multi_thread")]
+async fn systemd_unit_installed_as_documented_runs_as_a_dynamic_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
+        panic!("this test switches to a fresh uid and must run as root (as CI does)");
+    }
+    let unit = read("deploy/systemd/replytime.service");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    for path in [dir.path(), root.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let in_root = |path: &str| root.join(path.trim_start_matches('/'));
+    let db = common::fresh_database().await;
+    db.apply_source_schema().await;
+    for line in unit.lines() {
+        let Some(command) = line.strip_prefix("#   ") else {
+            continue;
+        };
+        let command = command.split(" #").next().unwrap_or_default().trim();
+        let words: Vec<&str> = command.split_whitespace().collect();
+        if !matches!(words.first(), Some(&"install") | Some(&"cp")) {
+            continue;
+        }
+        let args: Vec<PathBuf> = words[1..]
+            .iter()
+            .map(|word| match *word {
+                "replytime" => PathBuf::from(env!("CARGO_BIN_EXE_replytime")),
+                w if w.starts_with('/') && w != "/dev/null" => in_root(w),
+                w if w.starts_with("deploy/") => repo(w),
+                w => PathBuf::from(w),
+            })
+            .collect();
+        // The destination's directory exists on a real system.
+        let dest = args.last().expect("a destination");
+        let dir = if words.last().unwrap().ends_with('/') {
+            dest.as_path()
+        } else {
+            dest.parent().unwrap()
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        run_ok(Command::new(words[0]).args(&args), command);
+    }
+    std::fs::write(in_root("/etc/replytime/source-url"), &db.url).unwrap();
+
+    // What systemd does for the service: a uid of the DynamicUser range that owns no
+    // file, the credential copied for it, the state directory created for it.
+    let uid = 61184 + std::process::id() % 4000;
+    let credentials = in_root("/run/credentials/replytime.service");
+    std::fs::create_dir_all(&credentials).unwrap();
+    std::fs::copy(
+        in_root("/etc/replytime/source-url"),
+        credentials.join("source-url"),
+    )
+    .unwrap();
+    let state = in_root("/var/lib/replytime");
+    std::fs::create_dir_all(&state).unwrap();
+    for (path, mode) in [
+        (&credentials, 0o500),
+        (&credentials.join("source-url"), 0o400),
+        (&state, 0o700),
+    ] {
+        std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let mut env: Vec<(String, String)> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let v = if v.starts_with('/') {
+                in_root(v).display().to_string()
+            } else {
+                v.to_string()
+            };
+            (k.to_string(), v)
+        })
+        .collect();
+    assert!(env.iter().any(|(k, _)| k == "REPLYTIME_CONFIG"), "{env:?}");
+    let addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    // The host paths of StateDirectory= and of the metrics port stand in for the
+    // unit's own (the TOML names /var/lib/replytime; the environment overrides it).
+    env.push(("REPLYTIME_STATE_DIR".into(), state.display().to_string()));
+    env.push(("REPLYTIME_METRICS_ADDR".into(), addr.clone()));
+    env.push((
+        "REPLYTIME_SLOT".into(),
+        format!("rt_systemd_{}", std::process::id()),
+    ));
+    env.push((
+        "REPLYTIME_PUBLICATION".into(),
+        format!("rt_systemd_{}", std::process::id()),
+    ));
+    let binary = in_root("/usr/local/bin/replytime");
+    let log = dir.path().join("replytime.log");
+    let mut child = Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .arg(&binary)
+        .arg("run")
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("run the binary as a fresh uid (setpriv, util-linux)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ready = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Err(format!("exited with {status}"));
+        }
+        if http_status(&addr, "/readyz") == Some(200) {
+            break Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            break Err("not ready within 60 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    if let Err(why) = ready {
+        panic!("the unit's service under uid {uid}: {why}\n{log_text}");
+    }
+    assert!(status.success(), "SIGTERM: {status}\n{log_text}");
+}
+
+/// A blocking `GET path`: the status code, if the server answered.
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+// ---- Kubernetes manifests, parsed ----
+
+type Yaml = serde_norway::Value;
+
+fn yaml_documents(relative: &str) -> Vec<Yaml> {
+    use serde::Deserialize;
+    serde_norway::Deserializer::from_str(&read(relative))
+        .map(|doc| Yaml::deserialize(doc).unwrap_or_else(|e| panic!("{relative}: {e}")))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// The longest a graceful stop takes: the outbox drain (30 s), one status interval
+/// and the final confirmation, the sink task's wait (30 s); see `pipeline::run`.
+const DRAIN_SECONDS: i64 = 30 + 1 + 30;
+
+/// One replytime container (in `containers` or `initContainers`) of a pod spec.
+fn replytime_container<'a>(pod: &'a Yaml, origin: &str) -> (&'a Yaml, bool) {
+    for (list, init) in [("containers", false), ("initContainers", true)] {
+        if let Some(found) = pod[list]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|c| c["image"].as_str().is_some_and(|i| i.contains("replytime")))
+        {
+            return (found, init);
+        }
+    }
+    panic!("{origin}: no replytime container");
+}
+
+fn env_value<'a>(container: &'a Yaml, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_sequence()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))?["value"]
+        .as_str()
+}
+
+/// What every pod running replytime must have; returns the problems found.
+fn check_pod(origin: &str, pod: &Yaml, claim_templates: &[String], daemon: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut need = |ok: bool, what: &str| {
+        if !ok {
+            problems.push(format!("{origin}: {what}"));
+        }
+    };
+    let (container, _) = replytime_container(pod, origin);
+    need(
+        pod["securityContext"]["runAsNonRoot"].as_bool() == Some(true),
+        "runAsNonRoot",
+    );
+    need(
+        container["securityContext"]["readOnlyRootFilesystem"].as_bool() == Some(true),
+        "readOnlyRootFilesystem",
+    );
+    for kind in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            need(
+                !container["resources"][kind][resource].is_null(),
+                &format!("resources.{kind}.{resource}"),
+            );
+        }
+    }
+    let mounts: Vec<(&str, &str)> = container["volumeMounts"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| Some((m["name"].as_str()?, m["mountPath"].as_str()?)))
+        .collect();
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"].as_str() == Some(name))
+            .cloned()
+    };
+    let tmp = mounts.iter().find(|(_, path)| *path == "/tmp");
+    need(
+        tmp.and_then(|(name, _)| volume(name))
+            .is_some_and(|v| !v["emptyDir"].is_null()),
+        "a writable emptyDir at /tmp",
+    );
+    let state_dir = env_value(container, "REPLYTIME_STATE_DIR");
+    need(state_dir.is_some(), "REPLYTIME_STATE_DIR");
+    let state = mounts.iter().find(|(_, path)| Some(*path) == state_dir);
+    need(
+        state.is_some_and(|(name, _)| {
+            claim_templates.iter().any(|t| t == name)
+                || volume(name).is_some_and(|v| !v["persistentVolumeClaim"].is_null())
+        }),
+        "a PersistentVolumeClaim mounted at the state directory",
+    );
+    if !daemon {
+        return problems;
+    }
+    need(
+        pod["terminationGracePeriodSeconds"].as_i64().unwrap_or(30) > DRAIN_SECONDS,
+        &format!("terminationGracePeriodSeconds > the drain ({DRAIN_SECONDS} s)"),
+    );
+    let port = container["ports"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|p| p["containerPort"].as_i64() == Some(9811));
+    need(
+        port.is_some_and(|p| p["name"].as_str() == Some("metrics")),
+        "containerPort 9811 named metrics",
+    );
+    need(
+        env_value(container, "REPLYTIME_METRICS_ADDR").is_some_and(|a| a.ends_with(":9811")),
+        "REPLYTIME_METRICS_ADDR on port 9811",
+    );
+    for (probe, path) in [
+        ("livenessProbe", "/healthz"),
+        ("startupProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ] {
+        let get = &container[probe]["httpGet"];
+        if container[probe].is_null() {
+            continue;
+        }
+        need(
+            get["path"].as_str() == Some(path),
+            &format!("{probe} on {path}"),
+        );
+        need(
+            get["port"].as_str() == Some("metrics") || get["port"].as_i64() == Some(9811),
+            &format!("{probe} on the metrics port"),
+        );
+    }
+    need(!container["livenessProbe"].is_null(), "a liveness probe");
+    need(container["args"][0].as_str() == Some("run"), "args [run]");
+    problems
+}
+
+#[test]
+fn kubernetes_manifests_hold_what_operating_replytime_needs() {
+    let mut problems = Vec::new();
+    let workload = |file: &str, kind: &str| {
+        yaml_documents(file)
+            .into_iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("{file}: no {kind}"))
+    };
+    let templates = |w: &Yaml| -> Vec<String> {
+        w["spec"]["volumeClaimTemplates"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["metadata"]["name"].as_str().map(str::to_string))
+            .collect()
+    };
+
+    // The recommended shape: one replica, one pod at a time, its own readiness.
+    let file = "deploy/kubernetes/statefulset.yaml";
+    let sts = workload(file, "StatefulSet");
+    assert_eq!(
+        sts["spec"]["replicas"].as_i64(),
+        Some(1),
+        "{file}: replicas"
+    );
+    assert_ne!(
+        sts["spec"]["podManagementPolicy"].as_str(),
+        Some("Parallel"),
+        "{file}"
+    );
+    assert!(
+        matches!(
+            sts["spec"]["updateStrategy"]["type"].as_str(),
+            None | Some("RollingUpdate") | Some("OnDelete")
+        ),
+        "{file}: updateStrategy"
+    );
+    let pod = &sts["spec"]["template"]["spec"];
+    problems.extend(check_pod(file, pod, &templates(&sts), true));
+    let (container, _) = replytime_container(pod, file);
+    assert!(
+        !container["readinessProbe"].is_null(),
+        "{file}: a readiness probe"
+    );
+
+    // The sidecar never takes the application out of service.
+    let file = "deploy/kubernetes/sidecar-deployment.yaml";
+    let deployment = workload(file, "Deployment");
+    assert_eq!(
+        deployment["spec"]["replicas"].as_i64(),
+        Some(1),
+        "{file}: replicas"
+    );
+    assert_eq!(
+        deployment["spec"]["strategy"]["type"].as_str(),
+        Some("Recreate"),
+        "{file}: strategy"
+    );
+    assert!(
+        read(file).contains("EVERY deploy of the application is a short outage"),
+        "{file}: the cost of Recreate is stated"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    problems.extend(check_pod(file, pod, &[], true));
+    let (container, init) = replytime_container(pod, file);
+    let native = init && container["restartPolicy"].as_str() == Some("Always");
+    assert!(
+        native,
+        "{file}: replytime is a native sidecar (init container, restartPolicy Always)"
+    );
+    assert!(
+        container["readinessProbe"].is_null(),
+        "{file}: no readiness probe on the sidecar"
+    );
+
+    let file = "deploy/kubernetes/sharded-statefulset.yaml";
+    let shards = workload(file, "StatefulSet");
+    problems.extend(check_pod(
+        file,
+        &shards["spec"]["template"]["spec"],
+        &templates(&shards),
+        true,
+    ));
+
+    // The stopped-daemon commands: a Job on the StatefulSet's volume.
+    let file = "deploy/kubernetes/maintenance-job.yaml";
+    let job = workload(file, "Job");
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"].as_str(), Some("Never"), "{file}");
+    assert_eq!(job["spec"]["backoffLimit"].as_i64(), Some(0), "{file}");
+    problems.extend(check_pod(file, pod, &[], false));
+    let claim = pod["volumes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str());
+    let sts_claim = format!(
+        "{}-{}-0",
+        templates(&sts)[0],
+        sts["metadata"]["name"].as_str().unwrap()
+    );
+    assert_eq!(
+        claim,
+        Some(sts_claim.as_str()),
+        "{file}: the StatefulSet's volume"
+    );
+    let text = read(file);
+    for command in ["backfill", "replay", "rebuild", "teardown", "kubectl scale"] {
+        assert!(
+            text.contains(command),
+            "{file}: the recipe covers {command}"
+        );
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -12,6 +12,7 @@
 //! ```text
 //!  operator/scrape.rs      GET /metrics and parse it; promtool check metrics
 //!  operator/metrics.rs     the counters, gauges and histograms of a run
+//!  operator/outages.rs     slot lost, source unreachable, sink down: the alerts fire
 //!  operator/bad_config.rs  one test per bad setting of `run` and `validate-config`
 //! ```
 
@@ -23,5 +24,10 @@ mod support;
 mod bad_config;
 #[path = "operator/metrics.rs"]
 mod metrics;
+#[path = "operator/outages.rs"]
+mod outages;
+#[allow(dead_code)]
+#[path = "drills/proxy.rs"]
+mod proxy;
 #[path = "operator/scrape.rs"]
 mod scrape;

@@ -400,7 +400,7 @@ async fn clean_restart_resumes_without_re_emitting_and_a_slot_ahead_is_refused()
     let advanced = confirmed_lsn(&db.client, &slot_for(&db.url)).await;
     eprintln!("slot advanced to {advanced:?}");
     let mut refused = Daemon::spawn(&db.url, &state, &[]);
-    let status = wait_exit(&mut refused.child, Duration::from_secs(30));
+    let status = stopped_by_definite_error(&mut refused, Duration::from_secs(30));
     assert!(!status.success());
     let log = refused.log_text();
     assert!(
@@ -640,6 +640,13 @@ async fn replay_and_rebuild_repair_a_damaged_sink() {
         String::from_utf8_lossy(&out.stderr)
     );
     converge(&db.client, Duration::from_secs(1)).await;
+    // Below what the log holds: refused, naming the oldest LSN it holds.
+    let out = cli(&db.url, &state, &["replay", "--from-lsn", "0/1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(&format!("event log holds ({from})")),
+        "{stderr}"
+    );
 
     db.client
         .batch_execute(
@@ -920,7 +927,7 @@ async fn a_new_column_is_ignored_and_an_incompatible_type_stops_without_confirmi
         )
         .await
         .unwrap();
-    let status = wait_exit(&mut daemon.child, Duration::from_secs(60));
+    let status = stopped_by_definite_error(&mut daemon, Duration::from_secs(60));
     assert!(!status.success());
     let log = daemon.log_text();
     assert!(
@@ -932,4 +939,24 @@ async fn a_new_column_is_ignored_and_an_incompatible_type_stops_without_confirmi
         confirmed <= before,
         "confirmed {confirmed} past the schema change at {before}"
     );
+}
+
+/// A definite error stops the pipeline but keeps the process up (SPEC 5): waits
+/// for the daemon to report one, then stops it; it exits non-zero with the error.
+fn stopped_by_definite_error(daemon: &mut Daemon, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + timeout;
+    while !daemon.log_text().contains("definite error") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no definite error within {timeout:?}:\n{}",
+            daemon.log_text()
+        );
+        assert!(
+            daemon.exited().is_none(),
+            "exited instead of staying up:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon.stop()
 }

@@ -35,7 +35,14 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub state_bytes: IntGauge,
     pub state_memory_bytes: IntGaugeVec,
+    pub source_up: IntGauge,
+    pub sink_up: IntGauge,
+    pub build_info: IntGaugeVec,
+    pub fatal_error: IntGaugeVec,
 }
+
+/// The `kind` label values of `replytime_errors_total`, all present from the start.
+pub const ERROR_KINDS: &[&str] = &["source", "sink"];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help)
@@ -246,8 +253,62 @@ impl Metrics {
                     &["kind"]
                 )
             ),
+            source_up: register!(
+                r,
+                IntGauge::with_opts(opts(
+                    "replytime_source_up",
+                    "1 when the health poller's last query of the source succeeded"
+                ))
+            ),
+            sink_up: register!(
+                r,
+                IntGauge::with_opts(opts(
+                    "replytime_sink_up",
+                    "1 when the health poller's last query of the sink succeeded"
+                ))
+            ),
+            build_info: register!(
+                r,
+                IntGaugeVec::new(
+                    opts("replytime_build_info", "Always 1: the running replytime's version"),
+                    &["version"]
+                )
+            ),
+            fatal_error: register!(
+                r,
+                IntGaugeVec::new(
+                    opts(
+                        "replytime_fatal_error",
+                        "1 while the pipeline is stopped by a definite error of this kind (the process keeps serving until it is stopped)"
+                    ),
+                    &["kind"]
+                )
+            ),
             registry: r,
         }
+        .with_every_label()
+    }
+
+    /// Registers the process collector (RSS, CPU, open fds) and creates every
+    /// labelled child alerts read, at 0, so a series exists before its first event.
+    fn with_every_label(self) -> Metrics {
+        #[cfg(target_os = "linux")]
+        self.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics register once");
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for kind in ERROR_KINDS {
+            self.errors.with_label_values(&[kind]);
+        }
+        for kind in super::health::FATAL_KINDS {
+            self.fatal_error.with_label_values(&[kind]);
+        }
+        self.set_wal_status("");
+        self
     }
 
     pub fn record_apply(&self, stats: &ApplyStats) {

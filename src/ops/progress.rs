@@ -51,7 +51,13 @@ impl Progress {
             }
             _ => String::new(),
         };
-        let of = self.total.map(|t| format!(" of ~{t}")).unwrap_or_default();
+        // The planner's estimate is 0 for a table never analyzed, and stale once
+        // passed: then it says nothing worth printing.
+        let of = self
+            .total
+            .filter(|total| *total > 0 && *total >= self.done)
+            .map(|total| format!(" of ~{total}"))
+            .unwrap_or_default();
         format!(
             "{}: {} rows{of}, {:.0} rows/s{eta}",
             self.what, self.done, rate
@@ -91,4 +97,23 @@ pub async fn estimate_rows(client: &tokio_postgres::Client, mapping: &TableMappi
         total += row.get::<_, i64>(0) as u64;
     }
     Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(total: Option<u64>, done: u64) -> String {
+        let mut progress = Progress::new("initial load", total);
+        progress.done = done;
+        progress.line()
+    }
+
+    #[test]
+    fn an_estimate_of_zero_or_one_already_passed_is_not_printed() {
+        assert!(line(Some(0), 1536).starts_with("initial load: 1536 rows, "));
+        assert!(line(Some(1000), 1536).starts_with("initial load: 1536 rows, "));
+        assert!(line(None, 1536).starts_with("initial load: 1536 rows, "));
+        assert!(line(Some(4000), 1536).starts_with("initial load: 1536 rows of ~4000, "));
+    }
 }

@@ -49,7 +49,23 @@ async fn drain(store: &Store, sink: &mut Sink, settings: &Settings) -> anyhow::R
 pub async fn replay(settings: &Settings, from: ReplayFrom) -> anyhow::Result<u64> {
     let (store, mut sink) = open(settings).await?;
     let start = match from {
-        ReplayFrom::Lsn(lsn) => lsn,
+        ReplayFrom::Lsn(lsn) => {
+            // Below the log's first transaction the changes are gone (retention, or
+            // before the initial load): replaying would skip them without a word.
+            let oldest = store.logged_transactions(Lsn::ZERO, 1)?;
+            if let Some(oldest) = oldest.first().map(|t| t.meta.commit_lsn)
+                && lsn < oldest
+            {
+                anyhow::bail!(
+                    "--from-lsn {lsn} is below the oldest transaction the event log holds \
+                     ({oldest}): the changes in between are no longer in the log \
+                     (event_log_retention_hours / event_log_max_bytes, or they predate \
+                     the initial load). Replay with --from-lsn {oldest}, and run \
+                     `replytime rebuild` for rows untouched since"
+                );
+            }
+            lsn
+        }
         ReplayFrom::Time(t) => match store.first_logged_at(t)? {
             Some(lsn) => lsn,
             None => anyhow::bail!("the event log holds no transaction committed at or after {t}"),

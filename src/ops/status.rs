@@ -13,7 +13,8 @@ use crate::store::StateSummary;
 #[derive(Debug, Default, Serialize)]
 pub struct Status {
     pub slot: String,
-    pub slot_exists: bool,
+    /// `None` when the source could not be asked (see `problems`).
+    pub slot_exists: Option<bool>,
     pub wal_status: Option<String>,
     pub active: bool,
     pub confirmed_lsn: Option<Lsn>,
@@ -95,7 +96,7 @@ async fn source_status(client: &tokio_postgres::Client, settings: &Settings, sta
     let parse = |t: Option<String>| t.and_then(|t| t.parse::<Lsn>().ok());
     match row {
         Ok(Some(r)) => {
-            status.slot_exists = true;
+            status.slot_exists = Some(true);
             status.wal_status = r.get(0);
             status.active = r.get::<_, Option<bool>>(1).unwrap_or(false);
             status.confirmed_lsn = parse(r.get(2));
@@ -107,7 +108,7 @@ async fn source_status(client: &tokio_postgres::Client, settings: &Settings, sta
                 status.lag_bytes = Some(cur.saturating_bytes_since(conf));
             }
         }
-        Ok(None) => {}
+        Ok(None) => status.slot_exists = Some(false),
         Err(e) => status.problems.push(format!("source: {e}")),
     }
 }
@@ -136,7 +137,9 @@ async fn source_tls(client: &tokio_postgres::Client, settings: &Settings, status
 }
 
 fn judge(status: &mut Status) {
-    if !status.slot_exists {
+    // Unknown (the source could not be asked) is not "missing": the connection
+    // problem is listed already.
+    if status.slot_exists == Some(false) {
         status
             .problems
             .push(format!("slot {:?} does not exist", status.slot));
@@ -151,7 +154,7 @@ fn judge(status: &mut Status) {
             "slot confirmed {confirmed} is ahead of the durable state {durable}"
         ));
     }
-    if status.slot_exists && !status.active {
+    if status.slot_exists == Some(true) && !status.active {
         status
             .problems
             .push("no replytime is streaming from the slot".into());

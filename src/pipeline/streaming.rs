@@ -414,26 +414,20 @@ impl<'e> Session<'e> {
         }
     }
 
-    /// Slot metrics and housekeeping; a slot found lost or gone stops the pipeline.
+    /// A slot found lost or gone stops the pipeline; the state's size and memory,
+    /// and the event log's retention. (Lag, retained WAL and `wal_status` come from
+    /// the health poller, which also sees them while the stream is down:
+    /// `crate::ops::poller`.)
     async fn check_slot(&mut self) -> Result<(), PipelineError> {
-        let Some(admin) = self.admin.as_ref() else {
-            return Ok(());
-        };
-        match admin::slot_retention(admin, &self.ctx.settings.slot).await {
-            Ok(Some((retained, status))) => {
-                METRICS.slot_retained_wal_bytes.set(retained);
-                METRICS.set_wal_status(status.as_deref().unwrap_or(""));
-                if status.as_deref() == Some("lost") {
+        if let Some(admin) = self.admin.as_ref() {
+            match admin::slot_retention(admin, &self.ctx.settings.slot).await {
+                Ok(Some((_, status))) if status.as_deref() == Some("lost") => {
                     return Err(slot_lost(&self.ctx));
                 }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(slot_missing(&self.ctx)?),
+                Err(e) => tracing::debug!(error = %e, "slot check failed"),
             }
-            Ok(None) => return Err(slot_missing(&self.ctx)?),
-            Err(e) => tracing::debug!(error = %e, "slot check failed"),
-        }
-        if let Ok(current) = admin::current_wal_lsn(admin).await {
-            METRICS
-                .lag_bytes
-                .set(current.saturating_bytes_since(self.applied) as i64);
         }
         if let Ok(size) = i64::try_from(self.ctx.store.approximate_size()) {
             METRICS.state_bytes.set(size);

@@ -51,6 +51,12 @@ async fn migrate_in_transaction(client: &Client) -> Result<(), SinkError> {
     if table_exists(client).await? {
         check_table_shape(client).await?;
     }
+    // Every start re-applies the idempotent schema; its "already exists, skipping"
+    // notices say nothing to an operator (the setting ends with the transaction).
+    client
+        .batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(SinkError::postgres("quieting the migration's notices"))?;
     client
         .batch_execute(SINK_SQL)
         .await

@@ -90,7 +90,7 @@ fn expected_metrics(txns: &[Vec<Change>]) -> Expected {
 }
 
 /// `kill -NAME` to the daemon (STOP and CONT pause and resume it).
-fn signal(daemon: &Daemon, name: &str) {
+pub(crate) fn signal(daemon: &Daemon, name: &str) {
     let sent = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(daemon.child.id().to_string())

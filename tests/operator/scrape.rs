@@ -101,13 +101,7 @@ pub async fn scrape(addr: &str) -> Scrape {
 /// Runs `promtool check metrics` on an exposition; fails with its findings.
 pub fn promtool_check_metrics(exposition: &str) {
     use std::io::Write;
-    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
-        .into_iter()
-        .map(std::path::PathBuf::from)
-        .chain(std::env::var_os("PROMTOOL").map(Into::into))
-        .find(|p| p.is_file())
-        .expect("promtool not found (Debian package `prometheus`): run scripts/install-deps.sh");
-    let mut child = Command::new(promtool)
+    let mut child = Command::new(promtool())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -124,4 +118,14 @@ pub fn promtool_check_metrics(exposition: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// promtool's path; a failure (never a skip) that says how to install it.
+pub fn promtool() -> std::path::PathBuf {
+    ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .chain(std::env::var_os("PROMTOOL").map(Into::into))
+        .find(|p| p.is_file())
+        .expect("promtool not found (Debian package `prometheus`): run scripts/install-deps.sh")
 }
