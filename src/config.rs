@@ -214,6 +214,11 @@ impl Settings {
         match key {
             "source_url" => self.source_url = Some(value.to_string()),
             "sink_url" => self.sink_url = Some(value.to_string()),
+            "state_dir" if value.trim().is_empty() => {
+                return Err(bad(
+                    "empty: set the RocksDB state directory (a path)".to_string()
+                ));
+            }
             "state_dir" => self.state_dir = Some(PathBuf::from(value)),
             "slot" => self.slot = value.to_string(),
             "publication" => self.publication = value.to_string(),
@@ -263,9 +268,27 @@ impl Settings {
                         "must be a postgres:// or postgresql:// URL",
                     ));
                 }
-                Some(_) => {}
+                Some(url) => {
+                    // The parameters (sslmode and the others libpq knows) are
+                    // checked now, not at the first connection.
+                    if let Err(e) = crate::pgconn::parse_url(url) {
+                        return Err(ConfigError::new(key, e.to_string()));
+                    }
+                }
             }
         }
+        if self
+            .state_dir
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::new(
+                "state_dir (REPLYTIME_STATE_DIR)",
+                "empty: set the RocksDB state directory (a path)",
+            ));
+        }
+        check_log_filter(&self.log_level)
+            .map_err(|reason| ConfigError::new(with_env_var("log_level"), reason))?;
         for (key, name) in [
             ("slot (REPLYTIME_SLOT)", &self.slot),
             ("publication (REPLYTIME_PUBLICATION)", &self.publication),
@@ -379,6 +402,126 @@ impl Settings {
     }
 }
 
+/// Log levels, for `log_level` and its directives.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// A `log_level` is a level (`info`) or comma-separated directives
+/// (`replytime=debug,info`) whose levels are all known. A bare word that is not a
+/// level would be read as a target name and silence every other log line.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err(format!("empty: give a level ({})", LOG_LEVELS.join(", ")));
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            let hint = did_you_mean(level, LOG_LEVELS.iter().copied())
+                .map(|s| format!(" (did you mean {s:?}?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "{directive:?} in {filter:?} is not a level ({}) nor target=level{hint}",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| format!("{filter:?} is not a log filter: {e}"))
+}
+
+/// The closest of `known` to `word` when it is a likely typo (edit distance at
+/// most 2, or a third of the word).
+fn did_you_mean<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_ascii_uppercase();
+    known
+        .map(|k| (edit_distance(&word, &k.to_ascii_uppercase()), k))
+        .filter(|(d, _)| *d <= 2.max(word.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Prefixes of `REPLYTIME_*` variables read by the test and benchmark tools, not
+/// by the daemon.
+const TOOL_PREFIXES: [&str; 4] = [
+    "REPLYTIME_TEST_",
+    "REPLYTIME_BENCH_",
+    "REPLYTIME_PROPTEST_",
+    "REPLYTIME_DRILL_",
+];
+
+/// `REPLYTIME_*` variables replytime does not read (a typo silently ignored would
+/// leave a setting at its default), each with the likely intended name.
+pub fn unknown_env_names(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut known: Vec<String> = vec!["REPLYTIME_CONFIG".into(), "REPLYTIME_FAULT".into()];
+    for (var, _) in ENV_KEYS {
+        known.push(var.to_string());
+        known.push(format!("{var}_FILE"));
+    }
+    let mut unknown: Vec<String> = names
+        .into_iter()
+        .filter(|n| n.starts_with("REPLYTIME_"))
+        .filter(|n| !known.contains(n) && !TOOL_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .map(|n| {
+            // Compared without the common prefix, which would make any two close.
+            let suffixes = known.iter().map(|k| &k["REPLYTIME_".len()..]);
+            match did_you_mean(&n["REPLYTIME_".len()..], suffixes) {
+                Some(s) => format!("{n} (did you mean REPLYTIME_{s}?)"),
+                None => n,
+            }
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+impl Settings {
+    /// Checks against the file system what `validate-config` can check without a
+    /// database: the state directory is a writable directory, or can be made.
+    pub fn check_paths(&self) -> Result<(), ConfigError> {
+        let Some(dir) = &self.state_dir else {
+            return Ok(());
+        };
+        let key = "state_dir (REPLYTIME_STATE_DIR)";
+        let mut existing = dir.as_path();
+        while !existing.exists() {
+            match existing.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+                _ => return Ok(()),
+            }
+        }
+        if !existing.is_dir() {
+            return Err(ConfigError::new(
+                key,
+                format!("{} exists and is not a directory", existing.display()),
+            ));
+        }
+        tempfile::tempfile_in(existing).map_err(|e| {
+            ConfigError::new(
+                key,
+                format!("{} is not writable for this user: {e}", existing.display()),
+            )
+        })?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,5 +624,89 @@ mod tests {
         .unwrap();
         assert_eq!(s.source_url(), "postgres://u:pw@db/app");
         assert!(!s.redacted().contains("pw@"), "{}", s.redacted());
+    }
+
+    #[test]
+    fn values_are_validated_not_only_their_syntax() {
+        let mut env = MINIMAL.to_vec();
+        env.push(("REPLYTIME_LOG_LEVEL", "verbose"));
+        let err = load(&env, None, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("REPLYTIME_LOG_LEVEL") && err.contains("not a level"),
+            "{err}"
+        );
+        let mut env = MINIMAL.to_vec();
+        env.push(("REPLYTIME_LOG_LEVEL", "replytime=debg,info"));
+        let err = load(&env, None, &[]).unwrap_err().to_string();
+        assert!(err.contains("did you mean \"debug\""), "{err}");
+        let mut env = MINIMAL.to_vec();
+        env.push(("REPLYTIME_LOG_LEVEL", "replytime=debug,warn"));
+        load(&env, None, &[]).unwrap();
+
+        let env = [
+            (
+                "REPLYTIME_SOURCE_URL",
+                "postgres://u:pw@db/app?sslmode=verify_full",
+            ),
+            ("REPLYTIME_STATE_DIR", "/x"),
+        ];
+        let err = load(&env, None, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("REPLYTIME_SOURCE_URL") && err.contains("sslmode"),
+            "{err}"
+        );
+        assert!(!err.contains("pw@"), "{err}");
+        let env = [
+            (
+                "REPLYTIME_SOURCE_URL",
+                "postgres://u@db/app?connect_timeout=abc",
+            ),
+            ("REPLYTIME_STATE_DIR", "/x"),
+        ];
+        let err = load(&env, None, &[]).unwrap_err().to_string();
+        assert!(err.contains("REPLYTIME_SOURCE_URL"), "{err}");
+
+        let mut env = MINIMAL.to_vec();
+        env[1] = ("REPLYTIME_STATE_DIR", "");
+        let err = load(&env, None, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("REPLYTIME_STATE_DIR") && err.contains("empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_environment_names_are_found_with_a_suggestion() {
+        let names = [
+            "REPLYTIME_SOURCE_URL",
+            "REPLYTIME_SLOTT",
+            "REPLYTIME_SINK_URL_FILE",
+            "REPLYTIME_TEST_PG_DIR",
+            "REPLYTIME_WHATEVER",
+            "PATH",
+        ]
+        .map(String::from);
+        assert_eq!(
+            unknown_env_names(names),
+            vec![
+                "REPLYTIME_SLOTT (did you mean REPLYTIME_SLOT?)".to_string(),
+                "REPLYTIME_WHATEVER".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_state_dir_that_is_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let mut env = MINIMAL.to_vec();
+        let path = file.join("state").display().to_string();
+        env[1] = ("REPLYTIME_STATE_DIR", &path);
+        let err = load(&env, None, &[]).unwrap().check_paths().unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        let path = dir.path().join("new/state").display().to_string();
+        env[1] = ("REPLYTIME_STATE_DIR", &path);
+        load(&env, None, &[]).unwrap().check_paths().unwrap();
     }
 }

@@ -25,3 +25,5 @@ mod bad_config;
 mod metrics;
 #[path = "operator/scrape.rs"]
 mod scrape;
+#[path = "operator/validate_values.rs"]
+mod validate_values;

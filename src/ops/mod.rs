@@ -2,8 +2,10 @@
 //! long operations (backfill, replay, rebuild, report, simulate).
 
 pub mod backfill;
+pub mod check;
 pub mod http;
 pub mod metrics;
+pub mod ownership;
 pub mod progress;
 pub mod repair;
 pub mod report;

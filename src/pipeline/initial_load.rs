@@ -28,9 +28,9 @@ use crate::lsn::Lsn;
 use crate::ops::metrics::METRICS;
 use crate::ops::progress::Progress;
 use crate::source::SourceError;
-use crate::source::load::{LOAD_ORDER, page_sql, read_page};
+use crate::source::load::{LOAD_ORDER, Page, Unplaceable, page_sql, read_page};
 use crate::source::stream::{StreamOptions, create_slot_with_snapshot};
-use crate::store::{Cf, meta};
+use crate::store::{Cf, QuarantineRecord, meta};
 
 pub async fn run(ctx: &Arc<Context>, engine: &mut Engine) -> Result<(), PipelineError> {
     load(ctx, engine, true).await.map(|_| ())
@@ -72,6 +72,7 @@ pub async fn load(
     let client =
         Arc::new(crate::pgconn::connect(ctx.settings.source_url(), "replytime-load").await?);
     let (slot, at) = if create_slot {
+        record_slot_intent(ctx)?;
         let slot = create_slot_with_snapshot(&ctx.params, &options).await?;
         tracing::info!(slot = %options.slot, consistent_point = %slot.consistent_point, "created slot; copying tables");
         let at = slot.consistent_point;
@@ -79,6 +80,64 @@ pub async fn load(
     } else {
         (None, crate::source::admin::current_wal_lsn(&client).await?)
     };
+    let loaded = copy_and_derive(ctx, engine, &client, slot, at, earlier_load_wrote_sink).await;
+    if let Err(error) = &loaded
+        && create_slot
+    {
+        // Nothing may be left pinning WAL: the slot this load created goes again
+        // (the next start records a new intent and creates a new one).
+        drop_failed_load_slot(ctx, error).await;
+    }
+    loaded.map(|()| at)
+}
+
+/// The state's durable record that it is about to create the slot (see
+/// `ownership`): a crash before the slot exists leaves a state that recognizes it.
+fn record_slot_intent(ctx: &Arc<Context>) -> Result<(), PipelineError> {
+    let owner = super::ownership::SlotOwner {
+        slot: ctx.settings.slot.clone(),
+        plugin: "pgoutput".into(),
+        database: ctx.params.dbname.clone(),
+        system_id: ctx
+            .store
+            .get_meta::<String>(meta::SYSTEM_ID)?
+            .unwrap_or_default(),
+        state_id: super::ownership::state_id(&ctx.store)?,
+    };
+    super::ownership::record_intent(&ctx.store, &owner)?;
+    Ok(())
+}
+
+/// Drops the slot a failed load created, once its replication connection is gone.
+async fn drop_failed_load_slot(ctx: &Arc<Context>, error: &PipelineError) {
+    let slot = &ctx.settings.slot;
+    let dropped = async {
+        let admin = crate::pgconn::connect(ctx.settings.source_url(), "replytime-cleanup").await?;
+        crate::source::admin::drop_inactive_slot(&admin, slot, std::time::Duration::from_secs(10))
+            .await?;
+        Ok::<(), PipelineError>(())
+    }
+    .await;
+    match dropped {
+        Ok(()) => {
+            tracing::warn!(slot, error = %error, "initial load failed: dropped the slot it created")
+        }
+        Err(e) => {
+            tracing::error!(slot, error = %error, cleanup = %e, "initial load failed and its slot could not be dropped: run `replytime teardown --yes` or start again (the same state drops and recreates it)")
+        }
+    }
+}
+
+/// Copies the tables at the snapshot of `slot` (or a plain repeatable-read one)
+/// and derives every anchor into the outbox.
+async fn copy_and_derive(
+    ctx: &Arc<Context>,
+    engine: &mut Engine,
+    client: &Arc<tokio_postgres::Client>,
+    slot: Option<crate::source::stream::NewSlot>,
+    at: Lsn,
+    earlier_load_wrote_sink: bool,
+) -> Result<(), PipelineError> {
     let import = match &slot {
         Some(slot) => format!(
             "SET TRANSACTION SNAPSHOT '{}';",
@@ -94,12 +153,20 @@ pub async fn load(
         ))
         .await
         .map_err(SourceError::query("importing the slot's snapshot"))?;
+    let sink = crate::sink::Sink::for_settings(&ctx.settings).await?;
+    let kept = super::kept_delays::seed(&ctx.store, &sink, at).await?;
+    drop(sink);
+    tracing::info!(
+        jobs = kept,
+        "kept the delay bounds the sink recorded for its jobs"
+    );
     engine.set_log_events(false);
     engine.set_bulk(true);
-    let copied = copy_tables(ctx, &client, engine, at).await;
+    let copied = copy_tables(ctx, client, engine, at).await;
     engine.set_bulk(false);
     engine.set_log_events(true);
     copied?;
+    super::kept_delays::drop_unused(&ctx.store, at)?;
     client
         .batch_execute("COMMIT")
         .await
@@ -136,7 +203,7 @@ pub async fn load(
     ctx.store.put_meta(meta::LOAD_WROTE_SINK, &false)?;
     ctx.store.sync()?;
     tracing::info!(anchors = outcome.ops, lsn = %at, "tables loaded and derived");
-    Ok(at)
+    Ok(())
 }
 
 /// Deletes the sink rows that are not anchors at this load's snapshot: what an
@@ -171,8 +238,10 @@ async fn copy_tables(
     // own, a page or two ahead of applying them here.
     let (pages, mut received) = tokio::sync::mpsc::channel(PAGES_AHEAD);
     let reader = tokio::spawn(read_pages(ctx.clone(), client.clone(), pages));
-    while let Some(rows) = received.recv().await {
-        let changes: Vec<Change> = rows.into_iter().map(Change::Insert).collect();
+    let mut quarantined: u32 = 0;
+    while let Some(page) = received.recv().await {
+        quarantine_unplaceable(ctx, consistent_point, &mut quarantined, &page.unplaceable)?;
+        let changes: Vec<Change> = page.rows.into_iter().map(Change::Insert).collect();
         engine.apply_chunk(consistent_point, seq, &changes)?;
         seq += changes.len() as u32;
         METRICS.initial_load_rows.inc_by(changes.len() as u64);
@@ -191,6 +260,35 @@ async fn copy_tables(
     Ok(())
 }
 
+/// Records the snapshot's rows that cannot be placed in the quarantine, as the
+/// stream does (SPEC 5: a re-snapshot re-derives the quarantine, it never empties
+/// it silently).
+fn quarantine_unplaceable(
+    ctx: &Arc<Context>,
+    at: Lsn,
+    next: &mut u32,
+    rows: &[Unplaceable],
+) -> Result<(), PipelineError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tx = ctx.store.begin();
+    for row in rows {
+        METRICS.quarantined.inc();
+        tracing::warn!(table = %row.table, row_id = ?row.row_id, reason = %row.reason, lsn = %at, "quarantined a row of the snapshot");
+        let record = QuarantineRecord {
+            commit_lsn: at,
+            table: row.table,
+            row_id: row.row_id.clone(),
+            reason: row.reason.clone(),
+        };
+        tx.put_quarantine(*next, &record)?;
+        *next += 1;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// Pages read ahead of the one being applied.
 const PAGES_AHEAD: usize = 2;
 
@@ -199,7 +297,7 @@ const PAGES_AHEAD: usize = 2;
 async fn read_pages(
     ctx: Arc<Context>,
     client: Arc<tokio_postgres::Client>,
-    pages: tokio::sync::mpsc::Sender<Vec<crate::change::Row>>,
+    pages: tokio::sync::mpsc::Sender<Page>,
 ) -> Result<(), SourceError> {
     let settings = &ctx.settings;
     for table in LOAD_ORDER {
@@ -215,14 +313,16 @@ async fn read_pages(
             .map_err(SourceError::query("preparing the initial load query"))?;
         let mut after: Option<String> = None;
         loop {
-            let (rows, last) = read_page(&client, &statement, table, after.as_deref()).await?;
-            if last.is_none() {
+            let (page, last) = read_page(&client, &statement, table, after.as_deref()).await?;
+            if page.read == 0 {
                 break;
             }
-            if pages.send(rows).await.is_err() {
+            if pages.send(page).await.is_err() {
                 return Ok(());
             }
-            after = last;
+            // Null ids sort last: nothing follows a page that ends with one.
+            let Some(last) = last else { break };
+            after = Some(last);
         }
     }
     Ok(())

@@ -119,22 +119,75 @@ pub fn row_from_sql(table: Table, r: &tokio_postgres::Row) -> Option<Row> {
     })
 }
 
-/// Reads one page after `after`; returns the rows and the last id seen.
+/// A row of the snapshot that cannot be placed (SPEC 4): quarantined by the load
+/// exactly as the stream quarantines it, never silently left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unplaceable {
+    pub table: Table,
+    pub row_id: Option<String>,
+    pub reason: String,
+}
+
+/// One page of a table: the rows to apply and those to quarantine.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Result rows read (applied and quarantined).
+    pub read: usize,
+    pub rows: Vec<Row>,
+    pub unplaceable: Vec<Unplaceable>,
+}
+
+/// Why `row` cannot be placed, as the stream's decoder says it: a message needs a
+/// thread (`leadId`, `channel` and `direction` not null).
+pub fn unplaceable_reason(row: &Row) -> Option<String> {
+    let Row::Message(m) = row else {
+        return None;
+    };
+    let null: Vec<&str> = [
+        ("leadId", m.lead_id.is_none()),
+        ("channel", m.channel.is_none()),
+        ("direction", m.direction.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(name, null)| null.then_some(name))
+    .collect();
+    (!null.is_empty()).then(|| format!("null {}", null.join(", ")))
+}
+
+/// Reads one page after `after`; returns it and the last id seen.
 pub async fn read_page(
     client: &Client,
     sql: &tokio_postgres::Statement,
     table: Table,
     after: Option<&str>,
-) -> Result<(Vec<Row>, Option<String>), SourceError> {
+) -> Result<(Page, Option<String>), SourceError> {
     let rows = client
         .query(sql, &[&after])
         .await
         .map_err(SourceError::query("reading a batch of source rows"))?;
     let last = rows.last().and_then(|r| text(r, 0));
-    Ok((
-        rows.iter().filter_map(|r| row_from_sql(table, r)).collect(),
-        last,
-    ))
+    let mut page = Page {
+        read: rows.len(),
+        ..Page::default()
+    };
+    for r in &rows {
+        match row_from_sql(table, r) {
+            None => page.unplaceable.push(Unplaceable {
+                table,
+                row_id: None,
+                reason: "null id".into(),
+            }),
+            Some(row) => match unplaceable_reason(&row) {
+                Some(reason) => page.unplaceable.push(Unplaceable {
+                    table,
+                    row_id: Some(row.id().to_string()),
+                    reason,
+                }),
+                None => page.rows.push(row),
+            },
+        }
+    }
+    Ok((page, last))
 }
 
 /// Tables in load order: leads and campaigns first, so that jobs loaded later see
