@@ -58,7 +58,7 @@ pub enum SourceError {
         column: String,
     },
     #[error(
-        "publication {publication:?} does not match the shard setting ({expected}) for table {table:?}: every shard needs its own publication with a row filter on the lead id; drop it (`replytime teardown --yes`) and let replytime create it"
+        "publication {publication:?} does not match the shard setting ({expected}) for table {table:?}: every shard needs its own publication with a row filter on the lead id; drop it (`replytime teardown --yes` when replytime created it, else `DROP PUBLICATION {publication}` as its owner) and let replytime create it"
     )]
     ShardMismatch {
         publication: String,
