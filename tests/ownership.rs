@@ -165,6 +165,45 @@ async fn a_second_instance_with_empty_state_refuses_and_the_owner_streams_on() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_same_state_waits_while_its_slot_is_held_elsewhere() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
+    wait_streaming(&db.client, &db.url).await;
+    assert!(daemon.stop().success());
+
+    // Another connection holds the slot (the walsender of a pod that is still
+    // going away): the same state waits for it, writing nothing, and never refuses.
+    use replytime::source::stream::{StreamOptions, conn_params, start_stream};
+    let options = StreamOptions {
+        slot: slot_for(&db.url),
+        publication: "replytime".into(),
+        start_lsn: replytime::lsn::Lsn::ZERO,
+        ack_lsn: replytime::lsn::Lsn::ZERO,
+        status_interval: Duration::from_secs(10),
+        application_name: "previous-pod".into(),
+    };
+    let holder = start_stream(&conn_params(&db.url).unwrap(), &options)
+        .await
+        .unwrap();
+    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
+    eventually(CONVERGE, "the daemon to wait for its slot", || async {
+        daemon
+            .log_text()
+            .contains("slot is in use by another connection; waiting")
+    })
+    .await;
+    assert!(daemon.exited().is_none(), "{}", daemon.log_text());
+    assert!(!daemon.log_text().contains("did not create it"));
+    drop(holder);
+    wait_streaming(&db.client, &db.url).await;
+    let mut generator = Generator::new(59, HistoryConfig::realistic());
+    write_history(&db.client, &history(&mut generator, 30)).await;
+    converge(&db.client, CONVERGE).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_foreign_slot_of_the_same_name_is_untouched() {
     let db = database().await;
     let slot = slot_for(&db.url);
@@ -410,11 +449,30 @@ async fn backfill_alone_and_after_teardown_keep_every_delay_record_and_the_quara
     assert_eq!(quarantine(&url, &db.url, &state), quarantine_before);
 
     // And the daemon streams on from the new slot.
-    let _daemon = daemon_as(&url, &db.url, &state, &[]);
+    let mut daemon = daemon_as(&url, &db.url, &state, &[]);
     wait_streaming(&db.client, &db.url).await;
     freeze_campaigns(&mut generator);
     write_history(&db.client, &history(&mut generator, 50)).await;
     converge(&db.client, CONVERGE).await;
+    assert!(daemon.stop().success());
+
+    // The other commands the runbooks print work as that role too.
+    let out = cli(&url, &db.url, &state, &["status", "--json"], &[]);
+    let status: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let from = status["state"]["oldest_event_lsn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for args in [
+        vec!["replay", "--from-lsn", from.as_str()],
+        vec!["rebuild"],
+        vec!["check"],
+    ] {
+        let out = cli(&url, &db.url, &state, &args, &[]);
+        assert_ok(&out);
+    }
+    converge(&db.client, Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
