@@ -285,11 +285,6 @@ async fn prepare_slot(
         .get_meta::<bool>(meta::INITIAL_LOAD_DONE)?
         .unwrap_or(false);
     let state_id = ownership::state_id(&ctx.store)?;
-    let system_id = ctx
-        .store
-        .get_meta::<String>(meta::SYSTEM_ID)?
-        .unwrap_or_default();
-    let mut owner = ownership::recorded(&ctx.store)?;
     let mut registered = false;
     loop {
         let state = admin::slot_state(admin, slot).await?;
@@ -314,42 +309,14 @@ async fn prepare_slot(
             }
             .into());
         }
-        if owner.is_none() && loaded && state.plugin.as_deref() == Some("pgoutput") {
-            // A state of an earlier release streamed from this slot (it finished
-            // its load from it) before slots were recorded: it adopts it.
-            let adopted = ownership::SlotOwner {
-                slot: slot.clone(),
-                plugin: "pgoutput".into(),
-                database: own_db.clone(),
-                system_id: system_id.clone(),
-                state_id: state_id.clone(),
-            };
-            ownership::record_intent(&ctx.store, &adopted)?;
-            tracing::info!(slot, "recorded the slot this state streams from as its own");
-            owner = Some(adopted);
-        }
-        let ours = ownership::is_ours(
-            owner.as_ref(),
+        ownership::check_found(
+            &ctx.store,
             slot,
-            state.database.as_deref(),
-            &system_id,
-            &state_id,
-        );
-        if !ours {
-            return Err(PipelineError::Ownership(Box::new(
-                ownership::OwnershipError::NotOurs {
-                    slot: slot.clone(),
-                    plugin: state.plugin.clone().unwrap_or_else(|| "none".into()),
-                    database: state.database.clone().unwrap_or_else(|| "none".into()),
-                    active: state
-                        .active_pid
-                        .map(|pid| format!(", in use by process {pid}"))
-                        .unwrap_or_default(),
-                    state_dir: ctx.settings.state_dir().display().to_string(),
-                    state_id,
-                },
-            )));
-        }
+            own_db,
+            ctx.settings.state_dir(),
+            loaded,
+            &state,
+        )?;
         if !registered {
             ownership::register_writer(&ctx.settings, registry, &state_id, false).await?;
             registered = true;

@@ -100,6 +100,53 @@ pub fn is_ours(
     })
 }
 
+/// Refuses a slot found on the server that this state did not create. A state of
+/// an earlier release that finished its load from a pgoutput slot (before slots
+/// were recorded) adopts it once.
+pub fn check_found(
+    store: &Store,
+    slot: &str,
+    database: &str,
+    state_dir: &std::path::Path,
+    loaded: bool,
+    found: &crate::source::admin::SlotState,
+) -> Result<(), super::PipelineError> {
+    let state_id = state_id(store)?;
+    let system_id = store
+        .get_meta::<String>(meta::SYSTEM_ID)?
+        .unwrap_or_default();
+    let mut owner = recorded(store)?;
+    if owner.is_none() && loaded && found.plugin.as_deref() == Some("pgoutput") {
+        let adopted = SlotOwner {
+            slot: slot.to_string(),
+            plugin: "pgoutput".into(),
+            database: database.to_string(),
+            system_id: system_id.clone(),
+            state_id: state_id.clone(),
+        };
+        record_intent(store, &adopted)?;
+        tracing::info!(slot, "recorded the slot this state streams from as its own");
+        owner = Some(adopted);
+    }
+    let database = found.database.as_deref();
+    if is_ours(owner.as_ref(), slot, database, &system_id, &state_id) {
+        return Ok(());
+    }
+    Err(super::PipelineError::Ownership(Box::new(
+        OwnershipError::NotOurs {
+            slot: slot.to_string(),
+            plugin: found.plugin.clone().unwrap_or_else(|| "none".into()),
+            database: database.unwrap_or("none").to_string(),
+            active: found
+                .active_pid
+                .map(|pid| format!(", in use by process {pid}"))
+                .unwrap_or_default(),
+            state_dir: state_dir.display().to_string(),
+            state_id,
+        },
+    )))
+}
+
 /// This instance as a writer of the sink.
 pub fn writer(settings: &crate::config::Settings, state_id: &str) -> registry::Writer {
     registry::Writer {
