@@ -44,6 +44,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run => {
             crate::cli::init_tracing(settings.log_format, &settings.log_level);
+            for name in crate::config::unknown_env_names(std::env::vars().map(|(k, _)| k)) {
+                tracing::warn!(variable = %name, "unknown REPLYTIME_* variable: not read");
+            }
             run(settings).await
         }
         Command::Status { json } => status::print(&settings, json).await,

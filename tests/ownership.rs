@@ -232,6 +232,14 @@ async fn a_foreign_slot_of_the_same_name_is_untouched() {
         "{}",
         text(&out)
     );
+    // Neither does teardown.
+    let out = cli(&db.url, &db.url, &state, &["teardown", "--yes"], &[]);
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("kept slot"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(slot_row(&db.client, &slot).await, before);
     assert_eq!(before.unwrap().0, "test_decoding");
 }

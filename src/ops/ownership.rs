@@ -9,6 +9,11 @@ use crate::source::admin::Teardown;
 pub fn print_teardown(settings: &Settings, done: &Teardown) {
     if done.slot_dropped {
         println!("dropped slot {:?}", settings.slot);
+    } else if let Some(kept) = &done.slot_kept {
+        println!(
+            "kept slot {:?} ({kept}): it is not replytime's; its owner drops it",
+            settings.slot
+        );
     } else {
         println!("slot {:?} did not exist", settings.slot);
     }

@@ -288,6 +288,9 @@ pub const CREATED_BY_REPLYTIME: &str = "created by replytime";
 #[derive(Debug, Default)]
 pub struct Teardown {
     pub slot_dropped: bool,
+    /// A slot of the name that is not replytime's (another plugin or database),
+    /// described; kept.
+    pub slot_kept: Option<String>,
     pub publication_dropped: bool,
     /// A publication that exists but was made by someone else (kept).
     pub publication_kept: bool,
@@ -309,18 +312,35 @@ pub async fn publication_origin(
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Drops the slot (if present) and the publication if replytime created it; a
-/// publication an admin created (deploy/postgres/grants.sql) is left in place.
+/// Drops the slot (if present and a pgoutput slot of this database) and the
+/// publication if replytime created it; a publication an admin created
+/// (deploy/postgres/grants.sql) and a slot of another tool are left in place.
 pub async fn teardown(
     client: &Client,
     slot: &str,
     publication: &str,
 ) -> Result<Teardown, SourceError> {
-    let mut done = Teardown {
-        slot_dropped: slot_state(client, slot).await?.is_some(),
-        ..Teardown::default()
-    };
-    drop_slot(client, slot).await?;
+    let mut done = Teardown::default();
+    if let Some(found) = slot_state(client, slot).await? {
+        let database: String = client
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(SourceError::query("reading the database name"))?
+            .get(0);
+        // A slot of another plugin or database is not replytime's.
+        if found.plugin.as_deref() == Some("pgoutput")
+            && found.database.as_deref() == Some(database.as_str())
+        {
+            drop_slot(client, slot).await?;
+            done.slot_dropped = true;
+        } else {
+            done.slot_kept = Some(format!(
+                "plugin {}, database {}",
+                found.plugin.as_deref().unwrap_or("none"),
+                found.database.as_deref().unwrap_or("none")
+            ));
+        }
+    }
     match publication_origin(client, publication).await? {
         Some(true) => {
             client
