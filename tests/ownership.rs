@@ -265,6 +265,23 @@ async fn a_first_start_that_fails_leaves_no_slot() {
     );
     assert_eq!(slot_row(&db.client, &slot).await, None);
 
+    // So is a publication the role cannot create (it does not own the tables).
+    db.client
+        .batch_execute(
+            r#"GRANT SELECT ON "BackgroundJob" TO replytime; DROP PUBLICATION replytime"#,
+        )
+        .await
+        .unwrap();
+    let out = cli(&url, &db.url, &dir.path().join("a"), &["run"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot create it") && stderr.contains("grants.sql"),
+        "{stderr}"
+    );
+    assert_eq!(slot_row(&db.client, &slot).await, None);
+    least_privilege(&db).await;
+
     // A load that fails after creating its slot drops it: a value of the copy
     // that is not of the type replytime reads (a bound stored as text).
     db.client

@@ -204,10 +204,21 @@ pub async fn ensure_publication(
             entries.join(", "),
             quote_literal(CREATED_BY_REPLYTIME),
         );
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(SourceError::query("creating the publication"))?;
+        if let Err(e) = client.batch_execute(&sql).await {
+            // The failed statement left the explicit transaction open.
+            let _ = client.batch_execute("ROLLBACK").await;
+            if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+                // A role without ownership of the tables (deploy/postgres/grants.sql)
+                // cannot add them to a publication: an admin makes it.
+                return Err(SourceError::PublicationNotCreatable {
+                    publication: publication.to_string(),
+                    reason: e
+                        .as_db_error()
+                        .map_or(e.to_string(), |d| d.message().to_string()),
+                });
+            }
+            return Err(SourceError::query("creating the publication")(e));
+        }
         tracing::info!(publication, "created publication");
         return Ok(());
     }

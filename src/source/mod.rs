@@ -97,6 +97,10 @@ pub enum SourceError {
         "the source is a different Postgres cluster (system identifier {found}, state was built from {expected}): after a failover the slot is gone; run `replytime backfill` with a fresh state directory"
     )]
     SystemChanged { expected: String, found: String },
+    #[error(
+        "publication {publication:?} does not exist and this role cannot create it ({reason}): have an admin create it with deploy/postgres/grants.sql (which publishes the five tables and leaves it to replytime); nothing was created"
+    )]
+    PublicationNotCreatable { publication: String, reason: String },
     #[error("replication slot {slot:?} is still in use by another connection: it was not dropped")]
     SlotBusy { slot: String },
     #[error(
