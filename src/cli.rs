@@ -62,6 +62,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Preflight / doctor: connect as the daemon would (admin, sink and replication
+    /// connections) and report each check as ok or a problem with its fix; exit 1
+    /// on problems. Changes nothing.
+    #[command(
+        after_help = "Example:\n  replytime check\n\nChecks: encryption of each connection, wal_level, REPLICATION, tables and\ncolumns, SELECT grants, the publication, replica identity, the slot and whose\nit is, sink privileges, the sink's registered writers."
+    )]
+    Check,
     /// Check the settings and print them with secrets removed.
     #[command(
         name = "validate-config",
@@ -112,6 +119,10 @@ pub enum Command {
         /// would be written.
         #[arg(long)]
         dry_run: bool,
+        /// Drop an existing slot of the configured name that this state did not
+        /// create (the state was lost, or a leftover slot), then create a new one.
+        #[arg(long)]
+        recreate_slot: bool,
     },
     /// Re-derive every anchor from the state and upsert every row (the sink lost
     /// rows; the daemon must be stopped).
@@ -140,6 +151,17 @@ pub enum Command {
         /// Create the reference source tables first (schema/source.sql).
         #[arg(long)]
         create_schema: bool,
+    },
+    /// Remove a writer's registration from the sink (a writer whose state and slot
+    /// were retired for good). Its rows stay; another writer may then claim them.
+    #[command(
+        name = "release-writer",
+        after_help = "Example:\n  replytime release-writer --state-id 5f0c9e2b7a1d4c3e8f6a0b1c2d3e4f50\n\nA refused start names the writer it conflicts with and its state id."
+    )]
+    ReleaseWriter {
+        /// State id of the writer to remove (printed by the refused start).
+        #[arg(long)]
+        state_id: String,
     },
     /// List quarantined rows (changes that could not be placed).
     #[command(after_help = "Example:\n  replytime quarantine --limit 20")]

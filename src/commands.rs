@@ -26,31 +26,54 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::ValidateConfig => {
+            settings.check_paths()?;
+            let unknown = crate::config::unknown_env_names(std::env::vars().map(|(k, _)| k));
+            if !unknown.is_empty() {
+                return Err(crate::config::ConfigError::new(
+                    "environment",
+                    format!(
+                        "unknown variables {}: replytime does not read them (see the README's settings table)",
+                        unknown.join(", ")
+                    ),
+                )
+                .into());
+            }
             print!("{}", settings.redacted());
             println!("# config ok");
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
             crate::cli::init_tracing(settings.log_format, &settings.log_level);
+            for name in crate::config::unknown_env_names(std::env::vars().map(|(k, _)| k)) {
+                tracing::warn!(variable = %name, "unknown REPLYTIME_* variable: not read");
+            }
             run(settings).await
         }
         Command::Status { json } => status::print(&settings, json).await,
+        Command::Check => {
+            let report = crate::ops::check::run(&settings).await;
+            print!("{}", report.render());
+            Ok(if report.problems() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Report(args) => crate::ops::report::run(&settings, args).await,
         Command::Teardown { yes } => {
             if !yes {
                 anyhow::bail!(
-                    "teardown drops slot {:?} and publication {:?}: pass --yes",
+                    "teardown drops slot {:?} and publication {:?} (if replytime created it): pass --yes",
                     settings.slot,
                     settings.publication
                 );
             }
             let client =
                 crate::pgconn::connect(settings.source_url(), "replytime-teardown").await?;
-            crate::source::admin::teardown(&client, &settings.slot, &settings.publication).await?;
-            println!(
-                "dropped slot {:?} and publication {:?}",
-                settings.slot, settings.publication
-            );
+            let done =
+                crate::source::admin::teardown(&client, &settings.slot, &settings.publication)
+                    .await?;
+            crate::ops::ownership::print_teardown(&settings, &done);
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
@@ -77,12 +100,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             lookback_days,
             batch_size,
             dry_run,
+            recreate_slot,
         } => {
             crate::cli::init_tracing(settings.log_format, &settings.log_level);
             let options = crate::ops::backfill::BackfillOptions {
                 lookback_days,
                 batch_size,
                 dry_run,
+                recreate_slot,
             };
             let summary = crate::ops::backfill::backfill(&settings, &options).await?;
             summary.print(&options);
@@ -111,6 +136,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 create_schema,
             };
             crate::ops::simulate::run(&settings, &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ReleaseWriter { state_id } => {
+            let released = crate::ops::ownership::release_writer(&settings, &state_id).await?;
+            println!("released the sink registration of the {released}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Quarantine { limit } => {
@@ -197,6 +227,8 @@ fn fatal_kind(error: &pipeline::PipelineError) -> &'static str {
         P::Source(S::SystemChanged { .. }) => "failover",
         P::Source(S::Decode(_)) => "decode",
         P::Source(S::Query { .. } | S::Replication(_)) => "other",
+        // Another writer's slot or sink: refused at once, like a setting to fix.
+        P::Ownership(_) | P::Sink(crate::sink::SinkError::WriterConflict { .. }) => "config",
         P::Source(_) | P::Connect(_) | P::Sink(crate::sink::SinkError::Connect(_)) => "config",
         P::Sink(_) | P::SinkDown(_) => "sink",
         P::Store(_) | P::Engine(_) => "state",

@@ -11,6 +11,10 @@ use serde::Deserialize;
 
 use crate::source::decode::TableMapping;
 
+mod checks;
+use checks::check_log_filter;
+pub use checks::unknown_env_names;
+
 /// A bad setting: names the key and the reason.
 #[derive(Debug, thiserror::Error)]
 #[error("bad config: {key}: {reason}")]
@@ -214,6 +218,11 @@ impl Settings {
         match key {
             "source_url" => self.source_url = Some(value.to_string()),
             "sink_url" => self.sink_url = Some(value.to_string()),
+            "state_dir" if value.trim().is_empty() => {
+                return Err(bad(
+                    "empty: set the RocksDB state directory (a path)".to_string()
+                ));
+            }
             "state_dir" => self.state_dir = Some(PathBuf::from(value)),
             "slot" => self.slot = value.to_string(),
             "publication" => self.publication = value.to_string(),
@@ -268,6 +277,18 @@ impl Settings {
                 }
             }
         }
+        if self
+            .state_dir
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::new(
+                "state_dir (REPLYTIME_STATE_DIR)",
+                "empty: set the RocksDB state directory (a path)",
+            ));
+        }
+        check_log_filter(&self.log_level)
+            .map_err(|reason| ConfigError::new(with_env_var("log_level"), reason))?;
         for (key, name) in [
             ("slot (REPLYTIME_SLOT)", &self.slot),
             ("publication (REPLYTIME_PUBLICATION)", &self.publication),
@@ -483,5 +504,89 @@ mod tests {
         .unwrap();
         assert_eq!(s.source_url(), "postgres://u:pw@db/app");
         assert!(!s.redacted().contains("pw@"), "{}", s.redacted());
+    }
+
+    #[test]
+    fn values_are_validated_not_only_their_syntax() {
+        let mut env = MINIMAL.to_vec();
+        env.push(("REPLYTIME_LOG_LEVEL", "verbose"));
+        let err = load(&env, None, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("REPLYTIME_LOG_LEVEL") && err.contains("not a level"),
+            "{err}"
+        );
+        let mut env = MINIMAL.to_vec();
+        env.push(("REPLYTIME_LOG_LEVEL", "replytime=debg,info"));
+        let err = load(&env, None, &[]).unwrap_err().to_string();
+        assert!(err.contains("did you mean \"debug\""), "{err}");
+        let mut env = MINIMAL.to_vec();
+        env.push(("REPLYTIME_LOG_LEVEL", "replytime=debug,warn"));
+        load(&env, None, &[]).unwrap();
+
+        let env = [
+            (
+                "REPLYTIME_SOURCE_URL",
+                "postgres://u:pw@db/app?sslmode=verify_full",
+            ),
+            ("REPLYTIME_STATE_DIR", "/x"),
+        ];
+        let err = load(&env, None, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("REPLYTIME_SOURCE_URL") && err.contains("sslmode"),
+            "{err}"
+        );
+        assert!(!err.contains("pw@"), "{err}");
+        let env = [
+            (
+                "REPLYTIME_SOURCE_URL",
+                "postgres://u@db/app?connect_timeout=abc",
+            ),
+            ("REPLYTIME_STATE_DIR", "/x"),
+        ];
+        let err = load(&env, None, &[]).unwrap_err().to_string();
+        assert!(err.contains("REPLYTIME_SOURCE_URL"), "{err}");
+
+        let mut env = MINIMAL.to_vec();
+        env[1] = ("REPLYTIME_STATE_DIR", "");
+        let err = load(&env, None, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("REPLYTIME_STATE_DIR") && err.contains("empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_environment_names_are_found_with_a_suggestion() {
+        let names = [
+            "REPLYTIME_SOURCE_URL",
+            "REPLYTIME_SLOTT",
+            "REPLYTIME_SINK_URL_FILE",
+            "REPLYTIME_TEST_PG_DIR",
+            "REPLYTIME_WHATEVER",
+            "PATH",
+        ]
+        .map(String::from);
+        assert_eq!(
+            unknown_env_names(names),
+            vec![
+                "REPLYTIME_SLOTT (did you mean REPLYTIME_SLOT?)".to_string(),
+                "REPLYTIME_WHATEVER".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_state_dir_that_is_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let mut env = MINIMAL.to_vec();
+        let path = file.join("state").display().to_string();
+        env[1] = ("REPLYTIME_STATE_DIR", &path);
+        let err = load(&env, None, &[]).unwrap().check_paths().unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        let path = dir.path().join("new/state").display().to_string();
+        env[1] = ("REPLYTIME_STATE_DIR", &path);
+        load(&env, None, &[]).unwrap().check_paths().unwrap();
     }
 }

@@ -31,3 +31,5 @@ mod outages;
 mod proxy;
 #[path = "operator/scrape.rs"]
 mod scrape;
+#[path = "operator/validate_values.rs"]
+mod validate_values;

@@ -697,7 +697,9 @@ async fn backfill_rebuilds_lost_state_and_a_damaged_sink_from_the_tables() {
         )
         .await
         .unwrap();
-    delay_records_as_of_now(&db.client).await;
+    // The backfill keeps the delay bounds the sink recorded for the jobs it holds;
+    // jobs it does not hold take the snapshot's.
+    delay_records_as_of_now_unless_in_sink(&db.client).await;
     let slot = slot_for(&db.url);
     let slot_before = confirmed_lsn(&db.client, &slot).await;
     let damaged = sink_rows(&db.client).await;
@@ -723,8 +725,19 @@ async fn backfill_rebuilds_lost_state_and_a_damaged_sink_from_the_tables() {
     assert_eq!(confirmed_lsn(&db.client, &slot).await, slot_before);
     assert!(!state.exists() || std::fs::read_dir(&state).unwrap().next().is_none());
 
+    // The lost state did not create the slot: a backfill drops it only when told.
+    let out = cli(&db.url, &state, &["backfill"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--recreate-slot"), "{stderr}");
+    assert_eq!(confirmed_lsn(&db.client, &slot).await, slot_before);
+
     // The real one: new slot, state and sink from the tables, in small batches.
-    let out = cli(&db.url, &state, &["backfill", "--batch-size", "37"]);
+    let out = cli(
+        &db.url,
+        &state,
+        &["backfill", "--batch-size", "37", "--recreate-slot"],
+    );
     assert!(
         out.status.success(),
         "{}",

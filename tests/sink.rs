@@ -461,31 +461,61 @@ async fn migrate_is_idempotent_and_records_the_version() {
 #[tokio::test]
 async fn another_schema_version_is_a_clear_fatal_error() {
     let (db, sink) = migrated_sink().await;
+    let newer = SCHEMA_VERSION + 1;
     db.client
-        .batch_execute("UPDATE replytime_schema_version SET version = 2 WHERE component = 'sink'")
+        .execute(
+            "UPDATE replytime_schema_version SET version = $1 WHERE component = 'sink'",
+            &[&newer],
+        )
         .await
         .unwrap();
     let err = sink.migrate().await.unwrap_err();
     assert!(
         matches!(
             err,
-            SinkError::SchemaVersion {
-                found: 2,
-                expected: 1
-            }
+            SinkError::SchemaVersion { found, expected } if found == newer && expected == SCHEMA_VERSION
         ),
         "{err:?}"
     );
     assert!(!retryable(&err));
     let text = err.to_string();
     for part in [
-        "version 2",
-        "expects version 1",
-        "migration",
-        "replytime rebuild",
+        format!("version {newer}"),
+        format!("expects version {SCHEMA_VERSION}"),
+        "migration".to_string(),
+        "replytime rebuild".to_string(),
     ] {
-        assert!(text.contains(part), "{part:?} missing from: {text}");
+        assert!(text.contains(&part), "{part:?} missing from: {text}");
     }
+}
+
+#[tokio::test]
+async fn a_sink_of_schema_version_1_is_migrated_to_the_writers_registry() {
+    let (db, sink) = migrated_sink().await;
+    db.client
+        .batch_execute(
+            "DROP TABLE replytime_writers; \
+             UPDATE replytime_schema_version SET version = 1 WHERE component = 'sink'",
+        )
+        .await
+        .unwrap();
+    sink.migrate()
+        .await
+        .expect("version 1 is brought up to date");
+    let (version, registry): (i32, bool) = {
+        let row = db
+            .client
+            .query_one(
+                "SELECT version, to_regclass('replytime_writers') IS NOT NULL \
+                 FROM replytime_schema_version WHERE component = 'sink'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(version, SCHEMA_VERSION);
+    assert!(registry);
 }
 
 #[tokio::test]

@@ -16,12 +16,13 @@
 --     at the slot's exported snapshot                   the schema
 --   CREATE PUBLICATION ... FOR TABLE                  ownership of every listed table:
 --                                                       done by an admin, below
---   DROP PUBLICATION (teardown)                       ownership of the publication
+--   DROP PUBLICATION (teardown, only of a             ownership of the publication
+--     publication replytime created)
 --   pg_logical_emit_message heartbeat                 nothing: EXECUTE is PUBLIC's
 --   pg_control_system(), pg_current_wal_lsn(),        nothing: PUBLIC
 --     pg_replication_slots (failover and lag checks)
 --   sink migration (schema/sink.sql on every start:   CREATE on the schema, ownership of
---     CREATE TABLE/INDEX IF NOT EXISTS), upserts,       its three tables
+--     CREATE TABLE/INDEX IF NOT EXISTS), upserts,       its four tables
 --     deletes, progress row
 --
 -- pg_hba.conf: a logical replication connection matches entries for the database
@@ -131,18 +132,18 @@ BEGIN
     END IF;
 END
 $$;
--- `replytime teardown` drops it (with the slot): re-run this script before the
--- next `replytime backfill` / `run`, since replytime cannot create it itself.
--- Owned by replytime so `replytime teardown` can drop it. Stricter alternative:
--- skip this and the CREATE grant above; teardown then drops the slot and fails on
--- the publication, which an admin drops by hand (`DROP PUBLICATION replytime`).
+-- `replytime teardown` drops only a publication replytime created (it records
+-- that in the publication's comment): this one stays, and `replytime backfill` /
+-- `run` find it again. Retiring replytime, an admin drops it
+-- (`DROP PUBLICATION replytime`). Owned by replytime so the role can alter it if
+-- needed. Stricter alternative: skip this and the CREATE grant above.
 ALTER PUBLICATION replytime OWNER TO replytime;
 
 -- Sink tables. replytime applies schema/sink.sql on every start (idempotent
 -- CREATE ... IF NOT EXISTS), which needs CREATE on the schema even when the
 -- tables exist, and ownership of the tables for their indexes. With CREATE it
--- creates and owns "ResponseTimingEvent", replytime_progress and
--- replytime_schema_version itself.
+-- creates and owns "ResponseTimingEvent", replytime_progress,
+-- replytime_schema_version and replytime_writers (the sink's writers) itself.
 GRANT CREATE ON SCHEMA public TO replytime;
 
 -- If the application (e.g. a Prisma migration) already created
@@ -151,7 +152,7 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['ResponseTimingEvent', 'replytime_progress', 'replytime_schema_version'] LOOP
+    FOREACH t IN ARRAY ARRAY['ResponseTimingEvent', 'replytime_progress', 'replytime_schema_version', 'replytime_writers'] LOOP
         IF to_regclass(format('public.%I', t)) IS NOT NULL THEN
             EXECUTE format('ALTER TABLE public.%I OWNER TO replytime', t);
         END IF;

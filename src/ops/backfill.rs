@@ -45,6 +45,9 @@ pub struct BackfillOptions {
     /// Rows per source batch and operations per sink transaction.
     pub batch_size: Option<usize>,
     pub dry_run: bool,
+    /// Drop an existing slot of the configured name that this state did not
+    /// create (lost state, another tool's slot): explicit, never implied.
+    pub recreate_slot: bool,
 }
 
 /// What a backfill wrote (or would write).
@@ -148,9 +151,39 @@ pub async fn backfill(
                     settings.slot
                 );
             }
-            tracing::warn!(slot = %settings.slot, "dropping the slot: the backfill recreates it");
+            let ours = crate::pipeline::ownership::is_ours(
+                crate::pipeline::ownership::recorded(&store)?.as_ref(),
+                &settings.slot,
+                state.database.as_deref(),
+                &server.system_identifier,
+                &crate::pipeline::ownership::state_id(&store)?,
+            );
+            let described = format!(
+                "replication slot {:?} (plugin {}, database {}, confirmed up to {})",
+                settings.slot,
+                state.plugin.as_deref().unwrap_or("none"),
+                state.database.as_deref().unwrap_or("none"),
+                state
+                    .confirmed_flush_lsn
+                    .map_or("nothing".to_string(), |l| l.to_string()),
+            );
+            if !ours && !options.recreate_slot {
+                anyhow::bail!(
+                    "{described} was not created by the state in {}: a backfill would drop it. If it is replytime's slot of a lost state (or a leftover you mean to replace), stop whatever uses it and run `replytime backfill --recreate-slot`, which drops it and creates a new one",
+                    settings.state_dir().display()
+                );
+            }
+            eprintln!("dropping {described}: the backfill creates a new slot");
             admin::drop_slot(&admin, &settings.slot).await?;
         }
+        let state_id = crate::pipeline::ownership::state_id(&store)?;
+        crate::pipeline::ownership::register_writer(
+            &settings,
+            sink.client(),
+            &state_id,
+            options.recreate_slot,
+        )
+        .await?;
         store.put_meta(meta::SYSTEM_ID, &server.system_identifier)?;
         store
     };

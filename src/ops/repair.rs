@@ -34,6 +34,10 @@ async fn open(settings: &Settings) -> anyhow::Result<(Arc<Store>, Sink)> {
     })?;
     let sink = Sink::for_settings(settings).await?.repairing();
     sink.migrate().await?;
+    // Writing the sink makes this state its writer: refused when another writer's
+    // claim overlaps.
+    let state_id = crate::pipeline::ownership::state_id(&store)?;
+    crate::pipeline::ownership::register_writer(settings, sink.client(), &state_id, false).await?;
     Ok((store, sink))
 }
 

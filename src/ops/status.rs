@@ -145,7 +145,7 @@ fn judge(status: &mut Status) {
             .push(format!("slot {:?} does not exist", status.slot));
     }
     if status.wal_status.as_deref() == Some("lost") {
-        status.problems.push("slot is invalidated (wal_status = lost): run `replytime teardown` then `replytime backfill`".into());
+        status.problems.push("slot is invalidated (wal_status = lost): run `replytime backfill` (the daemon stopped)".into());
     }
     if let (Some(confirmed), Some(durable)) = (status.confirmed_lsn, status.durable_lsn)
         && confirmed > durable

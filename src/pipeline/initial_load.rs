@@ -73,6 +73,7 @@ pub async fn load(
     let client =
         Arc::new(crate::pgconn::connect(ctx.settings.source_url(), "replytime-load").await?);
     let (slot, at) = if create_slot {
+        record_slot_intent(ctx)?;
         let slot = create_slot_with_snapshot(&ctx.params, &options).await?;
         tracing::info!(slot = %options.slot, consistent_point = %slot.consistent_point, "created slot; copying tables");
         let at = slot.consistent_point;
@@ -80,6 +81,64 @@ pub async fn load(
     } else {
         (None, crate::source::admin::current_wal_lsn(&client).await?)
     };
+    let loaded = copy_and_derive(ctx, engine, &client, slot, at, earlier_load_wrote_sink).await;
+    if let Err(error) = &loaded
+        && create_slot
+    {
+        // Nothing may be left pinning WAL: the slot this load created goes again
+        // (the next start records a new intent and creates a new one).
+        drop_failed_load_slot(ctx, error).await;
+    }
+    loaded.map(|()| at)
+}
+
+/// The state's durable record that it is about to create the slot (see
+/// `ownership`): a crash before the slot exists leaves a state that recognizes it.
+fn record_slot_intent(ctx: &Arc<Context>) -> Result<(), PipelineError> {
+    let owner = super::ownership::SlotOwner {
+        slot: ctx.settings.slot.clone(),
+        plugin: "pgoutput".into(),
+        database: ctx.params.dbname.clone(),
+        system_id: ctx
+            .store
+            .get_meta::<String>(meta::SYSTEM_ID)?
+            .unwrap_or_default(),
+        state_id: super::ownership::state_id(&ctx.store)?,
+    };
+    super::ownership::record_intent(&ctx.store, &owner)?;
+    Ok(())
+}
+
+/// Drops the slot a failed load created, once its replication connection is gone.
+async fn drop_failed_load_slot(ctx: &Arc<Context>, error: &PipelineError) {
+    let slot = &ctx.settings.slot;
+    let dropped = async {
+        let admin = crate::pgconn::connect(ctx.settings.source_url(), "replytime-cleanup").await?;
+        crate::source::admin::drop_inactive_slot(&admin, slot, std::time::Duration::from_secs(10))
+            .await?;
+        Ok::<(), PipelineError>(())
+    }
+    .await;
+    match dropped {
+        Ok(()) => {
+            tracing::warn!(slot, error = %error, "initial load failed: dropped the slot it created")
+        }
+        Err(e) => {
+            tracing::error!(slot, error = %error, cleanup = %e, "initial load failed and its slot could not be dropped: run `replytime teardown --yes` or start again (the same state drops and recreates it)")
+        }
+    }
+}
+
+/// Copies the tables at the snapshot of `slot` (or a plain repeatable-read one)
+/// and derives every anchor into the outbox.
+async fn copy_and_derive(
+    ctx: &Arc<Context>,
+    engine: &mut Engine,
+    client: &Arc<tokio_postgres::Client>,
+    slot: Option<crate::source::stream::NewSlot>,
+    at: Lsn,
+    earlier_load_wrote_sink: bool,
+) -> Result<(), PipelineError> {
     let import = match &slot {
         Some(slot) => format!(
             "SET TRANSACTION SNAPSHOT '{}';",
@@ -96,12 +155,20 @@ pub async fn load(
         ))
         .await
         .map_err(SourceError::query("importing the slot's snapshot"))?;
+    let sink = crate::sink::Sink::for_settings(&ctx.settings).await?;
+    let kept = super::kept_delays::seed(&ctx.store, &sink, at).await?;
+    drop(sink);
+    tracing::info!(
+        jobs = kept,
+        "kept the delay bounds the sink recorded for its jobs"
+    );
     engine.set_log_events(false);
     engine.set_bulk(true);
-    let copied = copy_tables(ctx, &client, engine, at).await;
+    let copied = copy_tables(ctx, client, engine, at).await;
     engine.set_bulk(false);
     engine.set_log_events(true);
     copied?;
+    super::kept_delays::drop_unused(&ctx.store, at)?;
     client
         .batch_execute("COMMIT")
         .await
@@ -138,7 +205,7 @@ pub async fn load(
     ctx.store.put_meta(meta::LOAD_WROTE_SINK, &false)?;
     ctx.store.sync()?;
     tracing::info!(anchors = outcome.ops, lsn = %at, "tables loaded and derived");
-    Ok(at)
+    Ok(())
 }
 
 /// Deletes the sink rows that are not anchors at this load's snapshot: what an

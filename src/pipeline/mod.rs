@@ -16,6 +16,8 @@
 //! transaction is open and the outbox is empty.
 
 mod initial_load;
+mod kept_delays;
+pub mod ownership;
 pub mod policy;
 mod sink_task;
 mod streaming;
@@ -58,6 +60,8 @@ pub enum PipelineError {
         "sink unreachable for {0:?} with rows pending: replication paused until it is back (the slot keeps the WAL)"
     )]
     SinkDown(Duration),
+    #[error(transparent)]
+    Ownership(Box<ownership::OwnershipError>),
     #[error("{0}")]
     Other(String),
 }
@@ -188,10 +192,12 @@ async fn start(settings: Settings, health: &Arc<Health>) -> Result<Started, Pipe
     let server = admin::server_info(&admin).await?;
     admin::check_replication_privilege(&admin).await?;
     admin::check_tables(&admin, &settings.tables).await?;
+    admin::check_select_privileges(&admin, &settings.tables).await?;
     check_system(&store, &server.system_identifier)?;
 
     let sink = Sink::for_settings(&settings).await?;
     prepare_sink_and_publication(&settings, &admin, &sink).await?;
+    let registry = crate::pgconn::connect(settings.sink_url(), "replytime-registry").await?;
 
     let ctx = Arc::new(Context {
         settings,
@@ -211,7 +217,8 @@ async fn start(settings: Settings, health: &Arc<Health>) -> Result<Started, Pipe
     let sink_handle = tokio::spawn(sink_task.run(Some(sink)));
     let mut engine = Engine::new(store.clone(), EngineOptions::default());
     engine.set_interrupt(health.stopping.clone());
-    prepare_slot(&ctx, &admin, &mut engine).await?;
+    let state_id = prepare_slot(&ctx, &admin, &registry, &mut engine).await?;
+    tokio::spawn(ownership::keep_registration_fresh(registry, state_id));
     ctx.sink.resume();
     Ok(Started {
         ctx,
@@ -255,17 +262,24 @@ fn check_system(store: &Store, system_id: &str) -> Result<(), PipelineError> {
 }
 
 /// Makes sure the slot exists and may be resumed: creates it with an initial load on
-/// a fresh start, refuses a slot that is lost or ahead of the durable state.
+/// a fresh start, refuses a slot that is lost or ahead of the durable state, and
+/// never touches a slot this state did not create (see `ownership`).
+///
+/// Before it creates, resumes or waits for a slot, the daemon registers as the
+/// sink's writer (`sink::registry`); returns this state's id.
 async fn prepare_slot(
     ctx: &Arc<Context>,
     admin: &tokio_postgres::Client,
+    registry: &tokio_postgres::Client,
     engine: &mut Engine,
-) -> Result<(), PipelineError> {
+) -> Result<String, PipelineError> {
     let slot = &ctx.settings.slot;
     let loaded = ctx
         .store
         .get_meta::<bool>(meta::INITIAL_LOAD_DONE)?
         .unwrap_or(false);
+    let state_id = ownership::state_id(&ctx.store)?;
+    let mut registered = false;
     loop {
         let state = admin::slot_state(admin, slot).await?;
         let Some(state) = state else {
@@ -277,7 +291,9 @@ async fn prepare_slot(
                 }
                 .into());
             }
-            return initial_load::run(ctx, engine).await;
+            ownership::register_writer(&ctx.settings, registry, &state_id, false).await?;
+            initial_load::run(ctx, engine).await?;
+            return Ok(state_id);
         };
         let own_db = &ctx.params.dbname;
         if let Some(other) = state.database.as_ref().filter(|d| *d != own_db) {
@@ -287,17 +303,31 @@ async fn prepare_slot(
             }
             .into());
         }
+        ownership::check_found(
+            &ctx.store,
+            slot,
+            own_db,
+            ctx.settings.state_dir(),
+            loaded,
+            &state,
+        )?;
+        if !registered {
+            ownership::register_writer(&ctx.settings, registry, &state_id, false).await?;
+            registered = true;
+        }
         if let Some(pid) = state.active_pid {
-            // One writer per slot: a second instance (rolling update) waits.
+            // One writer per slot: the same state elsewhere (a restarted pod on the
+            // same volume, a rolling update) waits.
             tracing::warn!(slot, pid, "slot is in use by another connection; waiting");
             tokio::time::sleep(Duration::from_secs(5)).await;
             continue;
         }
         if !loaded {
-            // A slot left by an interrupted initial load: start the load over.
+            // This state's own slot, left by an interrupted initial load (or a
+            // crash between recording the intent and creating it): start over.
             tracing::warn!(
                 slot,
-                "slot exists but the initial load did not finish: starting it over"
+                "this state's slot exists but its initial load did not finish: starting it over"
             );
             admin::drop_slot(admin, slot).await?;
             continue;
@@ -321,6 +351,6 @@ async fn prepare_slot(
             }
             .into());
         }
-        return Ok(());
+        return Ok(state_id);
     }
 }

@@ -77,7 +77,11 @@ fn pipeline(err: &PipelineError) -> Next {
         PipelineError::Connect(e) => connect(e),
         // The sink is down with work pending: the stream pauses and resumes.
         PipelineError::SinkDown(_) => Next::Retry,
-        PipelineError::Store(_) | PipelineError::Engine(_) | PipelineError::Other(_) => Next::Stop,
+        // Another writer's slot or sink rows: never retried into.
+        PipelineError::Ownership(_)
+        | PipelineError::Store(_)
+        | PipelineError::Engine(_)
+        | PipelineError::Other(_) => Next::Stop,
     }
 }
 
@@ -97,9 +101,10 @@ fn sink(err: &SinkError) -> Next {
     match err {
         SinkError::Connect(e) => connect(e),
         SinkError::Postgres { cause, .. } => postgres(cause),
-        SinkError::SchemaVersion { .. } | SinkError::Schema { .. } | SinkError::State(_) => {
-            Next::Stop
-        }
+        SinkError::SchemaVersion { .. }
+        | SinkError::Schema { .. }
+        | SinkError::State(_)
+        | SinkError::WriterConflict { .. } => Next::Stop,
     }
 }
 

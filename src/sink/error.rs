@@ -30,6 +30,14 @@ pub enum SinkError {
          (see schema/sink.sql) or drop it and run `replytime rebuild`"
     )]
     Schema { table: String, problem: String },
+    /// Another writer's claim on the sink overlaps this one's (see `registry`).
+    #[error(
+        "this {me} would write rows another writer owns: {others}. Two writers of the same \
+         leads overwrite each other's rows. If that writer is gone for good (its state and \
+         slot retired), remove its registration with `replytime release-writer --state-id ID`; \
+         otherwise give this instance another sink or a shard of its own (REPLYTIME_SHARD)"
+    )]
+    WriterConflict { me: String, others: String },
     /// The local state (RocksDB) failed while feeding the sink.
     #[error("local state while feeding the sink: {0}")]
     State(Box<dyn std::error::Error + Send + Sync>),

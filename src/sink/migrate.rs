@@ -7,8 +7,10 @@ use tokio_postgres::Client;
 use super::SinkError;
 use super::sql::{TABLE, all_columns};
 
-/// The sink schema this binary writes.
-pub const SCHEMA_VERSION: i32 = 1;
+/// The sink schema this binary writes: 1 = `schema/sink.sql`, 2 = with the
+/// writers' registry (`registry::REGISTRY_SQL`). An older sink is brought up to
+/// date automatically; a newer one is refused.
+pub const SCHEMA_VERSION: i32 = 2;
 
 const SINK_SQL: &str = include_str!("../../schema/sink.sql");
 const COMPONENT: &str = "sink";
@@ -40,7 +42,7 @@ async fn migrate_in_transaction(client: &Client) -> Result<(), SinkError> {
         .await
         .map_err(SinkError::postgres("lock for the migration"))?;
     if let Some(found) = stored_version(client).await?
-        && found != SCHEMA_VERSION
+        && found > SCHEMA_VERSION
     {
         return Err(SinkError::SchemaVersion {
             found,
@@ -62,9 +64,14 @@ async fn migrate_in_transaction(client: &Client) -> Result<(), SinkError> {
         .await
         .map_err(SinkError::postgres("apply of schema/sink.sql"))?;
     client
+        .batch_execute(super::registry::REGISTRY_SQL)
+        .await
+        .map_err(SinkError::postgres("creation of replytime_writers"))?;
+    client
         .execute(
             "INSERT INTO replytime_schema_version (component, version) VALUES ($1, $2) \
-             ON CONFLICT (component) DO NOTHING",
+             ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version \
+             WHERE replytime_schema_version.version < EXCLUDED.version",
             &[&COMPONENT, &SCHEMA_VERSION],
         )
         .await

@@ -31,6 +31,7 @@
 mod columns;
 mod error;
 mod migrate;
+pub mod registry;
 mod sql;
 
 use std::collections::BTreeMap;

@@ -195,15 +195,30 @@ pub async fn ensure_publication(
         for table in Table::ALL {
             entries.push(publication_entry(client, mapping, table, shard).await?);
         }
+        // The comment records that replytime created it: `teardown` drops only
+        // a publication replytime made, never one an admin made for it.
         let sql = format!(
-            "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert, update, delete, truncate')",
+            "BEGIN; CREATE PUBLICATION {0} FOR TABLE {1} WITH (publish = 'insert, update, delete, truncate'); \
+             COMMENT ON PUBLICATION {0} IS {2}; COMMIT",
             quote_ident(publication),
-            entries.join(", ")
+            entries.join(", "),
+            quote_literal(CREATED_BY_REPLYTIME),
         );
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(SourceError::query("creating the publication"))?;
+        if let Err(e) = client.batch_execute(&sql).await {
+            // The failed statement left the explicit transaction open.
+            let _ = client.batch_execute("ROLLBACK").await;
+            if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+                // A role without ownership of the tables (deploy/postgres/grants.sql)
+                // cannot add them to a publication: an admin makes it.
+                return Err(SourceError::PublicationNotCreatable {
+                    publication: publication.to_string(),
+                    reason: e
+                        .as_db_error()
+                        .map_or(e.to_string(), |d| d.message().to_string()),
+                });
+            }
+            return Err(SourceError::query("creating the publication")(e));
+        }
         tracing::info!(publication, "created publication");
         return Ok(());
     }
@@ -278,17 +293,81 @@ pub async fn current_wal_lsn(client: &Client) -> Result<Lsn, SourceError> {
     Ok(text.parse().unwrap_or(Lsn::ZERO))
 }
 
-/// Drops the slot (if present) and the publication (if present).
-pub async fn teardown(client: &Client, slot: &str, publication: &str) -> Result<(), SourceError> {
-    drop_slot(client, slot).await?;
-    client
-        .batch_execute(&format!(
-            "DROP PUBLICATION IF EXISTS {}",
-            quote_ident(publication)
-        ))
+/// The comment on a publication replytime created.
+pub const CREATED_BY_REPLYTIME: &str = "created by replytime";
+
+/// What `teardown` did.
+#[derive(Debug, Default)]
+pub struct Teardown {
+    pub slot_dropped: bool,
+    /// A slot of the name that is not replytime's (another plugin or database),
+    /// described; kept.
+    pub slot_kept: Option<String>,
+    pub publication_dropped: bool,
+    /// A publication that exists but was made by someone else (kept).
+    pub publication_kept: bool,
+}
+
+/// Whether the publication exists, and whether replytime created it.
+pub async fn publication_origin(
+    client: &Client,
+    publication: &str,
+) -> Result<Option<bool>, SourceError> {
+    let row = client
+        .query_opt(
+            "SELECT coalesce(obj_description(oid, 'pg_publication') = $2, false) \
+             FROM pg_publication WHERE pubname = $1",
+            &[&publication, &CREATED_BY_REPLYTIME],
+        )
         .await
-        .map_err(SourceError::query("dropping the publication"))?;
-    Ok(())
+        .map_err(SourceError::query("reading the publication"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Drops the slot (if present and a pgoutput slot of this database) and the
+/// publication if replytime created it; a publication an admin created
+/// (deploy/postgres/grants.sql) and a slot of another tool are left in place.
+pub async fn teardown(
+    client: &Client,
+    slot: &str,
+    publication: &str,
+) -> Result<Teardown, SourceError> {
+    let mut done = Teardown::default();
+    if let Some(found) = slot_state(client, slot).await? {
+        let database: String = client
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(SourceError::query("reading the database name"))?
+            .get(0);
+        // A slot of another plugin or database is not replytime's.
+        if found.plugin.as_deref() == Some("pgoutput")
+            && found.database.as_deref() == Some(database.as_str())
+        {
+            drop_slot(client, slot).await?;
+            done.slot_dropped = true;
+        } else {
+            done.slot_kept = Some(format!(
+                "plugin {}, database {}",
+                found.plugin.as_deref().unwrap_or("none"),
+                found.database.as_deref().unwrap_or("none")
+            ));
+        }
+    }
+    match publication_origin(client, publication).await? {
+        Some(true) => {
+            client
+                .batch_execute(&format!(
+                    "DROP PUBLICATION IF EXISTS {}",
+                    quote_ident(publication)
+                ))
+                .await
+                .map_err(SourceError::query("dropping the publication"))?;
+            done.publication_dropped = true;
+        }
+        Some(false) => done.publication_kept = true,
+        None => {}
+    }
+    Ok(done)
 }
 
 /// Emits a non-transactional heartbeat message into the WAL.
@@ -321,6 +400,85 @@ pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceError> {
         .await
         .map_err(SourceError::query("dropping the slot"))?;
     Ok(())
+}
+
+/// Drops the slot once no connection holds it (a replication connection that just
+/// closed leaves its walsender for a moment); gives up after `wait`.
+pub async fn drop_inactive_slot(
+    client: &Client,
+    slot: &str,
+    wait: std::time::Duration,
+) -> Result<(), SourceError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let dropped = client
+            .query_opt(
+                "SELECT pg_drop_replication_slot(slot_name)::text FROM pg_replication_slots \
+                 WHERE slot_name = $1 AND active_pid IS NULL",
+                &[&slot],
+            )
+            .await;
+        let busy = match dropped {
+            Ok(_) => slot_state(client, slot).await?.is_some(),
+            // Taken again between the check and the drop (SQLSTATE 55006).
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => true,
+            Err(e) => return Err(SourceError::query("dropping the slot")(e)),
+        };
+        if !busy {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(SourceError::SlotBusy {
+                slot: slot.to_string(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Tables of the mapping the connecting role may not SELECT (the initial load and
+/// `backfill` read them), as `schema.table`.
+pub async fn tables_without_select(
+    client: &Client,
+    mapping: &TableMapping,
+) -> Result<Vec<String>, SourceError> {
+    let mut missing = Vec::new();
+    for table in Table::ALL {
+        let qualified = format!(
+            "{}.{}",
+            quote_ident(&mapping.schema),
+            quote_ident(mapping.table_name(table))
+        );
+        let allowed: bool = client
+            .query_one("SELECT has_table_privilege($1, 'SELECT')", &[&qualified])
+            .await
+            .map_err(SourceError::query("reading table privileges"))?
+            .get(0);
+        if !allowed {
+            missing.push(qualified);
+        }
+    }
+    Ok(missing)
+}
+
+/// The role may SELECT every mapped table: checked before a slot is created.
+pub async fn check_select_privileges(
+    client: &Client,
+    mapping: &TableMapping,
+) -> Result<(), SourceError> {
+    let missing = tables_without_select(client, mapping).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let role: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .map_err(SourceError::query("reading the role"))?
+        .get(0);
+    Err(SourceError::NoSelect {
+        role,
+        tables: missing.join(", "),
+    })
 }
 
 /// Retained WAL of the slot in bytes, and its wal_status.

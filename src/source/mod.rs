@@ -60,7 +60,7 @@ pub enum SourceError {
         column: String,
     },
     #[error(
-        "publication {publication:?} does not match the shard setting ({expected}) for table {table:?}: every shard needs its own publication with a row filter on the lead id; drop it (`replytime teardown --yes`) and let replytime create it"
+        "publication {publication:?} does not match the shard setting ({expected}) for table {table:?}: every shard needs its own publication with a row filter on the lead id; drop it (`replytime teardown --yes` when replytime created it, else `DROP PUBLICATION {publication}` as its owner) and let replytime create it"
     )]
     ShardMismatch {
         publication: String,
@@ -68,7 +68,7 @@ pub enum SourceError {
         expected: String,
     },
     #[error(
-        "replication slot {slot:?} is at {slot_lsn}, ahead of replytime's durable high-water mark {durable}: WAL in between is gone (slot recreated or advanced by someone else). Recover with `replytime teardown` then `replytime backfill`"
+        "replication slot {slot:?} is at {slot_lsn}, ahead of replytime's durable high-water mark {durable}: WAL in between is gone (slot recreated or advanced by someone else). Recover with `replytime backfill` (the daemon stopped): it drops this slot, creates a new one and rebuilds the state and the sink rows from the tables, keeping the delay bounds the sink recorded"
     )]
     SlotAhead {
         slot: String,
@@ -76,7 +76,7 @@ pub enum SourceError {
         durable: Lsn,
     },
     #[error(
-        "replication slot {slot:?} is invalidated (wal_status = lost): the WAL it needed was removed (max_slot_wal_keep_size). Recover with `replytime teardown` then `replytime backfill`"
+        "replication slot {slot:?} is invalidated (wal_status = lost): the WAL it needed was removed (max_slot_wal_keep_size). Recover with `replytime backfill` (the daemon stopped): it drops this slot, creates a new one and rebuilds the state and the sink rows from the tables, keeping the delay bounds the sink recorded"
     )]
     SlotLost { slot: String },
     #[error(
@@ -99,6 +99,17 @@ pub enum SourceError {
         "the source is a different Postgres cluster (system identifier {found}, state was built from {expected}): after a failover the slot is gone; run `replytime backfill` with a fresh state directory"
     )]
     SystemChanged { expected: String, found: String },
+    #[error(
+        "publication {publication:?} does not exist and this role cannot create it ({reason}): have an admin create it with deploy/postgres/grants.sql (which publishes the five tables and leaves it to replytime); nothing was created"
+    )]
+    PublicationNotCreatable { publication: String, reason: String },
+    #[error("replication slot {slot:?} is still in use by another connection: it was not dropped")]
+    SlotBusy { slot: String },
+    #[error(
+        "role {role:?} may not SELECT {tables}: the initial load and `replytime backfill` read them. GRANT SELECT ON {tables} TO {quoted} (see deploy/postgres/grants.sql)",
+        quoted = admin::quote_ident(.role)
+    )]
+    NoSelect { role: String, tables: String },
     #[error("pgoutput stream: {0}")]
     Decode(#[from] decode::DecodeError),
     #[error(transparent)]

@@ -149,6 +149,12 @@ pub mod meta {
     /// An initial load let the sink task deliver while it derived, and has not
     /// finished: the sink may hold rows of that load's snapshot.
     pub const LOAD_WROTE_SINK: &[u8] = b"load_wrote_sink";
+    /// This state's random identity: the same id is the same writer (a restarted
+    /// pod on the same volume), another id is another writer.
+    pub const STATE_ID: &[u8] = b"state_id";
+    /// The replication slot this state created (`pipeline::ownership::SlotOwner`),
+    /// written and synced before the slot is created.
+    pub const SLOT_OWNER: &[u8] = b"slot_owner";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -291,6 +291,25 @@ pub async fn delay_records_as_of_now(client: &tokio_postgres::Client) {
         .unwrap();
 }
 
+/// Like [`delay_records_as_of_now`], but only for the jobs the sink does not hold:
+/// a backfill keeps the bounds the sink recorded for the others (SPEC 5).
+pub async fn delay_records_as_of_now_unless_in_sink(client: &tokio_postgres::Client) {
+    client
+        .batch_execute(
+            r#"UPDATE replytime_oracle_job_delay d SET
+                 min_seconds = coalesce(c."aiAutoSendDelayMinSeconds", 180),
+                 max_seconds = coalesce(c."aiAutoSendDelayMaxSeconds", 420)
+               FROM "BackgroundJob" j
+               LEFT JOIN "Lead" l ON l.id = j."leadId"
+               LEFT JOIN "EmailCampaign" c ON c.id = l."emailCampaignId"
+               WHERE d.job_id = j.id
+                 AND NOT EXISTS (SELECT 1 FROM "ResponseTimingEvent" r
+                                 WHERE r."aiBackgroundJobId" = j.id)"#,
+        )
+        .await
+        .unwrap();
+}
+
 /// From now on the generator changes no campaign and moves no lead, so delay bounds
 /// recorded at a snapshot equal those recorded at each job's insert.
 pub fn freeze_campaigns(generator: &mut replytime::workload::Generator) {
