@@ -175,7 +175,7 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  replytime report --from 2024-03-01 --to 2024-04-01 --tz America/New_York --client acme\n  replytime report --from 2024-03-01 --to 2024-04-01 --business-hours --format json\n  replytime report --lead lead_123 --tz Europe/Paris"
     )]
-    Report(crate::ops::report::ReportArgs),
+    Report(crate::commands::report::ReportArgs),
 }
 
 impl CommonArgs {

@@ -22,7 +22,7 @@ mod common;
 
 use replytime::change::Table;
 use replytime::config::{ENV_KEYS, Overrides, Settings};
-use replytime::ops::metrics::METRICS;
+use replytime::telemetry::metrics::METRICS;
 
 const ALERTS: &str = "deploy/prometheus/alerts.yml";
 const DASHBOARD: &str = "deploy/grafana/replytime.json";

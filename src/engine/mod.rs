@@ -511,7 +511,7 @@ impl Engine {
     /// response times; [`Engine::take_stats`] returns the rest.
     fn bound_stats(&mut self) {
         if self.stats.response_seconds.len() >= STATS_BOUND {
-            crate::ops::metrics::METRICS.record_apply(&std::mem::take(&mut self.stats));
+            crate::telemetry::metrics::METRICS.record_apply(&std::mem::take(&mut self.stats));
         }
     }
 

@@ -25,13 +25,13 @@ use crate::change::{Timestamp, TxnMeta};
 use crate::engine::Engine;
 use crate::fault;
 use crate::lsn::Lsn;
-use crate::ops::metrics::METRICS;
-use crate::ops::progress::Progress;
 use crate::source::SourceError;
 use crate::source::decode::{LoadShape, Quarantined};
 use crate::source::load::{LOAD_ORDER, Page, null_ids_sql, page_sql, read_page};
 use crate::source::stream::{StreamOptions, create_slot_with_snapshot};
 use crate::store::{Cf, QuarantineRecord, meta};
+use crate::telemetry::metrics::METRICS;
+use crate::telemetry::progress::Progress;
 
 pub async fn run(ctx: &Arc<Context>, engine: &mut Engine) -> Result<(), PipelineError> {
     load(ctx, engine, true).await.map(|_| ())
@@ -212,7 +212,7 @@ async fn copy_and_derive(
 /// interrupted load delivered and the source deleted since.
 async fn prune_earlier_load(ctx: &Arc<Context>) -> Result<(), PipelineError> {
     let sink = crate::sink::Sink::for_settings(&ctx.settings).await?;
-    let pruned = crate::ops::repair::prune_strays(&ctx.store, &sink, None, false)
+    let pruned = crate::commands::repair::prune_strays(&ctx.store, &sink, None, false)
         .await
         .map_err(|e| {
             PipelineError::Other(format!(
@@ -232,7 +232,7 @@ async fn copy_tables(
     engine: &mut Engine,
     consistent_point: Lsn,
 ) -> Result<(), PipelineError> {
-    let estimate = crate::ops::progress::estimate_rows(client, &ctx.settings.tables).await;
+    let estimate = crate::telemetry::progress::estimate_rows(client, &ctx.settings.tables).await;
     let mut progress = Progress::new("initial load", estimate);
     let mut seq: u32 = 0;
     let started = Instant::now();

@@ -19,6 +19,7 @@ mod initial_load;
 mod kept_delays;
 pub mod ownership;
 pub mod policy;
+pub mod poller;
 mod sink_task;
 mod streaming;
 
@@ -32,13 +33,13 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::lsn::Lsn;
-use crate::ops::http::Health;
-use crate::ops::metrics::METRICS;
 use crate::sink::{Sink, SinkError};
 use crate::source::SourceError;
 use crate::source::admin;
 use crate::source::stream::{ConnParams, conn_params};
 use crate::store::{Store, StoreError, StoreOptions, meta};
+use crate::telemetry::http::Health;
+use crate::telemetry::metrics::METRICS;
 
 pub use initial_load::load as load_tables;
 pub use sink_task::{SinkShared, flush_batch};

@@ -12,9 +12,9 @@ use super::Context;
 use super::policy::{Next, classify};
 use crate::fault;
 use crate::lsn::Lsn;
-use crate::ops::metrics::METRICS;
 use crate::sink::{Sink, SinkError};
 use crate::store::Store;
+use crate::telemetry::metrics::METRICS;
 
 /// What the sink task tells the rest of the daemon.
 #[derive(Default)]

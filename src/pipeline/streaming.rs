@@ -14,7 +14,6 @@ use crate::change::{Change, Timestamp, TxnMeta};
 use crate::engine::Engine;
 use crate::fault;
 use crate::lsn::Lsn;
-use crate::ops::metrics::METRICS;
 use crate::source::SourceError;
 use crate::source::admin;
 use crate::source::decode::{Decoded, Decoder};
@@ -22,6 +21,7 @@ use crate::source::framing::Framing;
 use crate::source::relay::{Received, Relay};
 use crate::source::stream::{StreamOptions, start_stream};
 use crate::store::{QuarantineRecord, meta};
+use crate::telemetry::metrics::METRICS;
 
 /// Prefix of replytime's heartbeat messages in the WAL.
 pub const HEARTBEAT_PREFIX: &str = "replytime.heartbeat";
@@ -417,7 +417,7 @@ impl<'e> Session<'e> {
     /// A slot found lost or gone stops the pipeline; the state's size and memory,
     /// and the event log's retention. (Lag, retained WAL and `wal_status` come from
     /// the health poller, which also sees them while the stream is down:
-    /// `crate::ops::poller`.)
+    /// `crate::pipeline::poller`.)
     async fn check_slot(&mut self) -> Result<(), PipelineError> {
         if let Some(admin) = self.admin.as_ref() {
             match admin::slot_retention(admin, &self.ctx.settings.slot).await {

@@ -22,7 +22,7 @@ pub async fn analytics_db() -> TestDb {
         .batch_execute(SINK_SQL)
         .await
         .expect("schema/sink.sql");
-    replytime::ops::report::apply_analytics_schema(&db.client, &Default::default())
+    replytime::commands::report::apply_analytics_schema(&db.client, &Default::default())
         .await
         .expect("schema/analytics.sql");
     db

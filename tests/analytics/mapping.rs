@@ -216,7 +216,7 @@ async fn an_upgrade_replaces_functions_whose_result_changed() {
         )
         .await
         .unwrap();
-    replytime::ops::report::apply_analytics_schema(&db.client, &Default::default())
+    replytime::commands::report::apply_analytics_schema(&db.client, &Default::default())
         .await
         .expect("apply over an older release");
     let overloads: i64 = db

@@ -11,7 +11,7 @@ use crate::outcomes::outcome_fixture;
 #[tokio::test]
 async fn applying_twice_is_idempotent_and_builds_valid_indexes() {
     let db = analytics_db().await;
-    replytime::ops::report::apply_analytics_schema(&db.client, &Default::default())
+    replytime::commands::report::apply_analytics_schema(&db.client, &Default::default())
         .await
         .expect("second apply");
     let rows = db

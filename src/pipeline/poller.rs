@@ -25,10 +25,10 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::health::{Health, PollView, SlotView};
-use super::metrics::METRICS;
 use crate::config::Settings;
 use crate::lsn::Lsn;
+use crate::telemetry::health::{Health, PollView, SlotView};
+use crate::telemetry::metrics::METRICS;
 
 /// How often the servers are asked. Alerts should move within seconds of a fault.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);

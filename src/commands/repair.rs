@@ -14,10 +14,10 @@ use crate::change::{Timestamp, TxnMeta};
 use crate::config::Settings;
 use crate::engine::{Engine, EngineOptions};
 use crate::lsn::Lsn;
-use crate::ops::progress::Progress;
 use crate::pipeline::{flush_batch, open_store};
 use crate::sink::Sink;
 use crate::store::{Cf, Store};
+use crate::telemetry::progress::Progress;
 
 /// Where a replay starts.
 #[derive(Clone, Debug)]

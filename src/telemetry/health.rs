@@ -9,7 +9,7 @@
 //!  run wrapper ──definite error that stopped it─────┘          └──────▶ replytime_ready
 //! ```
 //!
-//! The poller (`super::poller`) keeps its own connections, so a stream that is down,
+//! The poller (`crate::pipeline::poller`) keeps its own connections, so a stream that is down,
 //! stuck or stopped still shows as not ready, with the reason.
 
 use std::sync::Mutex;

@@ -5,12 +5,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+pub mod backfill;
+pub mod check;
+pub mod ownership;
+pub mod repair;
+pub mod report;
+pub mod simulate;
+pub mod status;
+
 use crate::cli::{Cli, Command};
-use crate::ops::health::Fatal;
-use crate::ops::http::{self, Health};
-use crate::ops::metrics::METRICS;
-use crate::ops::status;
 use crate::pipeline;
+use crate::telemetry::health::Fatal;
+use crate::telemetry::http::{self, Health};
+use crate::telemetry::metrics::METRICS;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = cli.common.settings()?;
@@ -51,7 +58,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { json } => status::print(&settings, json).await,
         Command::Check => {
-            let report = crate::ops::check::run(&settings).await;
+            let report = crate::commands::check::run(&settings).await;
             print!("{}", report.render());
             Ok(if report.problems() == 0 {
                 ExitCode::SUCCESS
@@ -59,7 +66,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Report(args) => crate::ops::report::run(&settings, args).await,
+        Command::Report(args) => crate::commands::report::run(&settings, args).await,
         Command::Teardown { yes } => {
             if !yes {
                 anyhow::bail!(
@@ -73,7 +80,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let done =
                 crate::source::admin::teardown(&client, &settings.slot, &settings.publication)
                     .await?;
-            crate::ops::ownership::print_teardown(&settings, &done);
+            crate::commands::ownership::print_teardown(&settings, &done);
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
@@ -82,17 +89,17 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             crate::cli::init_tracing(settings.log_format, &settings.log_level);
             let from = match (from_lsn, from_time) {
-                (Some(lsn), _) => crate::ops::repair::ReplayFrom::Lsn(lsn.parse()?),
+                (Some(lsn), _) => crate::commands::repair::ReplayFrom::Lsn(lsn.parse()?),
                 (None, Some(time)) => {
                     let t = chrono::DateTime::parse_from_rfc3339(&time)
                         .map_err(|e| anyhow::anyhow!("--from-time {time:?}: {e}"))?;
-                    crate::ops::repair::ReplayFrom::Time(crate::change::Timestamp::from_chrono(
-                        t.with_timezone(&chrono::Utc),
-                    ))
+                    crate::commands::repair::ReplayFrom::Time(
+                        crate::change::Timestamp::from_chrono(t.with_timezone(&chrono::Utc)),
+                    )
                 }
                 (None, None) => anyhow::bail!("give --from-lsn or --from-time"),
             };
-            let n = crate::ops::repair::replay(&settings, from).await?;
+            let n = crate::commands::repair::replay(&settings, from).await?;
             println!("replayed {n} transactions");
             Ok(ExitCode::SUCCESS)
         }
@@ -103,19 +110,19 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             recreate_slot,
         } => {
             crate::cli::init_tracing(settings.log_format, &settings.log_level);
-            let options = crate::ops::backfill::BackfillOptions {
+            let options = crate::commands::backfill::BackfillOptions {
                 lookback_days,
                 batch_size,
                 dry_run,
                 recreate_slot,
             };
-            let summary = crate::ops::backfill::backfill(&settings, &options).await?;
+            let summary = crate::commands::backfill::backfill(&settings, &options).await?;
             summary.print(&options);
             Ok(ExitCode::SUCCESS)
         }
         Command::Rebuild => {
             crate::cli::init_tracing(settings.log_format, &settings.log_level);
-            let n = crate::ops::repair::rebuild(&settings).await?;
+            let n = crate::commands::repair::rebuild(&settings).await?;
             println!("rebuilt: {n} rows upserted");
             Ok(ExitCode::SUCCESS)
         }
@@ -127,7 +134,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             leads,
             create_schema,
         } => {
-            let args = crate::ops::simulate::SimulateArgs {
+            let args = crate::commands::simulate::SimulateArgs {
                 seed,
                 transactions,
                 rate,
@@ -135,11 +142,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 leads,
                 create_schema,
             };
-            crate::ops::simulate::run(&settings, &args).await?;
+            crate::commands::simulate::run(&settings, &args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ReleaseWriter { state_id } => {
-            let released = crate::ops::ownership::release_writer(&settings, &state_id).await?;
+            let released = crate::commands::ownership::release_writer(&settings, &state_id).await?;
             println!("released the sink registration of the {released}");
             Ok(ExitCode::SUCCESS)
         }
@@ -170,7 +177,10 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<ExitCode> {
     tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");
     health.live.store(true, Ordering::SeqCst);
     tokio::spawn(http::serve(listener, health.clone()));
-    tokio::spawn(crate::ops::poller::run(settings.clone(), health.clone()));
+    tokio::spawn(crate::pipeline::poller::run(
+        settings.clone(),
+        health.clone(),
+    ));
     // The signal raises `stopping` at once (for work that cannot await) and ends
     // the future the daemon waits on.
     let signal = shutdown_signal()?;

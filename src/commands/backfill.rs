@@ -26,8 +26,6 @@ use std::sync::Arc;
 use crate::change::Timestamp;
 use crate::config::Settings;
 use crate::engine::{AnchorRecord, Engine, EngineOptions};
-use crate::ops::http::Health;
-use crate::ops::progress::Progress;
 use crate::pipeline::{
     Context, SinkShared, flush_batch, load_tables, open_store, prepare_sink_and_publication,
 };
@@ -36,6 +34,8 @@ use crate::sink::Sink;
 use crate::source::admin;
 use crate::source::stream::conn_params;
 use crate::store::{Cf, Store, StoreOptions, meta};
+use crate::telemetry::http::Health;
+use crate::telemetry::progress::Progress;
 
 /// What `backfill` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -214,10 +214,12 @@ pub async fn backfill(
             progress.advance(batch);
         }
         progress.finish();
-        summary.stray_rows = crate::ops::repair::prune_strays(&store, &sink, cutoff, false).await?;
+        summary.stray_rows =
+            crate::commands::repair::prune_strays(&store, &sink, cutoff, false).await?;
         store.sync()?;
     } else {
-        summary.stray_rows = crate::ops::repair::prune_strays(&store, &sink, cutoff, true).await?;
+        summary.stray_rows =
+            crate::commands::repair::prune_strays(&store, &sink, cutoff, true).await?;
     }
     Ok(summary)
 }

@@ -1,0 +1,9 @@
+//! What operators watch: the Prometheus metrics, the health and readiness state, the
+//! progress lines of long operations, and the HTTP server of `/metrics`, `/healthz`
+//! and `/readyz`. A leaf: every layer may report here, and nothing here imports the
+//! layers that report.
+
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod progress;
