@@ -2,6 +2,7 @@
 //! into the library. Thin on purpose.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -201,6 +202,114 @@ impl CommonArgs {
 
     pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
         Settings::from_env(self.config.as_deref(), &self.overrides())
+    }
+}
+
+/// Loads the settings and runs the subcommand; tracing is set up here for the
+/// subcommands that log.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = cli.common.settings()?;
+    if matches!(
+        cli.command,
+        Command::Run
+            | Command::Status { .. }
+            | Command::Quarantine { .. }
+            | Command::Replay { .. }
+            | Command::Rebuild
+    ) {
+        settings.require_state_dir()?;
+    }
+    match cli.command {
+        Command::ValidateConfig => crate::commands::check::validate_config(&settings),
+        Command::Run => {
+            init_tracing(settings.log_format, &settings.log_level);
+            for name in crate::config::unknown_env_names(std::env::vars().map(|(k, _)| k)) {
+                tracing::warn!(variable = %name, "unknown REPLYTIME_* variable: not read");
+            }
+            crate::commands::run::run(settings).await
+        }
+        Command::Status { json } => crate::commands::status::print(&settings, json).await,
+        Command::Check => {
+            let report = crate::commands::check::run(&settings).await;
+            print!("{}", report.render());
+            Ok(if report.problems() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Report(args) => crate::commands::report::run(&settings, args).await,
+        Command::Teardown { yes } => crate::commands::ownership::teardown(&settings, yes).await,
+        Command::Replay {
+            from_lsn,
+            from_time,
+        } => {
+            init_tracing(settings.log_format, &settings.log_level);
+            let from = match (from_lsn, from_time) {
+                (Some(lsn), _) => crate::commands::repair::ReplayFrom::Lsn(lsn.parse()?),
+                (None, Some(time)) => {
+                    let t = chrono::DateTime::parse_from_rfc3339(&time)
+                        .map_err(|e| anyhow::anyhow!("--from-time {time:?}: {e}"))?;
+                    crate::commands::repair::ReplayFrom::Time(
+                        crate::change::Timestamp::from_chrono(t.with_timezone(&chrono::Utc)),
+                    )
+                }
+                (None, None) => anyhow::bail!("give --from-lsn or --from-time"),
+            };
+            let n = crate::commands::repair::replay(&settings, from).await?;
+            println!("replayed {n} transactions");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill {
+            lookback_days,
+            batch_size,
+            dry_run,
+            recreate_slot,
+        } => {
+            init_tracing(settings.log_format, &settings.log_level);
+            let options = crate::commands::backfill::BackfillOptions {
+                lookback_days,
+                batch_size,
+                dry_run,
+                recreate_slot,
+            };
+            let summary = crate::commands::backfill::backfill(&settings, &options).await?;
+            summary.print(&options);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rebuild => {
+            init_tracing(settings.log_format, &settings.log_level);
+            let n = crate::commands::repair::rebuild(&settings).await?;
+            println!("rebuilt: {n} rows upserted");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate {
+            seed,
+            transactions,
+            rate,
+            duration,
+            leads,
+            create_schema,
+        } => {
+            let args = crate::commands::simulate::SimulateArgs {
+                seed,
+                transactions,
+                rate,
+                duration,
+                leads,
+                create_schema,
+            };
+            crate::commands::simulate::run(&settings, &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ReleaseWriter { state_id } => {
+            let released = crate::commands::ownership::release_writer(&settings, &state_id).await?;
+            println!("released the sink registration of the {released}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quarantine { limit } => {
+            crate::commands::status::print_quarantine(&settings, limit)
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::source::decode::TableMapping;
+use crate::tables::TableMapping;
 
 mod checks;
 use checks::check_log_filter;

@@ -22,5 +22,6 @@ pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod tables;
 pub mod telemetry;
 pub mod workload;

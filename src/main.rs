@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use replytime::cli::Cli;
-use replytime::commands;
 
 /// jemalloc for the whole process, RocksDB's C++ allocations included (its
 /// `malloc` replaces the C library's at link time). With glibc's malloc, RocksDB's
@@ -16,7 +15,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match commands::dispatch(cli).await {
+    match replytime::cli::dispatch(cli).await {
         Ok(code) => code,
         Err(e) if replytime::cli::json_logs() => {
             // Log collectors read one JSON object per line: the fatal error is one.

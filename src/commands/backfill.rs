@@ -34,7 +34,7 @@ use crate::sink::Sink;
 use crate::source::admin;
 use crate::source::stream::conn_params;
 use crate::store::{Cf, Store, StoreOptions, meta};
-use crate::telemetry::http::Health;
+use crate::telemetry::health::Health;
 use crate::telemetry::progress::Progress;
 
 /// What `backfill` was asked to do.
@@ -215,11 +215,11 @@ pub async fn backfill(
         }
         progress.finish();
         summary.stray_rows =
-            crate::commands::repair::prune_strays(&store, &sink, cutoff, false).await?;
+            crate::pipeline::strays::prune_strays(&store, &sink, cutoff, false).await?;
         store.sync()?;
     } else {
         summary.stray_rows =
-            crate::commands::repair::prune_strays(&store, &sink, cutoff, true).await?;
+            crate::pipeline::strays::prune_strays(&store, &sink, cutoff, true).await?;
     }
     Ok(summary)
 }

@@ -209,3 +209,23 @@ async fn replication_checks(settings: &Settings, admin: Option<&Client>, report:
         ),
     }
 }
+
+/// `validate-config`: the settings parse, their files exist, no unknown
+/// `REPLYTIME_*` variable is set; prints the settings with secrets redacted.
+pub fn validate_config(settings: &Settings) -> anyhow::Result<std::process::ExitCode> {
+    settings.check_paths()?;
+    let unknown = crate::config::unknown_env_names(std::env::vars().map(|(k, _)| k));
+    if !unknown.is_empty() {
+        return Err(crate::config::ConfigError::new(
+            "environment",
+            format!(
+                "unknown variables {}: replytime does not read them (see the README's settings table)",
+                unknown.join(", ")
+            ),
+        )
+        .into());
+    }
+    print!("{}", settings.redacted());
+    println!("# config ok");
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -48,3 +48,20 @@ pub async fn release_writer(settings: &Settings, state_id: &str) -> anyhow::Resu
     registry::release(sink.client(), state_id).await?;
     Ok(writer.describe())
 }
+
+/// `teardown`: drops the slot and the publication (if replytime created it), only
+/// with `--yes`.
+pub async fn teardown(settings: &Settings, yes: bool) -> anyhow::Result<std::process::ExitCode> {
+    if !yes {
+        anyhow::bail!(
+            "teardown drops slot {:?} and publication {:?} (if replytime created it): pass --yes",
+            settings.slot,
+            settings.publication
+        );
+    }
+    let client = crate::pgconn::connect(settings.source_url(), "replytime-teardown").await?;
+    let done =
+        crate::source::admin::teardown(&client, &settings.slot, &settings.publication).await?;
+    print_teardown(settings, &done);
+    Ok(std::process::ExitCode::SUCCESS)
+}

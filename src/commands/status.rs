@@ -218,3 +218,18 @@ pub async fn print(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> 
         ExitCode::FAILURE
     })
 }
+
+/// `quarantine`: lists the rows kept aside, newest first, at most `limit`.
+pub fn print_quarantine(settings: &Settings, limit: usize) -> anyhow::Result<ExitCode> {
+    let store = crate::pipeline::open_store(settings)?;
+    for record in store.quarantined(limit)? {
+        println!(
+            "{}\t{}\t{}\t{}",
+            record.commit_lsn,
+            record.table,
+            record.row_id.as_deref().unwrap_or("-"),
+            record.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -9,13 +9,14 @@
 use std::collections::BTreeSet;
 
 use super::keys::{self, thread_prefix};
-use super::{ApplyStats, EngineError, JobDelay, Stamp};
+use super::{EngineError, JobDelay, Stamp};
 use crate::change::{
     AI_AUTO_SEND_DELAYED, CampaignRow, Change, DraftRow, JobRow, LeadRow, MessageRow, Row, Table,
     Timestamp,
 };
 use crate::engine::delay::{DEFAULT_DELAY_MAX_SECONDS, DEFAULT_DELAY_MIN_SECONDS};
 use crate::store::{Cf, StoreTxn};
+use crate::telemetry::metrics::ApplyStats;
 
 /// Rows a TRUNCATE deletes per page.
 pub const TRUNCATE_PAGE: usize = 1024;

@@ -34,16 +34,17 @@ pub mod delay;
 pub mod keys;
 mod toast;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::change::{Change, Operation, Table, Timestamp, TxnMeta};
+use crate::change::{Change, Table, Timestamp, TxnMeta};
 use crate::lsn::Lsn;
 use crate::row::{SinkOp, TimingRow};
 use crate::store::{Cf, OutboxEntry, PendingWrites, Store, StoreError, StoreTxn, meta};
+use crate::telemetry::metrics::ApplyStats;
 
 pub use anchor::DerivedAnchor;
 
@@ -74,31 +75,6 @@ pub enum EngineError {
     Inconsistent(String),
     #[error("stopped on request before the work was done")]
     Interrupted,
-}
-
-/// Counters of one application, for metrics.
-#[derive(Clone, Debug, Default)]
-pub struct ApplyStats {
-    pub changes: HashMap<(Table, Operation), u64>,
-    pub unknown_direction: u64,
-    pub upserts: u64,
-    pub deletes: u64,
-    pub delay_mismatch: u64,
-    /// Rows upserted with a new setter or AI response time: (channel, is_ai, seconds).
-    pub response_seconds: Vec<(String, bool, f64)>,
-}
-
-impl ApplyStats {
-    pub fn merge(&mut self, other: ApplyStats) {
-        for (k, v) in other.changes {
-            *self.changes.entry(k).or_default() += v;
-        }
-        self.unknown_direction += other.unknown_direction;
-        self.upserts += other.upserts;
-        self.deletes += other.deletes;
-        self.delay_mismatch += other.delay_mismatch;
-        self.response_seconds.extend(other.response_seconds);
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -456,7 +432,13 @@ impl Engine {
 
     fn count_change(&mut self, change: &Change) {
         let op = change.operation();
-        let mut count = |table: Table| *self.stats.changes.entry((table, op)).or_default() += 1;
+        let mut count = |table: Table| {
+            *self
+                .stats
+                .changes
+                .entry((table.label(), op.label()))
+                .or_default() += 1
+        };
         match change {
             Change::Insert(row) | Change::Update { row, .. } => count(row.table()),
             Change::Delete { table, .. } => count(*table),

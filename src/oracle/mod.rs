@@ -28,6 +28,10 @@ mod apply_tests;
 mod derive_tests;
 #[cfg(test)]
 mod pg_tests;
+#[cfg(test)]
+mod workload_features;
+#[cfg(test)]
+mod workload_tests;
 
 use std::collections::BTreeMap;
 

@@ -212,7 +212,7 @@ async fn copy_and_derive(
 /// interrupted load delivered and the source deleted since.
 async fn prune_earlier_load(ctx: &Arc<Context>) -> Result<(), PipelineError> {
     let sink = crate::sink::Sink::for_settings(&ctx.settings).await?;
-    let pruned = crate::commands::repair::prune_strays(&ctx.store, &sink, None, false)
+    let pruned = super::strays::prune_strays(&ctx.store, &sink, None, false)
         .await
         .map_err(|e| {
             PipelineError::Other(format!(
@@ -232,7 +232,7 @@ async fn copy_tables(
     engine: &mut Engine,
     consistent_point: Lsn,
 ) -> Result<(), PipelineError> {
-    let estimate = crate::telemetry::progress::estimate_rows(client, &ctx.settings.tables).await;
+    let estimate = crate::source::load::estimate_rows(client, &ctx.settings.tables).await;
     let mut progress = Progress::new("initial load", estimate);
     let mut seq: u32 = 0;
     let started = Instant::now();

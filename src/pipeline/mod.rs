@@ -21,6 +21,7 @@ pub mod ownership;
 pub mod policy;
 pub mod poller;
 mod sink_task;
+pub mod strays;
 mod streaming;
 
 use std::future::Future;
@@ -38,7 +39,7 @@ use crate::source::SourceError;
 use crate::source::admin;
 use crate::source::stream::{ConnParams, conn_params};
 use crate::store::{Store, StoreError, StoreOptions, meta};
-use crate::telemetry::http::Health;
+use crate::telemetry::health::Health;
 use crate::telemetry::metrics::METRICS;
 
 pub use initial_load::load as load_tables;
@@ -205,11 +206,10 @@ async fn start(settings: Settings, health: &Arc<Health>) -> Result<Started, Pipe
         store: store.clone(),
         params,
         health: health.clone(),
-        sink: Arc::new(SinkShared::default()),
+        // The sink task runs from here on, paused until the slot is ready: an
+        // initial load lets it deliver while the load derives (see `initial_load`).
+        sink: Arc::new(SinkShared::paused()),
     });
-    // The sink task runs from here on, paused until the slot is ready: an initial
-    // load lets it deliver while the load derives (see `initial_load`).
-    ctx.sink.paused.store(true, Ordering::SeqCst);
     let (stop_sink, stop_rx) = watch::channel(false);
     let sink_task = sink_task::SinkTask {
         ctx: ctx.clone(),

@@ -16,20 +16,45 @@ use crate::sink::{Sink, SinkError};
 use crate::store::Store;
 use crate::telemetry::metrics::METRICS;
 
-/// What the sink task tells the rest of the daemon.
+/// What the sink task tells the rest of the daemon. The fields are private: the
+/// sink's LSN, one input of the confirm rule (`Context::confirmable`), only moves
+/// forward, and only the sink task moves it.
 #[derive(Default)]
 pub struct SinkShared {
     /// End LSN of the last complete source transaction committed to the sink.
-    pub done_lsn: AtomicU64,
-    pub healthy: AtomicBool,
-    pub wake: Notify,
+    done_lsn: AtomicU64,
+    healthy: AtomicBool,
+    wake: Notify,
     /// While set, the sink task moves nothing. The daemon starts its sink task
     /// paused: the outbox may hold what an interrupted initial load derived at an
     /// older snapshot, which that load clears first.
-    pub paused: AtomicBool,
+    paused: AtomicBool,
 }
 
 impl SinkShared {
+    /// A sink task that starts paused (see `paused`).
+    pub fn paused() -> Self {
+        let shared = SinkShared::default();
+        shared.paused.store(true, Ordering::SeqCst);
+        shared
+    }
+
+    /// Tells the sink task the outbox holds something new.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Whether the sink's last attempt succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// The sink task's record of a committed batch: moves the sink's LSN forward
+    /// (never back).
+    fn record_done(&self, lsn: Lsn) {
+        self.done_lsn.fetch_max(lsn.0, Ordering::SeqCst);
+    }
+
     /// Lets the sink task move the outbox.
     pub fn resume(&self) {
         self.paused.store(false, Ordering::SeqCst);
@@ -127,7 +152,7 @@ impl SinkTask {
         )
         .await?;
         if let Some(Some(lsn)) = moved {
-            self.ctx.sink.done_lsn.fetch_max(lsn.0, Ordering::SeqCst);
+            self.ctx.sink.record_done(lsn);
             METRICS.set_lsn("sink", lsn);
         }
         self.ctx.sink.healthy.store(true, Ordering::SeqCst);

@@ -188,7 +188,7 @@ impl<'e> Session<'e> {
         tracing::info!("shutting down: draining the outbox");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while self.ctx.store.outbox_len()? > 0 && tokio::time::Instant::now() < deadline {
-            self.ctx.sink.wake.notify_one();
+            self.ctx.sink.wake();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.confirm()?;
@@ -357,7 +357,7 @@ impl<'e> Session<'e> {
         METRICS.record_apply(&self.engine.take_stats());
         let lag = (now_micros() - last.commit_time.0).max(0) as f64 / 1e6;
         METRICS.lag_seconds.set(lag);
-        self.ctx.sink.wake.notify_one();
+        self.ctx.sink.wake();
     }
 
     /// Idle advance: with no transaction open and nothing pending for the sink,
@@ -390,7 +390,7 @@ impl<'e> Session<'e> {
         METRICS
             .held_anchors
             .set(self.ctx.store.held_anchors()? as i64);
-        let ready = self.ctx.sink.healthy.load(Ordering::SeqCst);
+        let ready = self.ctx.sink.is_healthy();
         self.ctx.health.ready.store(ready, Ordering::SeqCst);
         METRICS.ready.set(i64::from(ready));
         if ready || self.ctx.store.outbox_len()? == 0 {

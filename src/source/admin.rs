@@ -8,10 +8,10 @@
 use tokio_postgres::Client;
 
 use super::SourceError;
-use super::decode::TableMapping;
 use crate::change::Table;
 use crate::lsn::Lsn;
 use crate::shard::Shard;
+use crate::tables::TableMapping;
 
 /// What the source server is.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,8 +8,9 @@ use tokio_postgres::Client;
 
 use super::SourceError;
 use super::admin::quote_ident;
-use super::decode::{Decoded, LoadShape, Quarantined, TableMapping};
+use super::decode::{Decoded, LoadShape, Quarantined};
 use crate::change::{Change, Table};
+use crate::tables::TableMapping;
 
 /// `SELECT` of one keyset page: `$1` is the last id of the previous page (or NULL).
 pub fn page_sql(
@@ -100,3 +101,20 @@ pub const LOAD_ORDER: [Table; 5] = [
     Table::Message,
     Table::BackgroundJob,
 ];
+
+/// Planner estimates of the mapped tables' row counts, for the ETA.
+pub async fn estimate_rows(client: &tokio_postgres::Client, mapping: &TableMapping) -> Option<u64> {
+    let mut total = 0u64;
+    for table in Table::ALL {
+        let row = client
+            .query_opt(
+                "SELECT greatest(c.reltuples, 0)::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&mapping.schema, &mapping.table_name(table)],
+            )
+            .await
+            .ok()??;
+        total += row.get::<_, i64>(0) as u64;
+    }
+    Some(total)
+}

@@ -6,8 +6,8 @@
 use tokio_postgres::Client;
 
 use super::SourceError;
-use super::decode::TableMapping;
 use crate::change::Table;
+use crate::tables::TableMapping;
 
 /// Logs a warning per table of `publication` that sends columns replytime does
 /// not read. Advice only: a failure to read the catalog is logged, never fatal.

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 use super::metrics::METRICS;
 
-pub use super::health::Health;
+use super::health::Health;
 
 /// Binds the address (a clear error when it is in use) and serves until dropped.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -1,6 +1,7 @@
 //! Prometheus metrics, defined once. Names follow Prometheus conventions (`_total`
 //! counters, base units: seconds and bytes).
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use prometheus::{
@@ -8,7 +9,31 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::engine::ApplyStats;
+/// Counters of one application, for metrics.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyStats {
+    /// Changes applied, by (table, operation) label.
+    pub changes: HashMap<(&'static str, &'static str), u64>,
+    pub unknown_direction: u64,
+    pub upserts: u64,
+    pub deletes: u64,
+    pub delay_mismatch: u64,
+    /// Rows upserted with a new setter or AI response time: (channel, is_ai, seconds).
+    pub response_seconds: Vec<(String, bool, f64)>,
+}
+
+impl ApplyStats {
+    pub fn merge(&mut self, other: ApplyStats) {
+        for (k, v) in other.changes {
+            *self.changes.entry(k).or_default() += v;
+        }
+        self.unknown_direction += other.unknown_direction;
+        self.upserts += other.upserts;
+        self.deletes += other.deletes;
+        self.delay_mismatch += other.delay_mismatch;
+        self.response_seconds.extend(other.response_seconds);
+    }
+}
 
 pub struct Metrics {
     pub registry: Registry,
@@ -313,9 +338,7 @@ impl Metrics {
 
     pub fn record_apply(&self, stats: &ApplyStats) {
         for ((table, op), n) in &stats.changes {
-            self.changes
-                .with_label_values(&[table.label(), op.label()])
-                .inc_by(*n);
+            self.changes.with_label_values(&[*table, *op]).inc_by(*n);
         }
         self.anchors_upserted.inc_by(stats.upserts);
         self.anchors_deleted.inc_by(stats.deletes);

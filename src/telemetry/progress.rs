@@ -4,9 +4,6 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::change::Table;
-use crate::source::decode::TableMapping;
-
 pub struct Progress {
     what: &'static str,
     total: Option<u64>,
@@ -80,23 +77,6 @@ impl Progress {
             eprintln!();
         }
     }
-}
-
-/// Planner estimates of the mapped tables' row counts, for the ETA.
-pub async fn estimate_rows(client: &tokio_postgres::Client, mapping: &TableMapping) -> Option<u64> {
-    let mut total = 0u64;
-    for table in Table::ALL {
-        let row = client
-            .query_opt(
-                "SELECT greatest(c.reltuples, 0)::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = $2",
-                &[&mapping.schema, &mapping.table_name(table)],
-            )
-            .await
-            .ok()??;
-        total += row.get::<_, i64>(0) as u64;
-    }
-    Some(total)
 }
 
 #[cfg(test)]

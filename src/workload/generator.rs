@@ -60,6 +60,13 @@ fn id_pool(prefixes: &[&str], count: usize) -> Vec<String> {
 }
 
 impl Generator {
+    /// The rows the generator believes the tables hold, for the oracle's tests of
+    /// the generator.
+    #[cfg(test)]
+    pub(crate) fn model(&self) -> &super::model::Model {
+        &self.model
+    }
+
     pub fn new(seed: u64, config: HistoryConfig) -> Self {
         let lead_ids = id_pool(&["lead-", "Lead_", "LEAD-", "lé-", "Лид-"], config.leads);
         Generator {

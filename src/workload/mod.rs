@@ -26,11 +26,6 @@ mod rng;
 pub mod sql;
 mod toast;
 
-#[cfg(test)]
-mod features;
-#[cfg(test)]
-mod tests;
-
 pub use config::{HistoryConfig, Odds, OperationMix};
 pub use generator::Generator;
 

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
 use super::source_sql::{self, IndexSpec, NaiveColumns};
-use crate::source::decode::TableMapping;
+use crate::tables::TableMapping;
 
 /// Serializes the function part across reports ("rt_analy" in ASCII).
 const FUNCTIONS_LOCK_KEY: i64 = 0x7274_5f61_6e61_6c79;

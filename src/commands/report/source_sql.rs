@@ -14,7 +14,7 @@
 //! install the same functions on the reference schema. Every name is quoted as an
 //! identifier, so mapped names in any case, or with spaces or quotes, work.
 
-use crate::source::decode::TableMapping;
+use crate::tables::TableMapping;
 
 pub(super) const ANALYTICS_SQL: &str = include_str!("../../../schema/analytics.sql");
 /// Everything below this line of analytics.sql is CREATE INDEX statements.

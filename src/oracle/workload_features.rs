@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use super::SourceTables;
 use crate::change::{CampaignRow, Change, JobRow, LeadRow, MessageRow, Row, Table};
-use crate::oracle::SourceTables;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Feature {

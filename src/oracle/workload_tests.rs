@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use proptest::prelude::any;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
-use crate::oracle::{SourceTables, derive};
+use super::{SourceTables, derive};
 
-use super::features::{Feature, observe};
-use super::{Generator, HistoryConfig, PROPTEST_SEED_ENV, history, seed_from_env};
+use super::workload_features::{Feature, observe};
+use crate::workload::{Generator, HistoryConfig, PROPTEST_SEED_ENV, history, seed_from_env};
 
 #[test]
 fn same_seed_same_history() {
@@ -51,7 +51,7 @@ fn assert_valid(seed: u64, config: HistoryConfig) -> SourceTables {
             }
         }
     }
-    let model = &generator.model;
+    let model = generator.model();
     assert_eq!(tables.leads.len(), model.leads.len());
     assert_eq!(tables.campaigns.len(), model.campaigns.len());
     assert_eq!(tables.messages.len(), model.messages.len());

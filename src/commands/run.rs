@@ -1,0 +1,107 @@
+//! `run`: the daemon. The HTTP endpoints and the health poller run for the life of
+//! the process; the pipeline runs until a signal or an error.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::pipeline;
+use crate::telemetry::health::Fatal;
+use crate::telemetry::health::Health;
+use crate::telemetry::http;
+use crate::telemetry::metrics::METRICS;
+
+/// The daemon: the HTTP endpoints and the health poller run for the life of the
+/// process; the pipeline runs until a signal or an error. A definite error (one a
+/// retry cannot fix, SPEC 5) stops the pipeline but not the process: it keeps
+/// serving `/metrics` and `/readyz` with the reason, so alerts fire, until it is
+/// stopped, and then exits non-zero with the error.
+pub async fn run(settings: crate::config::Settings) -> anyhow::Result<ExitCode> {
+    let health = Arc::new(Health::default());
+    let listener = http::bind(settings.metrics_addr).await?;
+    tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");
+    health.live.store(true, Ordering::SeqCst);
+    tokio::spawn(http::serve(listener, health.clone()));
+    tokio::spawn(crate::pipeline::poller::run(
+        settings.clone(),
+        health.clone(),
+    ));
+    // The signal raises `stopping` at once (for work that cannot await) and ends
+    // the future the daemon waits on.
+    let signal = shutdown_signal()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = health.stopping.clone();
+    tokio::spawn(async move {
+        signal.await;
+        stopping.store(true, Ordering::SeqCst);
+        let _ = stop.send(true);
+    });
+    let mut until_stopped = stopped.clone();
+    let shutdown = async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    };
+    let Err(error) = pipeline::run(settings, health.clone(), shutdown).await else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    // A setting to fix (wrong password or database, missing privilege, table or
+    // wal_level) ends the process at once with the message, as bad configuration
+    // does (SPEC 8); every other definite error keeps it up and visible.
+    let kind = fatal_kind(&error);
+    if is_definite(&error) && kind != "config" && !health.stopping.load(Ordering::SeqCst) {
+        let message = crate::pgconn::error_chain(&error);
+        tracing::error!(
+            kind,
+            error = %message,
+            "definite error: the pipeline stopped; /metrics and /readyz report it until replytime is stopped"
+        );
+        METRICS.fatal_error.with_label_values(&[kind]).set(1);
+        health.set_fatal(Fatal { kind, message });
+        let _ = until_stopped.wait_for(|stopped| *stopped).await;
+    }
+    Err(anyhow::Error::new(error).context("replytime run stopped"))
+}
+
+/// Whether a retry cannot fix `error`: the pipeline stays stopped.
+fn is_definite(error: &pipeline::PipelineError) -> bool {
+    !error.is_retryable()
+}
+
+/// The `kind` label of `replytime_fatal_error` (one of `FATAL_KINDS`).
+fn fatal_kind(error: &pipeline::PipelineError) -> &'static str {
+    use crate::source::SourceError as S;
+    use pipeline::PipelineError as P;
+    match error {
+        P::Source(
+            S::SlotAhead { .. }
+            | S::SlotLost { .. }
+            | S::SlotMissing { .. }
+            | S::SlotOtherDatabase { .. }
+            | S::SlotPlugin { .. },
+        ) => "slot",
+        P::Source(S::SystemChanged { .. }) => "failover",
+        P::Source(S::Decode(_)) => "decode",
+        P::Source(S::Query { .. } | S::Replication(_)) => "other",
+        // Another writer's slot or sink: refused at once, like a setting to fix.
+        P::Ownership(_) | P::Sink(crate::sink::SinkError::WriterConflict { .. }) => "config",
+        P::Source(_) | P::Connect(_) | P::Sink(crate::sink::SinkError::Connect(_)) => "config",
+        P::Sink(_) | P::SinkDown(_) => "sink",
+        P::Store(_) | P::Engine(_) => "state",
+        P::Other(_) => "other",
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT. The handlers are installed here, before the
+/// daemon starts: a signal during start-up or the initial load stops it cleanly
+/// instead of killing it.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
+}
