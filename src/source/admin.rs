@@ -112,12 +112,16 @@ pub async fn check_tables(client: &Client, mapping: &TableMapping) -> Result<(),
     Ok(())
 }
 
+/// `name` as a quoted identifier (`"` doubled), as libpq's `PQescapeIdentifier`.
 pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    postgres_protocol::escape::escape_identifier(name)
 }
 
+/// `text` as a quoted literal, as libpq's `PQescapeLiteral`: `'` doubled, and the
+/// `E'…'` form when it holds a backslash, so it reads the same under either
+/// `standard_conforming_strings`.
 fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    postgres_protocol::escape::escape_literal(text)
 }
 
 /// The publication entry of one table: with a column list when that list covers

@@ -47,7 +47,7 @@ pub(super) struct AnalyticsSql {
 
 /// `name` as a quoted identifier (`"` doubled).
 pub(super) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    crate::source::admin::quote_ident(name)
 }
 
 /// The mapped timestamp columns whose type is `timestamp` without time zone,
