@@ -286,7 +286,11 @@ async fn a_first_start_that_fails_leaves_no_slot() {
     // that is not of the type replytime reads (a bound stored as text).
     db.client
         .batch_execute(
-            r#"ALTER TABLE "EmailCampaign" ALTER COLUMN "aiAutoSendDelayMinSeconds" TYPE text;
+            // The publication's column list pins the column's type: take the table
+            // out of it around the change.
+            r#"ALTER PUBLICATION replytime DROP TABLE "EmailCampaign";
+               ALTER TABLE "EmailCampaign" ALTER COLUMN "aiAutoSendDelayMinSeconds" TYPE text;
+               ALTER PUBLICATION replytime ADD TABLE "EmailCampaign";
                INSERT INTO "EmailCampaign" (id, "aiAutoSendDelayMinSeconds") VALUES ('c', 'soon')"#,
         )
         .await
@@ -299,8 +303,10 @@ async fn a_first_start_that_fails_leaves_no_slot() {
     db.client
         .batch_execute(
             r#"DELETE FROM "EmailCampaign" WHERE id = 'c';
+               ALTER PUBLICATION replytime DROP TABLE "EmailCampaign";
                ALTER TABLE "EmailCampaign" ALTER COLUMN "aiAutoSendDelayMinSeconds" TYPE integer
-                   USING "aiAutoSendDelayMinSeconds"::integer"#,
+                   USING "aiAutoSendDelayMinSeconds"::integer;
+               ALTER PUBLICATION replytime ADD TABLE "EmailCampaign""#,
         )
         .await
         .unwrap();

@@ -65,7 +65,10 @@ pub async fn collect(settings: &Settings) -> Status {
         }
         Err(e) => status.problems.push(format!("source: {e}")),
     }
-    if let Ok(sink) = crate::sink::Sink::connect(settings.sink_url()).await {
+    let sink = crate::sink::Sink::connect(settings.sink_url())
+        .await
+        .inspect_err(|e| status.problems.push(format!("sink: {e}")));
+    if let Ok(sink) = sink {
         status.sink_lsn = sink.progress(&settings.slot).await.ok().flatten();
         if let Ok(target) = crate::pgconn::parse_url(settings.sink_url()) {
             match sink.tls_facts(&target).await {
