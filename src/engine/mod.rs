@@ -135,12 +135,13 @@ pub struct TxnOutcome {
 }
 
 /// Small source transactions applied but not committed yet: they share one RocksDB
-/// commit and one outbox entry (group commit, see [`Engine::stage_transaction`]).
+/// commit (group commit, see [`Engine::stage_transaction`]). Each keeps its own
+/// outbox entry: the sink orders writes by the end LSN of the transaction that made
+/// them (SPEC 9), so an operation never takes a later transaction's LSN.
 #[derive(Default)]
 struct Group {
     writes: PendingWrites,
-    ops: Vec<SinkOp>,
-    last: Option<TxnMeta>,
+    txns: Vec<(TxnMeta, Vec<SinkOp>)>,
     changes: usize,
 }
 
@@ -356,9 +357,10 @@ impl Engine {
         let store = self.store.clone();
         let tx = store.begin_with(std::mem::take(&mut self.group.writes));
         self.apply_in(&tx, meta.commit_lsn, 0, changes)?;
+        let mut staged = Vec::new();
         loop {
             let (ops, complete) = self.refresh_batch(&tx, meta.end_lsn)?;
-            self.group.ops.extend(ops);
+            staged.extend(ops);
             if complete {
                 break;
             }
@@ -368,7 +370,7 @@ impl Engine {
             tx.log_transaction(meta)?;
         }
         self.group.writes = tx.into_pending();
-        self.group.last = Some(*meta);
+        self.group.txns.push((*meta, staged));
         self.group.changes += changes.len();
         Ok(())
     }
@@ -379,19 +381,26 @@ impl Engine {
     }
 
     pub fn has_staged(&self) -> bool {
-        self.group.last.is_some()
+        !self.group.txns.is_empty()
     }
 
     /// Commits the staged transactions (see [`Engine::stage_transaction`]); `None`
     /// when nothing was staged.
     pub fn commit_group(&mut self) -> Result<Option<(TxnMeta, TxnOutcome)>, EngineError> {
-        let group = std::mem::take(&mut self.group);
-        let Some(last) = group.last else {
+        let mut group = std::mem::take(&mut self.group);
+        let Some((last, last_ops)) = group.txns.pop() else {
             return Ok(None);
         };
         let tx = self.store.begin_with(group.writes);
         let mut outcome = TxnOutcome::default();
-        outcome.push(&tx, &last, true, group.ops)?;
+        for (meta, ops) in group.txns {
+            if !ops.is_empty() {
+                outcome.push(&tx, &meta, true, ops)?;
+            }
+        }
+        // The last entry is written even without operations: it carries the
+        // group's progress to the sink.
+        outcome.push(&tx, &last, true, last_ops)?;
         record_applied(&tx, last.end_lsn)?;
         tx.commit()?;
         Ok(Some((last, outcome)))
