@@ -45,7 +45,7 @@ use crate::lsn::Lsn;
 use crate::row::{SinkOp, TimingRow};
 use crate::store::{Cf, OutboxEntry, PendingWrites, Store, StoreError, StoreTxn, meta};
 
-pub use anchor::DerivedAnchor;
+pub use anchor::{DerivedAnchor, HeldReason};
 
 /// Position of a change in the stream: (commit LSN of its transaction, its number).
 pub type Stamp = (Lsn, u32);
@@ -566,11 +566,17 @@ impl Engine {
         end_lsn: Lsn,
     ) -> Result<Option<SinkOp>, EngineError> {
         let old = tx.get_record::<AnchorRecord>(Cf::Anchors, inbound_id.as_bytes())?;
+        let held = derived.as_ref().and_then(|d| d.held);
         let new = derived.map(|d| AnchorRecord {
             lead_id: d.lead_id,
             row: d.row,
         });
         if old == new {
+            if held.is_some() {
+                // Still held, maybe for another reason (its lead row arrived
+                // without a client, or went).
+                self.account_held(tx, inbound_id, true, held)?;
+            }
             return Ok(match new.and_then(|r| r.row) {
                 Some(row) if self.force_upsert => Some(SinkOp::Upsert {
                     row,
@@ -580,6 +586,8 @@ impl Engine {
             });
         }
         self.write_anchor_record(tx, inbound_id, old.as_ref(), new.as_ref())?;
+        let was_held = old.as_ref().is_some_and(|r| r.row.is_none());
+        self.account_held(tx, inbound_id, was_held, held)?;
         let old_row = old.and_then(|r| r.row);
         let new_row = new.and_then(|r| r.row);
         if let (Some(cutoff), Some(row)) = (self.emit_since, &new_row)
@@ -633,18 +641,46 @@ impl Engine {
             Some(new) => tx.put_record(Cf::Anchors, inbound_id.as_bytes(), new)?,
             None => tx.delete(Cf::Anchors, inbound_id.as_bytes())?,
         }
-        let was_held = old.is_some_and(|r| r.row.is_none());
-        let is_held = new.is_some_and(|r| r.row.is_none());
-        if was_held != is_held {
-            let held = tx
-                .get_record::<u64>(Cf::Meta, meta::HELD_ANCHORS)?
-                .unwrap_or(0);
-            let held = if is_held {
-                held + 1
-            } else {
-                held.saturating_sub(1)
-            };
-            tx.put_record(Cf::Meta, meta::HELD_ANCHORS, &held)?;
+        Ok(())
+    }
+
+    /// Keeps the held counts (`meta::HELD_ANCHORS`, and `meta::HELD_NO_CLIENT` of
+    /// them) and each held anchor's reason (`Cf::Held`) in step with an anchor
+    /// that was held or not and is now held for `now` (or not held).
+    fn account_held(
+        &self,
+        tx: &StoreTxn<'_>,
+        inbound_id: &str,
+        was_held: bool,
+        now: Option<HeldReason>,
+    ) -> Result<(), EngineError> {
+        let key = inbound_id.as_bytes();
+        // A state of an earlier release holds anchors without a recorded reason.
+        let before = match was_held {
+            true => tx
+                .get(Cf::Held, key)?
+                .and_then(|b| b.first().copied().and_then(HeldReason::from_byte)),
+            false => None,
+        };
+        if was_held == now.is_some() && before == now {
+            return Ok(());
+        }
+        let step = |key: &[u8], up: bool| -> Result<(), EngineError> {
+            let n = tx.get_record::<u64>(Cf::Meta, key)?.unwrap_or(0);
+            let n = if up { n + 1 } else { n.saturating_sub(1) };
+            tx.put_record(Cf::Meta, key, &n)?;
+            Ok(())
+        };
+        if was_held != now.is_some() {
+            step(meta::HELD_ANCHORS, now.is_some())?;
+        }
+        let no_client = |r: Option<HeldReason>| r == Some(HeldReason::NoClient);
+        if no_client(before) != no_client(now) {
+            step(meta::HELD_NO_CLIENT, no_client(now))?;
+        }
+        match now {
+            Some(reason) => tx.put(Cf::Held, key, &[reason.to_byte()])?,
+            None => tx.delete(Cf::Held, key)?,
         }
         Ok(())
     }

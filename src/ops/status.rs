@@ -188,7 +188,12 @@ pub async fn print(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> 
         println!("retained_wal_bytes   {}", opt(&status.retained_wal_bytes));
         if let Some(state) = &status.state {
             println!("outbox_entries       {}", state.outbox_entries);
-            println!("held_anchors         {}", state.held_anchors);
+            println!(
+                "held_anchors         {} (lead row missing {}, lead without clientId {})",
+                state.held_anchors,
+                state.held_anchors.saturating_sub(state.held_no_client),
+                state.held_no_client
+            );
             println!("quarantined_rows     {}", state.quarantined);
             println!("state_bytes          {}", state.size_bytes);
             println!("event_log_oldest_lsn {}", opt(&state.oldest_event_lsn));
