@@ -80,8 +80,44 @@ pub async fn collect(settings: &Settings) -> Status {
             }
         }
     }
+    if status.received_lsn.is_none() && status.active {
+        // `pg_stat_replication` hides what a walsender sent from roles without
+        // pg_read_all_stats (grants.sql's role has none): ask the daemon instead.
+        status.received_lsn = daemon_received_lsn(settings.metrics_addr).await;
+    }
     judge(&mut status);
     status
+}
+
+/// `replytime_lsn{kind="received"}` from the running daemon's `/metrics`, if it
+/// answers within a second. A plain HTTP/1.0 GET: the endpoint is replytime's own.
+async fn daemon_received_lsn(addr: std::net::SocketAddr) -> Option<Lsn> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: replytime\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.ok()?;
+        body.lines().find_map(|line| {
+            let value = line.strip_prefix("replytime_lsn{kind=\"received\"} ")?;
+            let value: f64 = value.trim().parse().ok()?;
+            (value > 0.0).then_some(Lsn(value as u64))
+        })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(1), fetch)
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn source_status(client: &tokio_postgres::Client, settings: &Settings, status: &mut Status) {
