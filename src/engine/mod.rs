@@ -32,6 +32,7 @@ mod anchor;
 mod apply;
 pub mod delay;
 pub mod keys;
+mod relabel;
 mod toast;
 
 use std::collections::{BTreeSet, HashMap};
@@ -171,6 +172,9 @@ pub struct Engine {
     group: Group,
     options: EngineOptions,
     dirty: BTreeSet<String>,
+    /// Anchors to relabel with their lead's new `clientId` (`relabel.rs`);
+    /// refreshed after `dirty`, which wins when an anchor is in both.
+    relabel: BTreeSet<String>,
     spilled: bool,
     stats: ApplyStats,
     /// Emit upserts of unchanged rows too (rebuild of a damaged sink).
@@ -192,6 +196,7 @@ impl Engine {
             group: Group::default(),
             options,
             dirty: BTreeSet::new(),
+            relabel: BTreeSet::new(),
             // Anchors a crashed run left to refresh are refreshed with the first
             // transaction (the one it was applying, streamed again).
             spilled: true,
@@ -410,6 +415,7 @@ impl Engine {
     pub fn discard_staged(&mut self) {
         self.group = Group::default();
         self.dirty.clear();
+        self.relabel.clear();
     }
 
     fn apply_in(
@@ -432,6 +438,7 @@ impl Engine {
         apply::Apply {
             tx,
             dirty: &mut self.dirty,
+            relabel: &mut self.relabel,
             stats: &mut self.stats,
             stamp,
             track: !self.bulk,
@@ -442,8 +449,9 @@ impl Engine {
     fn after_apply(&mut self, tx: &StoreTxn<'_>) -> Result<(), EngineError> {
         if self.bulk {
             self.dirty.clear();
+            self.relabel.clear();
         }
-        if self.dirty.len() > self.options.dirty_spill {
+        if self.dirty.len() + self.relabel.len() > self.options.dirty_spill {
             self.spill_dirty(tx)?;
         }
         Ok(())
@@ -456,7 +464,9 @@ impl Engine {
     /// delete or a move no longer finds the position it changed, so its marks
     /// could not be found again.
     fn spill_dirty(&mut self, tx: &StoreTxn<'_>) -> Result<(), EngineError> {
-        for id in std::mem::take(&mut self.dirty) {
+        // The spill keeps no reason: spilled anchors are derived in full.
+        let relabel = std::mem::take(&mut self.relabel);
+        for id in std::mem::take(&mut self.dirty).into_iter().chain(relabel) {
             tx.put(Cf::Dirty, id.as_bytes(), &[])?;
             self.spilled = true;
         }
@@ -508,12 +518,22 @@ impl Engine {
         let batch = self.next_dirty_batch(tx)?;
         let mut ops = Vec::new();
         for id in &batch {
+            self.relabel.remove(id);
             if let Some(op) = self.refresh(tx, id, end_lsn)? {
                 ops.push(op);
             }
         }
+        if self.dirty.is_empty() && !self.spilled {
+            let room = self
+                .options
+                .refresh_batch
+                .saturating_sub(batch.len())
+                .max(1);
+            self.relabel_batch(tx, room, end_lsn, &mut ops)?;
+        }
         self.bound_stats();
-        Ok((ops, self.dirty.is_empty() && !self.spilled))
+        let complete = self.dirty.is_empty() && !self.spilled && self.relabel.is_empty();
+        Ok((ops, complete))
     }
 
     /// Records the counters into the metrics once they hold [`STATS_BOUND`]
