@@ -342,6 +342,13 @@ fn held_anchors_are_counted_by_reason() {
     assert_eq!(held(&h), (0, 0));
     assert_eq!(h.engine.store().held_anchors().unwrap(), 0);
     assert_eq!(h.row("in1").client_id, "C");
+    // The lead loses its client (an update of "clientId" alone), then gets one.
+    h.txn(vec![no_client()]);
+    assert!(h.sink.is_empty());
+    assert_eq!(held(&h), (0, 1));
+    h.txn(vec![lead("L", "C2")]);
+    assert_eq!(held(&h), (0, 0));
+    assert_eq!(h.row("in1").client_id, "C2");
 }
 
 #[test]

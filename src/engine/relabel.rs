@@ -15,7 +15,7 @@
 //! derivation must reach every anchor it touches). A spill keeps no reason: spilled
 //! anchors are derived in full.
 
-use super::anchor::DerivedAnchor;
+use super::anchor::{DerivedAnchor, HeldReason};
 use super::{AnchorRecord, Engine, EngineError};
 use crate::change::LeadRow;
 use crate::lsn::Lsn;
@@ -57,12 +57,23 @@ impl Engine {
             }) if !self.force_upsert => (lead_id, row),
             _ => return self.refresh(tx, inbound_id, end_lsn),
         };
-        let client_id = tx
-            .get_record::<LeadRow>(Cf::Leads, lead_id.as_bytes())?
-            .and_then(|lead| lead.client_id);
-        let derived = DerivedAnchor {
-            lead_id,
-            row: client_id.map(|client_id| TimingRow { client_id, ..row }),
+        let derived = match tx.get_record::<LeadRow>(Cf::Leads, lead_id.as_bytes())? {
+            Some(LeadRow {
+                client_id: Some(client_id),
+                ..
+            }) => DerivedAnchor {
+                lead_id,
+                row: Some(TimingRow { client_id, ..row }),
+                held: None,
+            },
+            lead => DerivedAnchor {
+                lead_id,
+                row: None,
+                held: Some(match lead {
+                    None => HeldReason::LeadMissing,
+                    Some(_) => HeldReason::NoClient,
+                }),
+            },
         };
         self.settle(tx, inbound_id, Some(derived), end_lsn)
     }
