@@ -10,13 +10,15 @@
 //!                                       initial load, peak RSS and RocksDB size
 //! ```
 //!
-//! Run: `cargo bench --bench e2e` (about 2 minutes on 2 cores with the defaults).
+//! Run: `cargo bench --bench e2e` (about 10 minutes on 2 cores with the defaults).
 //! The machine and versions are printed with the results; compare ratios within a
 //! run, not absolute figures across machines.
 //!
 //! Environment variables (defaults in brackets):
-//! - `REPLYTIME_BENCH_CHANGES` [300000]: row changes of generator traffic in the
-//!   throughput WAL;
+//! - `REPLYTIME_BENCH_CHANGES` [300000,1000000]: backlog sizes, row changes of
+//!   generator traffic in the throughput WAL; each size is drained on a database and
+//!   state of its own, and the first and last are compared (cost per change as the
+//!   backlog and the state behind it grow: `300000,3000000` for the 3M figures);
 //! - `REPLYTIME_BENCH_RATES` [1000,5000]: freshness rates, row changes per second;
 //! - `REPLYTIME_BENCH_FRESHNESS_SECONDS` [15]: seconds of traffic per rate;
 //! - `REPLYTIME_BENCH_MESSAGES` [1000000]: pre-existing messages for the initial
@@ -54,7 +56,7 @@ fn daemon_env() -> Vec<(&'static str, String)> {
 }
 
 struct Settings {
-    changes: u64,
+    changes: Vec<u64>,
     rates: Vec<u64>,
     freshness: Duration,
     messages: u64,
@@ -81,7 +83,10 @@ impl Settings {
                 .collect()
         };
         Settings {
-            changes: var("REPLYTIME_BENCH_CHANGES", 300_000),
+            changes: list("REPLYTIME_BENCH_CHANGES", "300000,1000000")
+                .iter()
+                .map(|n| n.parse().expect("REPLYTIME_BENCH_CHANGES: numbers"))
+                .collect(),
             rates: list("REPLYTIME_BENCH_RATES", "1000,5000")
                 .iter()
                 .map(|r| r.parse().expect("REPLYTIME_BENCH_RATES: numbers"))
@@ -136,13 +141,25 @@ async fn bench() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     if settings.runs("throughput") {
-        let db = fresh_source().await;
-        let dir = tempfile::tempdir().expect("state tempdir");
-        let state = dir.path().join("state");
-        let mut generator = Generator::new(2024, HistoryConfig::realistic());
-        let (figures, daemon) =
-            throughput::run(&db, &state, &mut generator, settings.changes, &env).await;
-        per_change_us = Some(throughput_lines(&figures, &mut lines));
+        let mut drained = Vec::new();
+        let mut last = None;
+        for &changes in &settings.changes {
+            // The daemon of the smaller backlog stops before the next one starts.
+            drop(last.take());
+            let db = fresh_source().await;
+            let dir = tempfile::tempdir().expect("state tempdir");
+            let state = dir.path().join("state");
+            let mut generator = Generator::new(2024, HistoryConfig::realistic());
+            let (figures, daemon) =
+                throughput::run(&db, &state, &mut generator, changes, &env).await;
+            per_change_us = Some(throughput_lines(&figures, &mut lines));
+            drained.push(figures);
+            last = Some((db, dir, generator, daemon));
+        }
+        if let [first, .., largest] = drained.as_slice() {
+            growth_lines(first, largest, &mut lines);
+        }
+        let (db, _dir, mut generator, daemon) = last.expect("at least one backlog size");
         if settings.runs("freshness") {
             for &rate in &settings.rates {
                 let (figures, back) =
@@ -217,15 +234,61 @@ fn throughput_lines(f: &throughput::Figures, lines: &mut Vec<Line>) -> f64 {
         "replytime run end to end (start → confirmed_flush_lsn ≥ WAL end)",
         format!("{ours:.0} changes/s"),
         format!(
-            "walsender CPU {:.2} s; daemon CPU {:.2} s ({:.1} µs/change)",
-            f.replytime_walsender_cpu,
+            "daemon CPU {:.2} s ({:.1} µs/change); Postgres: walsender {:.2} s ({:.1} µs/change), sink session {:.2} s ({:.1} µs/change)",
             f.replytime_daemon_cpu,
-            f.replytime_daemon_cpu / changes * 1e6
+            f.replytime_daemon_cpu / changes * 1e6,
+            f.replytime_walsender_cpu,
+            f.replytime_walsender_cpu / changes * 1e6,
+            f.replytime_sink_session_cpu,
+            f.replytime_sink_session_cpu / changes * 1e6
         ),
         pct(ours / recv),
         "≥ 50 %",
     ));
     f.replytime_seconds / changes * 1e6
+}
+
+/// How the cost per change grows from the smallest backlog to the largest.
+fn growth_lines(small: &throughput::Figures, large: &throughput::Figures, lines: &mut Vec<Line>) {
+    let per_change = |cpu: f64, f: &throughput::Figures| cpu / f.changes as f64 * 1e6;
+    let rate = |f: &throughput::Figures| f.recv_seconds / f.replytime_seconds;
+    let sizes = format!("{} vs {} changes", large.changes, small.changes);
+    let costs = [
+        (
+            "daemon CPU per change",
+            per_change(large.replytime_daemon_cpu, large),
+            per_change(small.replytime_daemon_cpu, small),
+            "≤ 1.30",
+        ),
+        (
+            "Postgres walsender CPU per change",
+            per_change(large.replytime_walsender_cpu, large),
+            per_change(small.replytime_walsender_cpu, small),
+            "",
+        ),
+        (
+            "Postgres sink session CPU per change",
+            per_change(large.replytime_sink_session_cpu, large),
+            per_change(small.replytime_sink_session_cpu, small),
+            "",
+        ),
+    ];
+    for (what, at_large, at_small, target) in costs {
+        lines.push(line(
+            &format!("{what}, backlog {sizes}"),
+            format!("{at_large:.1} µs"),
+            format!("{at_small:.1} µs"),
+            format!("{:.2}", at_large / at_small),
+            target,
+        ));
+    }
+    lines.push(line(
+        &format!("drain rate relative to pg_recvlogical, backlog {sizes}"),
+        pct(rate(large)),
+        pct(rate(small)),
+        format!("{:.2}", rate(large) / rate(small)),
+        "",
+    ));
 }
 
 fn freshness_lines(f: &freshness::Figures, lines: &mut Vec<Line>) {
@@ -399,7 +462,7 @@ fn print_report(
     }
     println!("- load average at end: {}", machine::load_average());
     println!(
-        "- settings: {} changes, rates {:?}/s for {} s each, {} messages, {} seed runs; took {:.0} s\n",
+        "- settings: {:?} changes, rates {:?}/s for {} s each, {} messages, {} seed runs; took {:.0} s\n",
         settings.changes,
         settings.rates,
         settings.freshness.as_secs(),

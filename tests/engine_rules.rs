@@ -312,6 +312,43 @@ fn anchor_of_unknown_lead_is_held_until_the_lead_arrives() {
     h.txn(vec![delete(Table::Lead, "L")]);
     assert!(h.sink.is_empty(), "a deleted lead holds its anchors again");
     assert_eq!(h.engine.store().held_anchors().unwrap(), 1);
+    assert_eq!(h.engine.store().held_by_reason().unwrap(), (1, 0));
+}
+
+#[test]
+fn held_anchors_are_counted_by_reason() {
+    let mut h = Harness::new();
+    let held = |h: &Harness| h.engine.store().held_by_reason().unwrap();
+    h.txn(vec![inbound("in1", "L", 0.0), outbound("o", "L", 1.0)]);
+    assert_eq!(held(&h), (1, 0), "no lead row");
+    let no_client = || {
+        Change::Insert(Row::Lead(LeadRow {
+            id: "L".into(),
+            client_id: None,
+            email_campaign_id: None,
+        }))
+    };
+    h.txn(vec![no_client()]);
+    assert!(h.sink.is_empty());
+    assert_eq!(held(&h), (0, 1), "the lead arrived without a client");
+    h.txn(vec![inbound("in2", "L", 2.0), outbound("o2", "L", 3.0)]);
+    assert_eq!(held(&h), (0, 2));
+    h.txn(vec![delete(Table::Lead, "L")]);
+    assert_eq!(held(&h), (2, 0), "the lead went");
+    h.txn(vec![no_client()]);
+    h.txn(vec![delete(Table::Message, "o2")]);
+    assert_eq!(held(&h), (0, 1), "in2 is no anchor any more");
+    h.txn(vec![lead("L", "C")]);
+    assert_eq!(held(&h), (0, 0));
+    assert_eq!(h.engine.store().held_anchors().unwrap(), 0);
+    assert_eq!(h.row("in1").client_id, "C");
+    // The lead loses its client (an update of "clientId" alone), then gets one.
+    h.txn(vec![no_client()]);
+    assert!(h.sink.is_empty());
+    assert_eq!(held(&h), (0, 1));
+    h.txn(vec![lead("L", "C2")]);
+    assert_eq!(held(&h), (0, 0));
+    assert_eq!(h.row("in1").client_id, "C2");
 }
 
 #[test]

@@ -286,7 +286,11 @@ async fn a_first_start_that_fails_leaves_no_slot() {
     // that is not of the type replytime reads (a bound stored as text).
     db.client
         .batch_execute(
-            r#"ALTER TABLE "EmailCampaign" ALTER COLUMN "aiAutoSendDelayMinSeconds" TYPE text;
+            // The publication's column list pins the column's type: take the table
+            // out of it around the change.
+            r#"ALTER PUBLICATION replytime DROP TABLE "EmailCampaign";
+               ALTER TABLE "EmailCampaign" ALTER COLUMN "aiAutoSendDelayMinSeconds" TYPE text;
+               ALTER PUBLICATION replytime ADD TABLE "EmailCampaign";
                INSERT INTO "EmailCampaign" (id, "aiAutoSendDelayMinSeconds") VALUES ('c', 'soon')"#,
         )
         .await
@@ -299,8 +303,10 @@ async fn a_first_start_that_fails_leaves_no_slot() {
     db.client
         .batch_execute(
             r#"DELETE FROM "EmailCampaign" WHERE id = 'c';
+               ALTER PUBLICATION replytime DROP TABLE "EmailCampaign";
                ALTER TABLE "EmailCampaign" ALTER COLUMN "aiAutoSendDelayMinSeconds" TYPE integer
-                   USING "aiAutoSendDelayMinSeconds"::integer"#,
+                   USING "aiAutoSendDelayMinSeconds"::integer;
+               ALTER PUBLICATION replytime ADD TABLE "EmailCampaign""#,
         )
         .await
         .unwrap();
@@ -474,11 +480,19 @@ async fn backfill_alone_and_after_teardown_keep_every_delay_record_and_the_quara
     assert_eq!(quarantine(&url, &db.url, &state), quarantine_before);
 
     // And the daemon streams on from the new slot.
-    let mut daemon = daemon_as(&url, &db.url, &state, &[]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let metrics_env = [("REPLYTIME_METRICS_ADDR", metrics.as_str())];
+    let mut daemon = daemon_as(&url, &db.url, &state, &metrics_env);
     wait_streaming(&db.client, &db.url).await;
     freeze_campaigns(&mut generator);
     write_history(&db.client, &history(&mut generator, 50)).await;
     converge(&db.client, CONVERGE).await;
+    // `status` of the running daemon, as that role, sees what the walsender sent.
+    // (pg_stat_replication hides it from this role: it asks the daemon.)
+    let out = cli(&url, &db.url, &state, &["status", "--json"], &metrics_env);
+    let status: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert!(status["received_lsn"].is_string(), "{status:#}");
     assert!(daemon.stop().success());
 
     // The other commands the runbooks print work as that role too.

@@ -10,7 +10,9 @@
 //!
 //! Both slots start at the same point, so both read the same WAL. While each runs,
 //! the walsender's CPU time is sampled from /proc: it tells whether the walsender
-//! (decoding) or the consumer bounds the rate.
+//! (decoding) or the consumer bounds the rate. The daemon's sink session (its
+//! Postgres backend, `application_name = replytime-sink`) is read the same way: the
+//! Postgres cost of the sink's writes, apart from the walsender's decoding.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,6 +38,7 @@ pub struct Figures {
     pub replytime_seconds: f64,
     pub replytime_walsender_cpu: f64,
     pub replytime_daemon_cpu: f64,
+    pub replytime_sink_session_cpu: f64,
 }
 
 /// Runs the stage; returns the figures and the daemon, still streaming, caught up.
@@ -98,6 +101,11 @@ pub async fn run(
     }
     let replytime_seconds = started.elapsed().as_secs_f64();
     let replytime_daemon_cpu = machine::cpu_seconds(daemon.child.id()).unwrap_or(f64::NAN);
+    if let Some(cpu) = walsender_cpu_of(&db.client, &slot).await {
+        walsender_cpu = cpu;
+    }
+    // The sink session lives as long as the daemon: read once, at the end.
+    let sink_session_cpu = sink_session_cpu_of(&db.client).await.unwrap_or(f64::NAN);
     eprintln!("throughput: replytime drained it in {replytime_seconds:.2} s");
     let figures = Figures {
         changes,
@@ -109,6 +117,7 @@ pub async fn run(
         replytime_seconds,
         replytime_walsender_cpu: walsender_cpu,
         replytime_daemon_cpu,
+        replytime_sink_session_cpu: sink_session_cpu,
     };
     (figures, daemon)
 }
@@ -146,6 +155,22 @@ async fn walsender_cpu_of(client: &tokio_postgres::Client, slot: &str) -> Option
         .query_opt(
             "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
+        )
+        .await
+        .ok()??;
+    let pid: Option<i32> = row.get(0);
+    machine::cpu_seconds(u32::try_from(pid?).ok()?)
+}
+
+/// CPU seconds of the daemon's sink session (its Postgres backend) in this
+/// database, while it has one.
+async fn sink_session_cpu_of(client: &tokio_postgres::Client) -> Option<f64> {
+    let row = client
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE application_name = 'replytime-sink' AND datname = current_database() \
+             ORDER BY backend_start DESC LIMIT 1",
+            &[],
         )
         .await
         .ok()??;

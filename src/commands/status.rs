@@ -65,7 +65,10 @@ pub async fn collect(settings: &Settings) -> Status {
         }
         Err(e) => status.problems.push(format!("source: {e}")),
     }
-    if let Ok(sink) = crate::sink::Sink::connect(settings.sink_url()).await {
+    let sink = crate::sink::Sink::connect(settings.sink_url())
+        .await
+        .inspect_err(|e| status.problems.push(format!("sink: {e}")));
+    if let Ok(sink) = sink {
         status.sink_lsn = sink.progress(&settings.slot).await.ok().flatten();
         if let Ok(target) = crate::pgconn::parse_url(settings.sink_url()) {
             match sink.tls_facts(&target).await {
@@ -77,8 +80,44 @@ pub async fn collect(settings: &Settings) -> Status {
             }
         }
     }
+    if status.received_lsn.is_none() && status.active {
+        // `pg_stat_replication` hides what a walsender sent from roles without
+        // pg_read_all_stats (grants.sql's role has none): ask the daemon instead.
+        status.received_lsn = daemon_received_lsn(settings.metrics_addr).await;
+    }
     judge(&mut status);
     status
+}
+
+/// `replytime_lsn{kind="received"}` from the running daemon's `/metrics`, if it
+/// answers within a second. A plain HTTP/1.0 GET: the endpoint is replytime's own.
+async fn daemon_received_lsn(addr: std::net::SocketAddr) -> Option<Lsn> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: replytime\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.ok()?;
+        body.lines().find_map(|line| {
+            let value = line.strip_prefix("replytime_lsn{kind=\"received\"} ")?;
+            let value: f64 = value.trim().parse().ok()?;
+            (value > 0.0).then_some(Lsn(value as u64))
+        })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(1), fetch)
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn source_status(client: &tokio_postgres::Client, settings: &Settings, status: &mut Status) {
@@ -185,7 +224,12 @@ pub async fn print(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> 
         println!("retained_wal_bytes   {}", opt(&status.retained_wal_bytes));
         if let Some(state) = &status.state {
             println!("outbox_entries       {}", state.outbox_entries);
-            println!("held_anchors         {}", state.held_anchors);
+            println!(
+                "held_anchors         {} (lead row missing {}, lead without clientId {})",
+                state.held_anchors,
+                state.held_anchors.saturating_sub(state.held_no_client),
+                state.held_no_client
+            );
             println!("quarantined_rows     {}", state.quarantined);
             println!("state_bytes          {}", state.size_bytes);
             println!("event_log_oldest_lsn {}", opt(&state.oldest_event_lsn));

@@ -23,6 +23,34 @@ use crate::store::{Cf, StoreTxn};
 pub struct DerivedAnchor {
     pub lead_id: String,
     pub row: Option<TimingRow>,
+    /// Why the row is held (`Some` exactly when `row` is `None`).
+    pub held: Option<HeldReason>,
+}
+
+/// Why an anchor's row is held back from the sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldReason {
+    /// No `"Lead"` row (yet): rows arrive in any order, so a short hold is normal.
+    LeadMissing,
+    /// The lead exists with a NULL `clientId`.
+    NoClient,
+}
+
+impl HeldReason {
+    pub fn to_byte(self) -> u8 {
+        match self {
+            HeldReason::LeadMissing => 0,
+            HeldReason::NoClient => 1,
+        }
+    }
+
+    pub fn from_byte(byte: u8) -> Option<HeldReason> {
+        match byte {
+            0 => Some(HeldReason::LeadMissing),
+            1 => Some(HeldReason::NoClient),
+            _ => None,
+        }
+    }
 }
 
 /// Derives the anchor of `inbound_id`, or `None` when that message is not an anchor.
@@ -42,14 +70,25 @@ pub fn derive(tx: &StoreTxn<'_>, inbound_id: &str) -> Result<Option<DerivedAncho
     if !successor_is_outbound(tx, &prefix, &key)? {
         return Ok(None);
     }
-    let client_id = tx
-        .get_record::<LeadRow>(Cf::Leads, lead.as_bytes())?
-        .and_then(|l| l.client_id);
-    let Some(client_id) = client_id else {
-        return Ok(Some(DerivedAnchor {
-            lead_id: lead.to_string(),
-            row: None,
-        }));
+    let client_id = match tx.get_record::<LeadRow>(Cf::Leads, lead.as_bytes())? {
+        None => Err(HeldReason::LeadMissing),
+        Some(LeadRow {
+            client_id: None, ..
+        }) => Err(HeldReason::NoClient),
+        Some(LeadRow {
+            client_id: Some(client_id),
+            ..
+        }) => Ok(client_id),
+    };
+    let client_id = match client_id {
+        Ok(client_id) => client_id,
+        Err(reason) => {
+            return Ok(Some(DerivedAnchor {
+                lead_id: lead.to_string(),
+                row: None,
+                held: Some(reason),
+            }));
+        }
     };
     let mut row = TimingRow {
         client_id,
@@ -79,6 +118,7 @@ pub fn derive(tx: &StoreTxn<'_>, inbound_id: &str) -> Result<Option<DerivedAncho
     Ok(Some(DerivedAnchor {
         lead_id: lead.to_string(),
         row: Some(row),
+        held: None,
     }))
 }
 

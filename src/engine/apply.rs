@@ -28,6 +28,9 @@ pub const OUTBOUND: &str = "outbound";
 pub(super) struct Apply<'t, 'a> {
     pub tx: &'t StoreTxn<'a>,
     pub dirty: &'t mut BTreeSet<String>,
+    /// Anchors whose lead's `clientId` changed: the rest of their row stands
+    /// (see `relabel.rs`), unless something else marks them dirty too.
+    pub relabel: &'t mut BTreeSet<String>,
     pub stats: &'t mut ApplyStats,
     pub stamp: Stamp,
     /// Look up which existing anchors a change affects. Off while bulk loading:
@@ -399,7 +402,7 @@ impl Apply<'_, '_> {
                 self.tx
                     .keys_with_prefix(Cf::LeadAnchors, &prefix, after.as_deref(), 1024)?;
             for key in &batch {
-                self.dirty
+                self.relabel
                     .insert(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
             }
             match batch.last() {

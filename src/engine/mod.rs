@@ -32,6 +32,7 @@ mod anchor;
 mod apply;
 pub mod delay;
 pub mod keys;
+mod relabel;
 mod toast;
 
 use std::collections::BTreeSet;
@@ -46,7 +47,7 @@ use crate::row::{SinkOp, TimingRow};
 use crate::store::{Cf, OutboxEntry, PendingWrites, Store, StoreError, StoreTxn, meta};
 use crate::telemetry::metrics::ApplyStats;
 
-pub use anchor::DerivedAnchor;
+pub use anchor::{DerivedAnchor, HeldReason};
 
 /// Position of a change in the stream: (commit LSN of its transaction, its number).
 pub type Stamp = (Lsn, u32);
@@ -111,12 +112,13 @@ pub struct TxnOutcome {
 }
 
 /// Small source transactions applied but not committed yet: they share one RocksDB
-/// commit and one outbox entry (group commit, see [`Engine::stage_transaction`]).
+/// commit (group commit, see [`Engine::stage_transaction`]). Each keeps its own
+/// outbox entry: the sink orders writes by the end LSN of the transaction that made
+/// them (SPEC 9), so an operation never takes a later transaction's LSN.
 #[derive(Default)]
 struct Group {
     writes: PendingWrites,
-    ops: Vec<SinkOp>,
-    last: Option<TxnMeta>,
+    txns: Vec<(TxnMeta, Vec<SinkOp>)>,
     changes: usize,
 }
 
@@ -146,6 +148,9 @@ pub struct Engine {
     group: Group,
     options: EngineOptions,
     dirty: BTreeSet<String>,
+    /// Anchors to relabel with their lead's new `clientId` (`relabel.rs`);
+    /// refreshed after `dirty`, which wins when an anchor is in both.
+    relabel: BTreeSet<String>,
     spilled: bool,
     stats: ApplyStats,
     /// Emit upserts of unchanged rows too (rebuild of a damaged sink).
@@ -167,6 +172,7 @@ impl Engine {
             group: Group::default(),
             options,
             dirty: BTreeSet::new(),
+            relabel: BTreeSet::new(),
             // Anchors a crashed run left to refresh are refreshed with the first
             // transaction (the one it was applying, streamed again).
             spilled: true,
@@ -332,9 +338,10 @@ impl Engine {
         let store = self.store.clone();
         let tx = store.begin_with(std::mem::take(&mut self.group.writes));
         self.apply_in(&tx, meta.commit_lsn, 0, changes)?;
+        let mut staged = Vec::new();
         loop {
             let (ops, complete) = self.refresh_batch(&tx, meta.end_lsn)?;
-            self.group.ops.extend(ops);
+            staged.extend(ops);
             if complete {
                 break;
             }
@@ -344,7 +351,7 @@ impl Engine {
             tx.log_transaction(meta)?;
         }
         self.group.writes = tx.into_pending();
-        self.group.last = Some(*meta);
+        self.group.txns.push((*meta, staged));
         self.group.changes += changes.len();
         Ok(())
     }
@@ -355,19 +362,26 @@ impl Engine {
     }
 
     pub fn has_staged(&self) -> bool {
-        self.group.last.is_some()
+        !self.group.txns.is_empty()
     }
 
     /// Commits the staged transactions (see [`Engine::stage_transaction`]); `None`
     /// when nothing was staged.
     pub fn commit_group(&mut self) -> Result<Option<(TxnMeta, TxnOutcome)>, EngineError> {
-        let group = std::mem::take(&mut self.group);
-        let Some(last) = group.last else {
+        let mut group = std::mem::take(&mut self.group);
+        let Some((last, last_ops)) = group.txns.pop() else {
             return Ok(None);
         };
         let tx = self.store.begin_with(group.writes);
         let mut outcome = TxnOutcome::default();
-        outcome.push(&tx, &last, true, group.ops)?;
+        for (meta, ops) in group.txns {
+            if !ops.is_empty() {
+                outcome.push(&tx, &meta, true, ops)?;
+            }
+        }
+        // The last entry is written even without operations: it carries the
+        // group's progress to the sink.
+        outcome.push(&tx, &last, true, last_ops)?;
         record_applied(&tx, last.end_lsn)?;
         tx.commit()?;
         Ok(Some((last, outcome)))
@@ -377,6 +391,7 @@ impl Engine {
     pub fn discard_staged(&mut self) {
         self.group = Group::default();
         self.dirty.clear();
+        self.relabel.clear();
     }
 
     fn apply_in(
@@ -399,6 +414,7 @@ impl Engine {
         apply::Apply {
             tx,
             dirty: &mut self.dirty,
+            relabel: &mut self.relabel,
             stats: &mut self.stats,
             stamp,
             track: !self.bulk,
@@ -409,8 +425,9 @@ impl Engine {
     fn after_apply(&mut self, tx: &StoreTxn<'_>) -> Result<(), EngineError> {
         if self.bulk {
             self.dirty.clear();
+            self.relabel.clear();
         }
-        if self.dirty.len() > self.options.dirty_spill {
+        if self.dirty.len() + self.relabel.len() > self.options.dirty_spill {
             self.spill_dirty(tx)?;
         }
         Ok(())
@@ -423,7 +440,9 @@ impl Engine {
     /// delete or a move no longer finds the position it changed, so its marks
     /// could not be found again.
     fn spill_dirty(&mut self, tx: &StoreTxn<'_>) -> Result<(), EngineError> {
-        for id in std::mem::take(&mut self.dirty) {
+        // The spill keeps no reason: spilled anchors are derived in full.
+        let relabel = std::mem::take(&mut self.relabel);
+        for id in std::mem::take(&mut self.dirty).into_iter().chain(relabel) {
             tx.put(Cf::Dirty, id.as_bytes(), &[])?;
             self.spilled = true;
         }
@@ -481,12 +500,22 @@ impl Engine {
         let batch = self.next_dirty_batch(tx)?;
         let mut ops = Vec::new();
         for id in &batch {
+            self.relabel.remove(id);
             if let Some(op) = self.refresh(tx, id, end_lsn)? {
                 ops.push(op);
             }
         }
+        if self.dirty.is_empty() && !self.spilled {
+            let room = self
+                .options
+                .refresh_batch
+                .saturating_sub(batch.len())
+                .max(1);
+            self.relabel_batch(tx, room, end_lsn, &mut ops)?;
+        }
         self.bound_stats();
-        Ok((ops, self.dirty.is_empty() && !self.spilled))
+        let complete = self.dirty.is_empty() && !self.spilled && self.relabel.is_empty();
+        Ok((ops, complete))
     }
 
     /// Records the counters into the metrics once they hold [`STATS_BOUND`]
@@ -539,11 +568,17 @@ impl Engine {
         end_lsn: Lsn,
     ) -> Result<Option<SinkOp>, EngineError> {
         let old = tx.get_record::<AnchorRecord>(Cf::Anchors, inbound_id.as_bytes())?;
+        let held = derived.as_ref().and_then(|d| d.held);
         let new = derived.map(|d| AnchorRecord {
             lead_id: d.lead_id,
             row: d.row,
         });
         if old == new {
+            if held.is_some() {
+                // Still held, maybe for another reason (its lead row arrived
+                // without a client, or went).
+                self.account_held(tx, inbound_id, true, held)?;
+            }
             return Ok(match new.and_then(|r| r.row) {
                 Some(row) if self.force_upsert => Some(SinkOp::Upsert {
                     row,
@@ -553,6 +588,8 @@ impl Engine {
             });
         }
         self.write_anchor_record(tx, inbound_id, old.as_ref(), new.as_ref())?;
+        let was_held = old.as_ref().is_some_and(|r| r.row.is_none());
+        self.account_held(tx, inbound_id, was_held, held)?;
         let old_row = old.and_then(|r| r.row);
         let new_row = new.and_then(|r| r.row);
         if let (Some(cutoff), Some(row)) = (self.emit_since, &new_row)
@@ -606,18 +643,46 @@ impl Engine {
             Some(new) => tx.put_record(Cf::Anchors, inbound_id.as_bytes(), new)?,
             None => tx.delete(Cf::Anchors, inbound_id.as_bytes())?,
         }
-        let was_held = old.is_some_and(|r| r.row.is_none());
-        let is_held = new.is_some_and(|r| r.row.is_none());
-        if was_held != is_held {
-            let held = tx
-                .get_record::<u64>(Cf::Meta, meta::HELD_ANCHORS)?
-                .unwrap_or(0);
-            let held = if is_held {
-                held + 1
-            } else {
-                held.saturating_sub(1)
-            };
-            tx.put_record(Cf::Meta, meta::HELD_ANCHORS, &held)?;
+        Ok(())
+    }
+
+    /// Keeps the held counts (`meta::HELD_ANCHORS`, and `meta::HELD_NO_CLIENT` of
+    /// them) and each held anchor's reason (`Cf::Held`) in step with an anchor
+    /// that was held or not and is now held for `now` (or not held).
+    fn account_held(
+        &self,
+        tx: &StoreTxn<'_>,
+        inbound_id: &str,
+        was_held: bool,
+        now: Option<HeldReason>,
+    ) -> Result<(), EngineError> {
+        let key = inbound_id.as_bytes();
+        // A state of an earlier release holds anchors without a recorded reason.
+        let before = match was_held {
+            true => tx
+                .get(Cf::Held, key)?
+                .and_then(|b| b.first().copied().and_then(HeldReason::from_byte)),
+            false => None,
+        };
+        if was_held == now.is_some() && before == now {
+            return Ok(());
+        }
+        let step = |key: &[u8], up: bool| -> Result<(), EngineError> {
+            let n = tx.get_record::<u64>(Cf::Meta, key)?.unwrap_or(0);
+            let n = if up { n + 1 } else { n.saturating_sub(1) };
+            tx.put_record(Cf::Meta, key, &n)?;
+            Ok(())
+        };
+        if was_held != now.is_some() {
+            step(meta::HELD_ANCHORS, now.is_some())?;
+        }
+        let no_client = |r: Option<HeldReason>| r == Some(HeldReason::NoClient);
+        if no_client(before) != no_client(now) {
+            step(meta::HELD_NO_CLIENT, no_client(now))?;
+        }
+        match now {
+            Some(reason) => tx.put(Cf::Held, key, &[reason.to_byte()])?,
+            None => tx.delete(Cf::Held, key)?,
         }
         Ok(())
     }

@@ -61,6 +61,7 @@ pub async fn load(
     ctx.store.clear(&derivation)?;
     ctx.store.put_meta(meta::APPLIED_LSN, &Lsn::ZERO)?;
     ctx.store.put_meta(meta::HELD_ANCHORS, &0u64)?;
+    ctx.store.put_meta(meta::HELD_NO_CLIENT, &0u64)?;
     ctx.store.put_meta(meta::INITIAL_LOAD_DONE, &false)?;
     let options = StreamOptions {
         slot: ctx.settings.slot.clone(),

@@ -387,9 +387,16 @@ impl<'e> Session<'e> {
         METRICS
             .outbox_pending
             .set(self.ctx.store.outbox_len()? as i64);
-        METRICS
-            .held_anchors
-            .set(self.ctx.store.held_anchors()? as i64);
+        let (lead_missing, no_client) = self.ctx.store.held_by_reason()?;
+        for (reason, held) in crate::telemetry::metrics::HELD_REASONS
+            .into_iter()
+            .zip([lead_missing, no_client])
+        {
+            METRICS
+                .held_anchors
+                .with_label_values(&[reason])
+                .set(i64::try_from(held).unwrap_or(i64::MAX));
+        }
         let ready = self.ctx.sink.is_healthy();
         self.ctx.health.ready.store(ready, Ordering::SeqCst);
         METRICS.ready.set(i64::from(ready));

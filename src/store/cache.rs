@@ -12,16 +12,19 @@
 //! - ranges: for a navigation prefix (a thread, a draft's sends, a trigger's
 //!   drafts, a job pair), every committed key of one contiguous interval
 //!   `[lo, hi)` of it, with values. A short prefix is cached whole; a long one (a
-//!   thread of 100,000 messages) as a window of a few hundred keys around where it
-//!   is read, so its cost stays that of the seeks it replaces.
+//!   thread of 100,000 messages) as windows of a few dozen keys around where it is
+//!   read (joined while they touch), so its cost stays that of the seeks it
+//!   replaces, and a miss costs the same however long the prefix is.
 //!
 //! The cache holds committed state only; a unit of work merges its own writes over
 //! it exactly as over RocksDB (`txn.rs`). It stays exact because every write to the
 //! `state` family goes through [`super::StoreTxn::commit`], which passes the batch
 //! through here after RocksDB took it (write-through: cached keys are updated, and
 //! keys inside a cached interval are inserted or removed). A fill read from RocksDB
-//! carries the generation it started at, and is dropped if a commit came in
-//! between. Both caches are bounded by weight (S3-FIFO eviction, `quick_cache`).
+//! carries the generation it started at, and is dropped if a commit to the `state`
+//! family came in between. Commits that leave the family alone (the sink task
+//! trimming the outbox, many times a second while a backlog drains) do not count:
+//! counting them dropped fills for nothing, so misses stayed misses. Both caches are bounded by weight (S3-FIFO eviction, `quick_cache`).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -34,9 +37,11 @@ use super::Cf;
 /// Bookkeeping bytes counted per cached entry besides its key and value.
 const ENTRY_OVERHEAD: u64 = 64;
 /// Keys a range read takes from RocksDB on a miss (a few in unit tests, so that
-/// windows, joins and replacements all happen on small data).
+/// windows, joins and replacements all happen on small data). Small: a miss is
+/// mostly a look for the entry next to a position, and each key read is copied
+/// into the cache, so a long window costs every miss on a long prefix.
 #[cfg(not(test))]
-pub(super) const LOAD_KEYS: usize = 256;
+pub(super) const LOAD_KEYS: usize = 32;
 #[cfg(test)]
 pub(super) const LOAD_KEYS: usize = 3;
 /// Keys a prefix's interval may hold; past it, a new read replaces the interval.
@@ -209,7 +214,8 @@ impl Weighter<Vec<u8>, Range> for RangeWeight {
 pub(super) struct StateCache {
     points: Cache<Vec<u8>, Option<Vec<u8>>, PointWeight>,
     ranges: Cache<Vec<u8>, Range, RangeWeight>,
-    /// Commits applied so far: fills read before the last one are dropped.
+    /// Commits to the `state` family applied so far: fills read before the last
+    /// one are dropped.
     generation: u64,
     /// Whether point reads are kept (not during bulk work).
     fill_points: bool,

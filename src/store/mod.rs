@@ -66,6 +66,9 @@ pub enum Cf {
     Anchors,
     LeadAnchors,
     Dirty,
+    /// Held anchors by inbound message id: why each is held (one byte, see
+    /// `engine::anchor::HeldReason`).
+    Held,
 }
 
 /// The RocksDB column families the logical families live in. Few physical families
@@ -92,7 +95,7 @@ impl Cf {
         }
     }
 
-    pub const ALL: [Cf; 19] = [
+    pub const ALL: [Cf; 20] = [
         Cf::Meta,
         Cf::Outbox,
         Cf::EventLog,
@@ -112,6 +115,7 @@ impl Cf {
         Cf::Anchors,
         Cf::LeadAnchors,
         Cf::Dirty,
+        Cf::Held,
     ];
 
     pub fn name(self) -> &'static str {
@@ -135,6 +139,7 @@ impl Cf {
             Cf::Anchors => "anchors",
             Cf::LeadAnchors => "lead_anchors",
             Cf::Dirty => "dirty",
+            Cf::Held => "held",
         }
     }
 }
@@ -144,6 +149,8 @@ pub mod meta {
     pub const VERSION: &[u8] = b"state_version";
     pub const APPLIED_LSN: &[u8] = b"applied_lsn";
     pub const HELD_ANCHORS: &[u8] = b"held_anchors";
+    /// Of the held anchors, those whose lead exists with a NULL `clientId`.
+    pub const HELD_NO_CLIENT: &[u8] = b"held_no_client";
     pub const SYSTEM_ID: &[u8] = b"system_id";
     pub const INITIAL_LOAD_DONE: &[u8] = b"initial_load_done";
     /// An initial load let the sink task deliver while it derived, and has not
@@ -434,12 +441,25 @@ impl Store {
             .unwrap_or(Lsn::ZERO))
     }
 
-    /// Anchors derived but held because their lead is unknown.
+    /// Anchors derived but held because their lead is unknown or has no client.
     pub fn held_anchors(&self) -> Result<u64, StoreError> {
         Ok(self
             .begin()
             .get_record::<u64>(Cf::Meta, meta::HELD_ANCHORS)?
             .unwrap_or(0))
+    }
+
+    /// Held anchors by reason: (the lead row is missing, the lead has a NULL
+    /// `clientId`).
+    pub fn held_by_reason(&self) -> Result<(u64, u64), StoreError> {
+        let tx = self.begin();
+        let held = tx
+            .get_record::<u64>(Cf::Meta, meta::HELD_ANCHORS)?
+            .unwrap_or(0);
+        let no_client = tx
+            .get_record::<u64>(Cf::Meta, meta::HELD_NO_CLIENT)?
+            .unwrap_or(0);
+        Ok((held.saturating_sub(no_client), no_client))
     }
 
     pub fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -561,6 +581,9 @@ pub struct StateSummary {
     pub applied_lsn: Lsn,
     pub outbox_entries: u64,
     pub held_anchors: u64,
+    /// Of `held_anchors`, those whose lead has a NULL `clientId` (the rest wait
+    /// for their lead row).
+    pub held_no_client: u64,
     pub quarantined: u64,
     pub oldest_event_lsn: Option<Lsn>,
     pub size_bytes: u64,
@@ -604,6 +627,9 @@ impl StateSummary {
                 .unwrap_or(Lsn::ZERO),
             outbox_entries: count(Cf::Outbox),
             held_anchors: get(meta::HELD_ANCHORS)
+                .and_then(|b| postcard::from_bytes(&b).ok())
+                .unwrap_or(0),
+            held_no_client: get(meta::HELD_NO_CLIENT)
                 .and_then(|b| postcard::from_bytes(&b).ok())
                 .unwrap_or(0),
             quarantined: count(Cf::Quarantine),

@@ -119,7 +119,11 @@ impl<'a> StoreTxn<'a> {
             .db()
             .write_opt(batch, &WriteOptions::default())
             .map_err(|e| store.err(e))?;
-        store.cache().apply(&all[STATE]);
+        // A commit without state writes leaves every cached entry and every fill
+        // in flight exact (see `cache.rs`).
+        if !all[STATE].is_empty() {
+            store.cache().apply(&all[STATE]);
+        }
         Ok(())
     }
 
@@ -473,8 +477,14 @@ impl<'a> StoreTxn<'a> {
     }
 
     /// The committed entry of `prefix` that `look` wants.
+    ///
+    /// A miss reads at most [`LOAD_KEYS`] keys, around where `look` points: what a
+    /// miss costs stays the same however long the prefix grows (a thread of a
+    /// year's messages costs what a new one does). A forward look into a prefix
+    /// the cache does not know yet seeks in prefix mode, so the bloom filters skip
+    /// every file without the prefix (most such prefixes do not exist yet).
     fn committed(&self, prefix: &[u8], look: Look<'_>) -> Result<Option<KeyValue>, StoreError> {
-        let whole = {
+        let unknown = {
             let cache = self.store.cache();
             if let Some(found) = cache.find(prefix, look) {
                 return Ok(found);
@@ -482,14 +492,22 @@ impl<'a> StoreTxn<'a> {
             !cache.has_range(prefix)
         };
         let mut iters = self.iters.borrow_mut();
-        let (range, generation) = match self.read_whole(&mut iters, prefix, whole)? {
-            Some(whole) => whole,
-            None => {
-                let it = self.iterator(&mut iters, STATE);
+        let (range, generation) = match look {
+            Look::From(start) if unknown && starts_within(start, prefix) => {
+                let it = self.iterator(&mut iters, PREFIX_SEEK);
                 let range = read_window(it, prefix, look);
                 it.status().map_err(|e| self.store.err(e))?;
-                (range, self.generations[0].get())
+                (range, self.generations[1].get())
             }
+            _ => match self.read_whole(&mut iters, prefix, unknown)? {
+                Some(whole) => whole,
+                None => {
+                    let it = self.iterator(&mut iters, STATE);
+                    let range = read_window(it, prefix, look);
+                    it.status().map_err(|e| self.store.err(e))?;
+                    (range, self.generations[0].get())
+                }
+            },
         };
         let found = range.find(look);
         self.store
@@ -517,6 +535,15 @@ impl<'a> StoreTxn<'a> {
             let range = Range::new(prefix.to_vec(), None, entries);
             (range, self.generations[1].get())
         }))
+    }
+}
+
+/// Whether a forward look's start lies inside `prefix` (a prefix-mode seek is only
+/// valid there).
+fn starts_within(start: Bound<&[u8]>, prefix: &[u8]) -> bool {
+    match start {
+        Bound::Included(from) | Bound::Excluded(from) => from.starts_with(prefix),
+        Bound::Unbounded => true,
     }
 }
 

@@ -35,6 +35,9 @@ impl ApplyStats {
     }
 }
 
+/// The `reason` labels of `replytime_held_anchors`.
+pub const HELD_REASONS: [&str; 2] = ["lead_missing", "no_client"];
+
 pub struct Metrics {
     pub registry: Registry,
     pub lag_bytes: IntGauge,
@@ -50,7 +53,7 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     pub errors: IntCounterVec,
     pub response_seconds: HistogramVec,
-    pub held_anchors: IntGauge,
+    pub held_anchors: IntGaugeVec,
     pub quarantined: IntCounter,
     pub unknown_direction: IntCounter,
     pub delay_mismatch: IntCounter,
@@ -202,10 +205,13 @@ impl Metrics {
             ),
             held_anchors: register!(
                 r,
-                IntGauge::with_opts(opts(
-                    "replytime_held_anchors",
-                    "Anchors held because their lead is not known"
-                ))
+                IntGaugeVec::new(
+                    opts(
+                        "replytime_held_anchors",
+                        "Anchors whose rows are held back, by reason: lead_missing (no \"Lead\" row yet) or no_client (the lead's clientId is NULL)"
+                    ),
+                    &["reason"]
+                )
             ),
             quarantined: register!(
                 r,
@@ -328,6 +334,9 @@ impl Metrics {
             .set(1);
         for kind in ERROR_KINDS {
             self.errors.with_label_values(&[kind]);
+        }
+        for reason in HELD_REASONS {
+            self.held_anchors.with_label_values(&[reason]);
         }
         for kind in super::health::FATAL_KINDS {
             self.fatal_error.with_label_values(&[kind]);

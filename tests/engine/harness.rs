@@ -9,7 +9,7 @@ use replytime::change::{
 };
 use replytime::engine::{Engine, EngineOptions};
 use replytime::lsn::Lsn;
-use replytime::row::{TimingRow, apply_ops};
+use replytime::row::{SinkOp, TimingRow, apply_ops};
 use replytime::store::{Store, StoreOptions};
 
 pub struct Harness {
@@ -73,6 +73,18 @@ impl Harness {
         }
         for (_, entry) in entries {
             ops += entry.ops.len();
+            // The sink orders writes by the entry's end LSN (SPEC 9, a delete has
+            // no other): every operation of an entry comes from the transaction
+            // that ends there.
+            for op in &entry.ops {
+                if let SinkOp::Upsert { row, source_lsn } = op {
+                    assert_eq!(
+                        *source_lsn, entry.end_lsn,
+                        "the upsert of {} is of another transaction than its outbox entry",
+                        row.inbound_message_id
+                    );
+                }
+            }
             apply_ops(&mut self.sink, entry.ops);
         }
         ops

@@ -104,7 +104,7 @@ fn validate_config_refuses_each_bad_value() {
         ("REPLYTIME_LOG_LEVEL", "replytime=debug,warn"),
         (
             "REPLYTIME_SINK_URL",
-            "postgres://u:pa55@db/sink?sslmode=verify-full",
+            "postgres://u:pa55@db/sink?sslmode=require",
         ),
     ]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
