@@ -34,8 +34,20 @@ use quick_cache::unsync::Cache;
 
 use super::Cf;
 
-/// Bookkeeping bytes counted per cached entry besides its key and value.
-const ENTRY_OVERHEAD: u64 = 64;
+/// Bytes counted per entry of a range besides its key suffix and value (the
+/// allocator's rounding; the two `Vec` headers are in [`NODE_BYTES`]).
+const ENTRY_OVERHEAD: u64 = 16;
+/// Bytes counted per cached point besides its key and value: the cache's slot
+/// (two `Vec` headers and its bookkeeping) and the allocator's rounding.
+const POINT_OVERHEAD: u64 = 128;
+/// Bytes counted per cached range besides its keys' copies and its entries: the
+/// cache's slot and the `Range` itself.
+const RANGE_OVERHEAD: u64 = 320;
+/// Bytes of one node of a range's `BTreeMap` (room for 11 entries, allocated
+/// whole even for one). Windows are small and many: weighing entries alone
+/// counted a quarter to a third of what one- and two-key windows allocate, so a
+/// cache "full" at its size held two to four times as much.
+const NODE_BYTES: u64 = 544;
 /// Keys a range read takes from RocksDB on a miss (a few in unit tests, so that
 /// windows, joins and replacements all happen on small data). Small: a miss is
 /// mostly a look for the entry next to a position, and each key read is copied
@@ -92,7 +104,7 @@ struct PointWeight;
 
 impl Weighter<Vec<u8>, Option<Vec<u8>>> for PointWeight {
     fn weight(&self, key: &Vec<u8>, value: &Option<Vec<u8>>) -> u64 {
-        ENTRY_OVERHEAD + key.len() as u64 + value.as_ref().map_or(0, |v| v.len() as u64)
+        POINT_OVERHEAD + key.len() as u64 + value.as_ref().map_or(0, |v| v.len() as u64)
     }
 }
 
@@ -191,6 +203,16 @@ impl Range {
         found.map(|(suffix, value)| ([prefix, suffix.as_slice()].concat(), value.clone()))
     }
 
+    /// About how many nodes the entries' tree allocates: one leaf up to 11
+    /// entries; past that, leaves split and hold about 6 each.
+    fn nodes(&self) -> u64 {
+        match self.entries.len() as u64 {
+            0 => 0,
+            1..=11 => 1,
+            n => n.div_ceil(6) + 1,
+        }
+    }
+
     fn covers(&self, key: &[u8]) -> bool {
         self.lo.as_slice() <= key && self.hi.as_ref().is_none_or(|hi| key < hi.as_slice())
     }
@@ -207,7 +229,9 @@ struct RangeWeight;
 
 impl Weighter<Vec<u8>, Range> for RangeWeight {
     fn weight(&self, prefix: &Vec<u8>, range: &Range) -> u64 {
-        ENTRY_OVERHEAD + prefix.len() as u64 + range.bytes
+        let keys = prefix.len() + range.prefix.len() + range.lo.len();
+        let keys = keys + range.hi.as_ref().map_or(0, Vec::len);
+        RANGE_OVERHEAD + keys as u64 + range.bytes + NODE_BYTES * range.nodes()
     }
 }
 
@@ -372,5 +396,98 @@ impl StateCache {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod memory {
+    //! The weight covers what the cache allocates: bytes asked of the allocator
+    //! (before its rounding), counted per thread, for many small windows (the
+    //! common case: most navigation prefixes hold a few keys or none yet), longer
+    //! ones, and points.
+
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    use super::*;
+
+    struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<i64> = const { Cell::new(0) };
+    }
+
+    fn count(delta: i64) {
+        let _ = LIVE.try_with(|live| live.set(live.get() + delta));
+    }
+
+    // SAFETY: every call is passed to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count(layout.size() as i64);
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            count(-(layout.size() as i64));
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count(new_size as i64 - layout.size() as i64);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    fn live() -> i64 {
+        LIVE.with(Cell::get)
+    }
+
+    /// A thread prefix shaped like the engine's (two length-prefixed strings).
+    fn prefix(i: u32) -> Vec<u8> {
+        let tag = Cf::ALL.iter().position(|cf| *cf == Cf::Thread).unwrap() as u8;
+        let mut key = vec![tag];
+        for part in [format!("lead-{i:012}"), format!("thread-{i:010}")] {
+            key.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            key.extend_from_slice(part.as_bytes());
+        }
+        key
+    }
+
+    #[test]
+    fn weight_covers_the_allocations() {
+        const PREFIXES: u32 = 5_000;
+        for keys in [0usize, 1, 2, 4, 8, 11, 12, 32, 200] {
+            let mut cache = StateCache::new(512 << 20);
+            let before = live();
+            for i in 0..PREFIXES {
+                let prefix = prefix(i);
+                let entries = (0..keys as u64)
+                    .map(|j| {
+                        let key = [prefix.as_slice(), &j.to_be_bytes(), b"message-0123"].concat();
+                        (key, vec![7; 40])
+                    })
+                    .collect();
+                cache.fill_range(0, prefix.clone(), Range::new(prefix, None, entries));
+            }
+            let allocated = (live() - before) as f64;
+            let weighed = cache.bytes() as f64;
+            assert!(
+                allocated <= weighed && weighed <= 1.5 * allocated,
+                "windows of {keys} keys: allocated {allocated}, weighed {weighed}"
+            );
+        }
+        let mut cache = StateCache::new(512 << 20);
+        let before = live();
+        for i in 0..PREFIXES {
+            cache.fill_point(0, prefix(i), (i % 2 == 1).then(|| vec![1; 60]));
+        }
+        let allocated = (live() - before) as f64;
+        let weighed = cache.bytes() as f64;
+        assert!(
+            allocated <= weighed && weighed <= 1.5 * allocated,
+            "points: allocated {allocated}, weighed {weighed}"
+        );
     }
 }
