@@ -20,6 +20,7 @@ use replytime::store::{Store, StoreOptions};
 
 struct Prepared {
     _dir: tempfile::TempDir,
+    store: Arc<Store>,
     engine: Engine,
     lsn: u64,
     probe_lead: String,
@@ -45,7 +46,7 @@ impl Prepared {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), &StoreOptions::default()).unwrap());
         let mut engine = Engine::new(
-            store,
+            store.clone(),
             EngineOptions {
                 log_events: false,
                 ..EngineOptions::default()
@@ -75,14 +76,16 @@ impl Prepared {
                     end_lsn: Lsn(lsn + 1),
                     commit_time: Timestamp(0),
                 };
-                engine.apply_transaction(&meta, &batch).unwrap();
-                drain(&engine);
-                batch.clear();
+                engine.apply(meta.commit_lsn, batch.drain(..)).unwrap();
+                engine.commit(&meta).unwrap();
+                engine.flush().unwrap();
+                drain(&store);
             }
         }
         Prepared {
             _dir: dir,
             engine,
+            store,
             lsn,
             probe_lead: format!("lead{:07}", threads / 2),
             probe_at: (length as i64 / 2) * 1_000_000 + 500_000,
@@ -96,7 +99,9 @@ impl Prepared {
             end_lsn: Lsn(self.lsn + 1),
             commit_time: Timestamp(0),
         };
-        self.engine.apply_transaction(&meta, &[change]).unwrap();
+        self.engine.apply(meta.commit_lsn, [change]).unwrap();
+        self.engine.commit(&meta).unwrap();
+        self.engine.flush().unwrap();
     }
 
     /// One insert in the middle of the probe thread and its delete: two changes.
@@ -107,12 +112,11 @@ impl Prepared {
             table: Table::Message,
             id: "probe".into(),
         });
-        drain(&self.engine);
+        drain(&self.store);
     }
 }
 
-fn drain(engine: &Engine) {
-    let store = engine.store();
+fn drain(store: &Store) {
     let entries = store.read_outbox(usize::MAX).unwrap();
     if let Some((last, _)) = entries.last() {
         store.remove_outbox_through(*last).unwrap();

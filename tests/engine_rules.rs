@@ -305,20 +305,20 @@ fn anchor_of_unknown_lead_is_held_until_the_lead_arrives() {
     let mut h = Harness::new();
     h.txn(vec![inbound("in1", "L", 0.0), outbound("o", "L", 1.0)]);
     assert!(h.sink.is_empty());
-    assert_eq!(h.engine.store().held_anchors().unwrap(), 1);
+    assert_eq!(h.store.held_anchors().unwrap(), 1);
     h.txn(vec![lead("L", "C")]);
     assert_eq!(h.row("in1").client_id, "C");
-    assert_eq!(h.engine.store().held_anchors().unwrap(), 0);
+    assert_eq!(h.store.held_anchors().unwrap(), 0);
     h.txn(vec![delete(Table::Lead, "L")]);
     assert!(h.sink.is_empty(), "a deleted lead holds its anchors again");
-    assert_eq!(h.engine.store().held_anchors().unwrap(), 1);
-    assert_eq!(h.engine.store().held_by_reason().unwrap(), (1, 0));
+    assert_eq!(h.store.held_anchors().unwrap(), 1);
+    assert_eq!(h.store.held_by_reason().unwrap(), (1, 0));
 }
 
 #[test]
 fn held_anchors_are_counted_by_reason() {
     let mut h = Harness::new();
-    let held = |h: &Harness| h.engine.store().held_by_reason().unwrap();
+    let held = |h: &Harness| h.store.held_by_reason().unwrap();
     h.txn(vec![inbound("in1", "L", 0.0), outbound("o", "L", 1.0)]);
     assert_eq!(held(&h), (1, 0), "no lead row");
     let no_client = || {
@@ -340,7 +340,7 @@ fn held_anchors_are_counted_by_reason() {
     assert_eq!(held(&h), (0, 1), "in2 is no anchor any more");
     h.txn(vec![lead("L", "C")]);
     assert_eq!(held(&h), (0, 0));
-    assert_eq!(h.engine.store().held_anchors().unwrap(), 0);
+    assert_eq!(h.store.held_anchors().unwrap(), 0);
     assert_eq!(h.row("in1").client_id, "C");
     // The lead loses its client (an update of "clientId" alone), then gets one.
     h.txn(vec![no_client()]);
@@ -490,7 +490,7 @@ fn reapplying_a_suffix_changes_nothing() {
     );
     for start in 0..txns.len() {
         for (meta, changes) in metas[start..].iter().zip(&txns[start..]) {
-            h.engine.apply_transaction(meta, changes).unwrap();
+            h.apply_whole(meta, changes).unwrap();
         }
         h.drain_outbox();
         assert_eq!(h.sink, before, "suffix from {start}");
@@ -503,6 +503,8 @@ fn large_transactions_apply_in_chunks_with_bounded_memory() {
         log_events: true,
         dirty_spill: 3,
         refresh_batch: 2,
+        chunk_changes: 7,
+        ..EngineOptions::default()
     };
     let mut chunked = Harness::with_options(small);
     let mut whole = Harness::new();
@@ -517,13 +519,7 @@ fn large_transactions_apply_in_chunks_with_bounded_memory() {
     }
     whole.txn(changes.clone());
     let meta = chunked.next_meta();
-    for (n, chunk) in changes.chunks(7).enumerate() {
-        chunked
-            .engine
-            .apply_chunk(meta.commit_lsn, (n * 7) as u32, chunk)
-            .unwrap();
-    }
-    let outcome = chunked.engine.finish(&meta).unwrap();
+    let outcome = chunked.apply_whole(&meta, &changes).unwrap();
     assert!(outcome.outbox.len() > 5, "refreshed in bounded batches");
     chunked.drain_outbox();
     assert_eq!(chunked.sink.len(), 20);
@@ -532,11 +528,13 @@ fn large_transactions_apply_in_chunks_with_bounded_memory() {
 
 #[test]
 fn deriving_every_anchor_stops_between_batches_when_interrupted() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut h = Harness::with_options(EngineOptions {
         refresh_batch: 2,
+        bulk: true,
+        interrupt: Some(stop.clone()),
         ..EngineOptions::default()
     });
-    h.engine.set_bulk(true);
     let mut changes = vec![lead("L", "C")];
     for i in 0..6 {
         let at = f64::from(i) * 100.0;
@@ -544,14 +542,11 @@ fn deriving_every_anchor_stops_between_batches_when_interrupted() {
         changes.push(setter(&format!("out{i}"), "L", "u1", at + 10.0));
     }
     h.txn(changes);
-    h.engine.set_bulk(false);
     assert!(
         h.sink.is_empty(),
         "a bulk load derives nothing until derive_all"
     );
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    h.engine.set_interrupt(stop.clone());
     let meta = h.next_meta();
     let mut batches = 0;
     let stopped = h.engine.derive_all(&meta, &mut |_| {
@@ -595,21 +590,22 @@ fn a_crash_between_chunks_of_a_large_transaction_loses_no_anchor_refresh() {
     moved.sent_at = Some(t(-5.0));
     let first_chunk = vec![delete(Table::Message, "out1"), update(Row::Message(moved))];
     let last_chunk = vec![inbound("in3", "N", 20.0)];
+    // Chunks of two changes: the first chunk is committed before the last change.
+    let chunks_of_two = EngineOptions {
+        chunk_changes: 2,
+        ..EngineOptions::default()
+    };
+    h.restart(chunks_of_two.clone());
     let meta = h.next_meta();
     h.engine
-        .apply_chunk(meta.commit_lsn, 0, &first_chunk)
+        .apply(meta.commit_lsn, first_chunk.clone())
         .unwrap();
     // Crash: the engine and what it held in memory are gone.
-    let store = h.engine.store().clone();
-    h.engine = replytime::engine::Engine::new(store, EngineOptions::default());
+    h.restart(chunks_of_two);
 
-    h.engine
-        .apply_chunk(meta.commit_lsn, 0, &first_chunk)
-        .unwrap();
-    h.engine
-        .apply_chunk(meta.commit_lsn, 2, &last_chunk)
-        .unwrap();
-    h.engine.finish(&meta).unwrap();
+    h.engine.apply(meta.commit_lsn, first_chunk).unwrap();
+    h.engine.apply(meta.commit_lsn, last_chunk).unwrap();
+    h.engine.commit(&meta).unwrap();
     h.drain_outbox();
     assert!(h.sink.is_empty(), "stale rows: {:?}", h.sink.keys());
 }

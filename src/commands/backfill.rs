@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::change::Timestamp;
 use crate::config::Settings;
-use crate::engine::{AnchorRecord, Engine, EngineOptions};
+use crate::engine::{AnchorRecord, EngineOptions};
 use crate::pipeline::{
     Context, SinkShared, flush_batch, load_tables, open_store, prepare_sink_and_publication,
 };
@@ -195,9 +195,11 @@ pub async fn backfill(
         health: Arc::new(Health::default()),
         sink: Arc::new(SinkShared::default()),
     });
-    let mut engine = Engine::new(store.clone(), EngineOptions::default());
-    engine.set_emit_since(cutoff);
-    let snapshot_lsn = load_tables(&ctx, &mut engine, !options.dry_run).await?;
+    let engine_options = EngineOptions {
+        emit_since: cutoff,
+        ..EngineOptions::default()
+    };
+    let snapshot_lsn = load_tables(&ctx, &engine_options, !options.dry_run).await?;
 
     let mut summary = summarize(&store, cutoff, options.dry_run)?;
     summary.snapshot_lsn = snapshot_lsn;

@@ -76,9 +76,16 @@ pub async fn replay(settings: &Settings, from: ReplayFrom) -> anyhow::Result<u64
             None => anyhow::bail!("the event log holds no transaction committed at or after {t}"),
         },
     };
-    let mut engine = Engine::new(store.clone(), EngineOptions::default());
-    engine.set_log_events(false);
-    engine.set_force_upsert(true);
+    // Applied as the daemon applies them: a large transaction in chunks.
+    let mut engine = Engine::new(
+        store.clone(),
+        EngineOptions {
+            log_events: false,
+            force_upsert: true,
+            chunk_changes: settings.chunk_changes,
+            ..EngineOptions::default()
+        },
+    );
     drain(&store, &mut sink, settings).await?;
     let mut progress = Progress::new("replay", None);
     let mut next = start;
@@ -88,20 +95,14 @@ pub async fn replay(settings: &Settings, from: ReplayFrom) -> anyhow::Result<u64
         let Some(last) = txns.last().map(|t| t.meta.commit_lsn) else {
             break;
         };
-        for txn in &txns {
-            // A large transaction is applied as the daemon applies it, in chunks.
-            if txn.changes.len() > settings.chunk_changes {
-                for (i, chunk) in txn.changes.chunks(settings.chunk_changes).enumerate() {
-                    let first = (i * settings.chunk_changes) as u32;
-                    engine.apply_chunk(txn.meta.commit_lsn, first, chunk)?;
-                }
-                engine.finish(&txn.meta)?;
-            } else {
-                engine.apply_transaction(&txn.meta, &txn.changes)?;
-            }
-            progress.advance(txn.changes.len() as u64);
+        for txn in txns {
+            let changes = txn.changes.len() as u64;
+            engine.apply(txn.meta.commit_lsn, txn.changes)?;
+            engine.commit(&txn.meta)?;
+            progress.advance(changes);
             replayed += 1;
         }
+        engine.flush()?;
         drain(&store, &mut sink, settings).await?;
         next = Lsn(last.0 + 1);
     }
@@ -119,10 +120,16 @@ pub async fn rebuild(settings: &Settings) -> anyhow::Result<usize> {
         end_lsn: applied,
         commit_time: Timestamp::from_chrono(chrono::Utc::now()),
     };
-    let mut engine = Engine::new(store.clone(), EngineOptions::default());
-    engine.set_log_events(false);
+    let mut engine = Engine::new(
+        store.clone(),
+        EngineOptions {
+            log_events: false,
+            force_upsert: true,
+            ..EngineOptions::default()
+        },
+    );
     let mut progress = Progress::new("rebuild", Some(count_messages(&store)?));
-    let outcome = engine.rebuild(&meta, true, &mut |n| progress.advance(n))?;
+    let outcome = engine.derive_all(&meta, &mut |n| progress.advance(n))?;
     progress.finish();
     drain(&store, &mut sink, settings).await?;
     let pruned = prune_strays(&store, &sink, None, false).await?;

@@ -37,14 +37,14 @@ pub enum HeldReason {
 }
 
 impl HeldReason {
-    pub fn to_byte(self) -> u8 {
+    pub(crate) fn to_byte(self) -> u8 {
         match self {
             HeldReason::LeadMissing => 0,
             HeldReason::NoClient => 1,
         }
     }
 
-    pub fn from_byte(byte: u8) -> Option<HeldReason> {
+    pub(crate) fn from_byte(byte: u8) -> Option<HeldReason> {
         match byte {
             0 => Some(HeldReason::LeadMissing),
             1 => Some(HeldReason::NoClient),

@@ -10,6 +10,23 @@
 //!            sink holds (anchors cf) ─▶ Upsert / Delete ─▶ outbox, applied LSN
 //! ```
 //!
+//! The public API (everything else is private to the engine):
+//! - [`Engine::new`]: an engine over a store; its modes (bulk load, event log,
+//!   forced upserts, `emit_since`, interruption, chunk size) are [`EngineOptions`],
+//!   fixed for its life.
+//! - [`Engine::apply`]: changes of the open transaction; the one way a transaction
+//!   reaches the engine, which applies a large one in chunks itself.
+//! - [`Engine::commit`]: ends the transaction: a large one is finished at once, a
+//!   small one staged for group commit.
+//! - [`Engine::flush`]: commits the staged group (the durable boundary).
+//! - [`Engine::discard`]: forgets what is staged or open (the stream restarts).
+//! - [`Engine::derive_all`]: every anchor at once (after a bulk load; `rebuild`).
+//! - [`Engine::take_stats`]: counters for the metrics.
+//! - [`delay::chosen_delay`]: the delay the CRM chooses for a message (SPEC 3.6).
+//!
+//! Calls out of order (a commit of another transaction than the open one, deriving
+//! everything with a transaction open) return [`EngineError::OutOfOrder`].
+//!
 //! Anchors are re-derived once per transaction, after all its changes, so the sink
 //! never sees an intermediate state of a transaction. A large transaction is applied
 //! in chunks (each its own RocksDB commit, together with the anchors it leaves to
@@ -31,7 +48,7 @@
 mod anchor;
 mod apply;
 pub mod delay;
-pub mod keys;
+mod keys;
 mod relabel;
 mod toast;
 
@@ -76,8 +93,12 @@ pub enum EngineError {
     Inconsistent(String),
     #[error("stopped on request before the work was done")]
     Interrupted,
+    /// A call out of order (a bug in the caller): nothing was applied.
+    #[error("engine called out of order: {0}")]
+    OutOfOrder(String),
 }
 
+/// How an engine works, fixed for its life.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
     /// Keep decoded changes in the event log (off while replaying the log itself).
@@ -86,6 +107,23 @@ pub struct EngineOptions {
     pub dirty_spill: usize,
     /// Anchors refreshed per RocksDB commit (and per outbox entry).
     pub refresh_batch: usize,
+    /// Changes of one transaction buffered before they are applied as a chunk of
+    /// their own (its own RocksDB commit); also the staged changes that make
+    /// [`Engine::commit`] commit the group.
+    pub chunk_changes: usize,
+    /// Bulk load into an empty state: changes are applied without looking up the
+    /// anchors they affect, every [`Engine::apply`] is a chunk of its own, and
+    /// [`Engine::derive_all`] derives every anchor afterwards, in thread order.
+    pub bulk: bool,
+    /// Emit upserts of unchanged rows too (replay into or rebuild of a damaged sink).
+    pub force_upsert: bool,
+    /// Anchors whose inbound message was sent before this are derived and recorded
+    /// but not upserted into the sink (`backfill --lookback-days`); later changes
+    /// emit them in full.
+    pub emit_since: Option<Timestamp>,
+    /// Once raised, [`Engine::derive_all`] returns [`EngineError::Interrupted`] at
+    /// its next batch (what it committed stays committed).
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Default for EngineOptions {
@@ -94,6 +132,11 @@ impl Default for EngineOptions {
             log_events: true,
             dirty_spill: 50_000,
             refresh_batch: 10_000,
+            chunk_changes: 10_000,
+            bulk: false,
+            force_upsert: false,
+            emit_since: None,
+            interrupt: None,
         }
     }
 }
@@ -111,15 +154,30 @@ pub struct TxnOutcome {
     pub ops: usize,
 }
 
+/// What a commit made durable: everything through `last` (the state's applied
+/// LSN is now `last.end_lsn`), with the outbox entries written.
+pub type Committed = Option<(TxnMeta, TxnOutcome)>;
+
 /// Small source transactions applied but not committed yet: they share one RocksDB
-/// commit (group commit, see [`Engine::stage_transaction`]). Each keeps its own
-/// outbox entry: the sink orders writes by the end LSN of the transaction that made
-/// them (SPEC 9), so an operation never takes a later transaction's LSN.
+/// commit (group commit, see [`Engine::commit`]). Each keeps its own outbox entry:
+/// the sink orders writes by the end LSN of the transaction that made them
+/// (SPEC 9), so an operation never takes a later transaction's LSN.
 #[derive(Default)]
 struct Group {
     writes: PendingWrites,
     txns: Vec<(TxnMeta, Vec<SinkOp>)>,
     changes: usize,
+}
+
+/// The transaction [`Engine::apply`] receives changes of.
+struct OpenTxn {
+    commit_lsn: Lsn,
+    /// Changes not applied yet.
+    buffer: Vec<Change>,
+    /// Number of the first change in `buffer`.
+    next_seq: u32,
+    /// Some of it is applied and committed already (a large transaction).
+    chunked: bool,
 }
 
 impl TxnOutcome {
@@ -146,6 +204,7 @@ impl TxnOutcome {
 pub struct Engine {
     store: Arc<Store>,
     group: Group,
+    open: Option<OpenTxn>,
     options: EngineOptions,
     dirty: BTreeSet<String>,
     /// Anchors to relabel with their lead's new `clientId` (`relabel.rs`);
@@ -153,23 +212,18 @@ pub struct Engine {
     relabel: BTreeSet<String>,
     spilled: bool,
     stats: ApplyStats,
-    /// Emit upserts of unchanged rows too (rebuild of a damaged sink).
-    force_upsert: bool,
-    /// Anchors whose inbound message is older than this are derived and recorded
-    /// but not upserted into the sink (`backfill --lookback-days`).
-    emit_since: Option<Timestamp>,
-    /// Bulk load: rows are written without tracking affected anchors; every
-    /// anchor is derived afterwards by [`Engine::derive_all`].
-    bulk: bool,
-    /// When raised, [`Engine::derive_all`] stops between batches.
-    interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Engine {
+    /// An engine over `store`, working as `options` say for its whole life.
     pub fn new(store: Arc<Store>, options: EngineOptions) -> Self {
+        if options.bulk {
+            store.set_bulk_reads(true);
+        }
         Engine {
             store,
             group: Group::default(),
+            open: None,
             options,
             dirty: BTreeSet::new(),
             relabel: BTreeSet::new(),
@@ -177,46 +231,129 @@ impl Engine {
             // transaction (the one it was applying, streamed again).
             spilled: true,
             stats: ApplyStats::default(),
-            force_upsert: false,
-            emit_since: None,
-            bulk: false,
-            interrupt: None,
         }
     }
 
-    /// [`Engine::derive_all`] returns [`EngineError::Interrupted`] at its next
-    /// batch once `flag` is raised (what it committed stays committed).
-    pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
-        self.interrupt = Some(flag);
+    /// Adds `changes` to the transaction of commit LSN `commit_lsn` (the first call
+    /// opens it; [`Engine::commit`] ends it). Once it holds
+    /// [`EngineOptions::chunk_changes`] changes not applied yet, or a TRUNCATE, the
+    /// staged transactions are committed (returned) and its changes applied as a
+    /// chunk: its own RocksDB commit, with the anchors it leaves to refresh, so
+    /// memory stays bounded and a crash in between loses no refresh. A TRUNCATE
+    /// deletes its tables' rows a page at a time, each page its own commit. In
+    /// bulk mode every call is a chunk.
+    pub fn apply(
+        &mut self,
+        commit_lsn: Lsn,
+        changes: impl IntoIterator<Item = Change>,
+    ) -> Result<Committed, EngineError> {
+        match &self.open {
+            Some(open) if open.commit_lsn != commit_lsn => {
+                return Err(EngineError::OutOfOrder(format!(
+                    "changes of {commit_lsn} while {} is open",
+                    open.commit_lsn
+                )));
+            }
+            Some(_) => {}
+            None => {
+                self.open = Some(OpenTxn {
+                    commit_lsn,
+                    buffer: Vec::new(),
+                    next_seq: 0,
+                    chunked: false,
+                });
+            }
+        }
+        let mut committed = None;
+        for change in changes {
+            let truncate = matches!(change, Change::Truncate(_));
+            let open = self.open.as_mut().expect("opened above");
+            open.buffer.push(change);
+            let full = open.buffer.len() >= self.options.chunk_changes || truncate;
+            if full && !self.options.bulk {
+                // A large transaction is applied in chunks, after what was staged.
+                if let Some(group) = self.flush()? {
+                    committed = Some(group);
+                }
+                self.apply_buffered()?;
+                crate::fault::point(crate::fault::BETWEEN_CHUNKS);
+            }
+        }
+        if self.options.bulk {
+            // Each call is committed whole: nothing stays open for `derive_all`.
+            self.apply_buffered()?;
+            self.open = None;
+        }
+        Ok(committed)
     }
 
-    /// Upserts of anchors whose inbound message was sent before `cutoff` are not
-    /// emitted (their state is kept, so later changes emit them in full).
-    pub fn set_emit_since(&mut self, cutoff: Option<Timestamp>) {
-        self.emit_since = cutoff;
+    /// Ends the transaction `meta` (its changes given to [`Engine::apply`], maybe
+    /// none). A large one (applied in chunks) is finished at once: its anchors
+    /// refreshed in bounded batches, their operations written to the outbox and
+    /// `meta.end_lsn` recorded as applied. A small one is applied on top of the
+    /// staged ones without committing; the group commits here once it holds
+    /// [`EngineOptions::chunk_changes`] changes, else with [`Engine::flush`]. Until
+    /// then nothing of it is durable or visible to the sink, and a crash re-reads
+    /// it from the slot. Returns what became durable.
+    pub fn commit(&mut self, meta: &TxnMeta) -> Result<Committed, EngineError> {
+        let open = self.open.take().unwrap_or(OpenTxn {
+            commit_lsn: meta.commit_lsn,
+            buffer: Vec::new(),
+            next_seq: 0,
+            chunked: false,
+        });
+        if open.commit_lsn != meta.commit_lsn {
+            let open_lsn = open.commit_lsn;
+            self.open = Some(open);
+            return Err(EngineError::OutOfOrder(format!(
+                "commit of {} while {open_lsn} is open",
+                meta.commit_lsn
+            )));
+        }
+        if open.chunked {
+            self.apply_chunk(meta.commit_lsn, open.next_seq, &open.buffer)?;
+            let store = self.store.clone();
+            let outcome = self.finish_in(&store, store.begin(), meta)?;
+            return Ok(Some((*meta, outcome)));
+        }
+        self.stage(meta, &open.buffer)?;
+        if self.group.changes >= self.options.chunk_changes {
+            return self.flush();
+        }
+        Ok(None)
     }
 
-    /// Re-emits every refreshed anchor, changed or not (replay of a damaged sink).
-    pub fn set_force_upsert(&mut self, on: bool) {
-        self.force_upsert = on;
+    /// Commits the staged transactions (see [`Engine::commit`]): one RocksDB write,
+    /// one outbox entry per transaction with its own operations (the last one's
+    /// written even without: it carries the group's progress to the sink), and
+    /// the last one's end LSN as applied. `None` when nothing was staged.
+    pub fn flush(&mut self) -> Result<Committed, EngineError> {
+        let mut group = std::mem::take(&mut self.group);
+        let Some((last, last_ops)) = group.txns.pop() else {
+            return Ok(None);
+        };
+        let tx = self.store.begin_with(group.writes);
+        let mut outcome = TxnOutcome::default();
+        for (meta, ops) in group.txns {
+            if !ops.is_empty() {
+                outcome.push(&tx, &meta, true, ops)?;
+            }
+        }
+        // The last entry is written even without operations: it carries the
+        // group's progress to the sink.
+        outcome.push(&tx, &last, true, last_ops)?;
+        record_applied(&tx, last.end_lsn)?;
+        tx.commit()?;
+        Ok(Some((last, outcome)))
     }
 
-    /// Bulk mode (initial load into an empty state): changes are applied without
-    /// looking up the anchors they affect, and [`Engine::derive_all`] derives every
-    /// anchor afterwards, in thread order. Turning it off forgets nothing: the
-    /// next `derive_all` covers what was written meanwhile.
-    pub fn set_bulk(&mut self, on: bool) {
-        self.bulk = on;
-        self.store.set_bulk_reads(on);
-    }
-
-    /// Turns the event log off (initial load, replay) or back on.
-    pub fn set_log_events(&mut self, on: bool) {
-        self.options.log_events = on;
-    }
-
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    /// Forgets the staged transactions and the open one (the stream restarts
+    /// before them).
+    pub fn discard(&mut self) {
+        self.group = Group::default();
+        self.open = None;
+        self.dirty.clear();
+        self.relabel.clear();
     }
 
     /// Counters since the last call (less what a long operation already recorded
@@ -225,17 +362,40 @@ impl Engine {
         std::mem::take(&mut self.stats)
     }
 
+    /// Applies the open transaction's buffered changes as a chunk.
+    fn apply_buffered(&mut self) -> Result<(), EngineError> {
+        let open = self.open.as_mut().expect("a transaction is open");
+        let buffer = std::mem::take(&mut open.buffer);
+        let (commit_lsn, first) = (open.commit_lsn, open.next_seq);
+        open.next_seq += buffer.len() as u32;
+        open.chunked = true;
+        self.apply_chunk(commit_lsn, first, &buffer)
+    }
+
+    /// Fails unless every transaction was committed and flushed.
+    fn ensure_idle(&self, what: &str) -> Result<(), EngineError> {
+        match (&self.open, self.group.txns.last()) {
+            (None, None) => Ok(()),
+            (Some(open), _) => Err(EngineError::OutOfOrder(format!(
+                "{what} while transaction {} is open",
+                open.commit_lsn
+            ))),
+            (None, Some((meta, _))) => Err(EngineError::OutOfOrder(format!(
+                "{what} while transactions through {} are staged",
+                meta.end_lsn
+            ))),
+        }
+    }
+
     /// Applies a chunk of a transaction's changes (numbered from `first_seq`) and
-    /// commits it to RocksDB; anchors are refreshed by [`Engine::finish`]. A
-    /// TRUNCATE in it deletes its tables' rows a page at a time, each page its own
-    /// commit, so that memory stays bounded whatever the tables hold.
-    pub fn apply_chunk(
+    /// commits it to RocksDB; anchors are refreshed by `finish_in`. A TRUNCATE in
+    /// it deletes its tables' rows a page at a time, each page its own commit.
+    fn apply_chunk(
         &mut self,
         commit_lsn: Lsn,
         first_seq: u32,
         changes: &[Change],
     ) -> Result<(), EngineError> {
-        debug_assert!(!self.has_staged(), "commit the staged transactions first");
         let store = self.store.clone();
         let mut seq = first_seq;
         for run in changes.split_inclusive(|c| matches!(c, Change::Truncate(_))) {
@@ -282,7 +442,7 @@ impl Engine {
                     logged = true;
                 }
                 let done = self
-                    .apply(&tx, (commit_lsn, seq))
+                    .applier(&tx, (commit_lsn, seq))
                     .truncate_page(*table, apply::TRUNCATE_PAGE)?;
                 self.after_apply(&tx)?;
                 self.spill_dirty(&tx)?;
@@ -295,46 +455,9 @@ impl Engine {
         }
         Ok(())
     }
-
-    /// Refreshes the anchors the transaction touched, writes their operations to the
-    /// outbox and records `meta.end_lsn` as applied.
-    pub fn finish(&mut self, meta: &TxnMeta) -> Result<TxnOutcome, EngineError> {
-        debug_assert!(!self.has_staged(), "commit the staged transactions first");
-        let store = self.store.clone();
-        self.finish_in(&store, store.begin(), meta)
-    }
-
-    /// A whole (small) transaction in one RocksDB commit; one with a TRUNCATE is
-    /// applied as chunks are (see [`Engine::apply_chunk`]).
-    pub fn apply_transaction(
-        &mut self,
-        meta: &TxnMeta,
-        changes: &[Change],
-    ) -> Result<TxnOutcome, EngineError> {
-        debug_assert!(!self.has_staged(), "commit the staged transactions first");
-        if changes.iter().any(|c| matches!(c, Change::Truncate(_))) {
-            self.apply_chunk(meta.commit_lsn, 0, changes)?;
-            return self.finish(meta);
-        }
-        let store = self.store.clone();
-        let tx = store.begin();
-        if self.options.log_events {
-            tx.log_changes(meta.commit_lsn, 0, changes)?;
-        }
-        self.apply_in(&tx, meta.commit_lsn, 0, changes)?;
-        self.finish_in(&store, tx, meta)
-    }
-
-    /// Applies a whole transaction on top of the staged ones without committing.
-    /// The staged transactions commit together with [`Engine::commit_group`]: one
-    /// RocksDB write, one outbox entry with all their sink operations (in order),
-    /// and the last one's end LSN as applied. Until then nothing of them is durable
-    /// or visible to the sink, and a crash re-reads them from the slot.
-    pub fn stage_transaction(
-        &mut self,
-        meta: &TxnMeta,
-        changes: &[Change],
-    ) -> Result<(), EngineError> {
+    /// Applies a whole small transaction on top of the staged ones without
+    /// committing (see [`Engine::commit`]).
+    fn stage(&mut self, meta: &TxnMeta, changes: &[Change]) -> Result<(), EngineError> {
         let store = self.store.clone();
         let tx = store.begin_with(std::mem::take(&mut self.group.writes));
         self.apply_in(&tx, meta.commit_lsn, 0, changes)?;
@@ -356,44 +479,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Row changes staged and not committed yet.
-    pub fn staged_changes(&self) -> usize {
-        self.group.changes
-    }
-
-    pub fn has_staged(&self) -> bool {
-        !self.group.txns.is_empty()
-    }
-
-    /// Commits the staged transactions (see [`Engine::stage_transaction`]); `None`
-    /// when nothing was staged.
-    pub fn commit_group(&mut self) -> Result<Option<(TxnMeta, TxnOutcome)>, EngineError> {
-        let mut group = std::mem::take(&mut self.group);
-        let Some((last, last_ops)) = group.txns.pop() else {
-            return Ok(None);
-        };
-        let tx = self.store.begin_with(group.writes);
-        let mut outcome = TxnOutcome::default();
-        for (meta, ops) in group.txns {
-            if !ops.is_empty() {
-                outcome.push(&tx, &meta, true, ops)?;
-            }
-        }
-        // The last entry is written even without operations: it carries the
-        // group's progress to the sink.
-        outcome.push(&tx, &last, true, last_ops)?;
-        record_applied(&tx, last.end_lsn)?;
-        tx.commit()?;
-        Ok(Some((last, outcome)))
-    }
-
-    /// Forgets the staged transactions (the stream restarts before them).
-    pub fn discard_staged(&mut self) {
-        self.group = Group::default();
-        self.dirty.clear();
-        self.relabel.clear();
-    }
-
     fn apply_in(
         &mut self,
         tx: &StoreTxn<'_>,
@@ -404,26 +489,26 @@ impl Engine {
         for (i, change) in changes.iter().enumerate() {
             let seq = first_seq + i as u32;
             self.count_change(change);
-            self.apply(tx, (commit_lsn, seq)).change(change)?;
+            self.applier(tx, (commit_lsn, seq)).change(change)?;
         }
         self.after_apply(tx)
     }
 
     /// Application of changes stamped `stamp` within `tx`.
-    fn apply<'t, 'a>(&'t mut self, tx: &'t StoreTxn<'a>, stamp: Stamp) -> apply::Apply<'t, 'a> {
+    fn applier<'t, 'a>(&'t mut self, tx: &'t StoreTxn<'a>, stamp: Stamp) -> apply::Apply<'t, 'a> {
         apply::Apply {
             tx,
             dirty: &mut self.dirty,
             relabel: &mut self.relabel,
             stats: &mut self.stats,
             stamp,
-            track: !self.bulk,
+            track: !self.options.bulk,
         }
     }
 
     /// Bounds the dirty set after applying changes (bulk mode tracks none).
     fn after_apply(&mut self, tx: &StoreTxn<'_>) -> Result<(), EngineError> {
-        if self.bulk {
+        if self.options.bulk {
             self.dirty.clear();
             self.relabel.clear();
         }
@@ -580,7 +665,7 @@ impl Engine {
                 self.account_held(tx, inbound_id, true, held)?;
             }
             return Ok(match new.and_then(|r| r.row) {
-                Some(row) if self.force_upsert => Some(SinkOp::Upsert {
+                Some(row) if self.options.force_upsert => Some(SinkOp::Upsert {
                     row,
                     source_lsn: end_lsn,
                 }),
@@ -592,7 +677,7 @@ impl Engine {
         self.account_held(tx, inbound_id, was_held, held)?;
         let old_row = old.and_then(|r| r.row);
         let new_row = new.and_then(|r| r.row);
-        if let (Some(cutoff), Some(row)) = (self.emit_since, &new_row)
+        if let (Some(cutoff), Some(row)) = (self.options.emit_since, &new_row)
             && row.inbound_sent_at < cutoff
         {
             return Ok(None);
@@ -712,21 +797,26 @@ impl Engine {
         }
     }
 
-    /// Derives the anchor of every inbound message, walking the threads in order
-    /// (neighbouring anchors share index blocks), writes the operations to the
-    /// outbox in bounded entries and records `meta.end_lsn` as applied. After a
-    /// bulk load into an empty state this is the whole derivation: only inbound
-    /// messages can be anchors, and no anchor was recorded before.
+    /// Derives every anchor, writes the operations to the outbox in bounded
+    /// entries and records `meta.end_lsn` as applied; `progress` hears of each
+    /// batch. In bulk mode (after a bulk load into an empty state) it derives the
+    /// anchor of every inbound message, walking the threads in order: only inbound
+    /// messages can be anchors, and no anchor was recorded before. Otherwise it
+    /// re-derives every message's anchor against what was recorded (`rebuild`;
+    /// with [`EngineOptions::force_upsert`] every row is upserted, changed or not).
     pub fn derive_all(
         &mut self,
         meta: &TxnMeta,
         progress: &mut dyn FnMut(u64),
     ) -> Result<TxnOutcome, EngineError> {
-        debug_assert!(!self.has_staged(), "commit the staged transactions first");
+        self.ensure_idle("deriving every anchor")?;
+        if !self.options.bulk {
+            return self.rederive_every_message(meta, progress);
+        }
         let store = self.store.clone();
         store.set_bulk_reads(true);
         let outcome = self.derive_every_inbound(&store, meta, progress);
-        store.set_bulk_reads(self.bulk);
+        store.set_bulk_reads(self.options.bulk);
         outcome
     }
 
@@ -746,6 +836,7 @@ impl Engine {
             let mut outcome = TxnOutcome::default();
             loop {
                 if self
+                    .options
                     .interrupt
                     .as_ref()
                     .is_some_and(|flag| flag.load(Ordering::SeqCst))
@@ -779,22 +870,8 @@ impl Engine {
         })
     }
 
-    /// Re-derives every message's anchor and writes the operations to the outbox;
-    /// with `force_upsert`, every anchor's row is upserted even when unchanged (the
-    /// sink lost or damaged rows). Used by `rebuild`.
-    pub fn rebuild(
-        &mut self,
-        meta: &TxnMeta,
-        force_upsert: bool,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<TxnOutcome, EngineError> {
-        self.force_upsert = force_upsert;
-        let result = self.rebuild_all(meta, progress);
-        self.force_upsert = false;
-        result
-    }
-
-    fn rebuild_all(
+    /// Re-derives every message's anchor (see [`Engine::derive_all`]).
+    fn rederive_every_message(
         &mut self,
         meta: &TxnMeta,
         progress: &mut dyn FnMut(u64),
@@ -815,7 +892,16 @@ impl Engine {
             progress(keys.len() as u64);
             after = Some(last);
         }
-        self.finish(meta)
+        self.finish_in(&store, store.begin(), meta)
+    }
+}
+
+impl Drop for Engine {
+    /// A bulk engine sized the store's read cache down for itself.
+    fn drop(&mut self) {
+        if self.options.bulk {
+            self.store.set_bulk_reads(false);
+        }
     }
 }
 

@@ -54,7 +54,7 @@ impl Engine {
             Some(AnchorRecord {
                 lead_id,
                 row: Some(row),
-            }) if !self.force_upsert => (lead_id, row),
+            }) if !self.options.force_upsert => (lead_id, row),
             _ => return self.refresh(tx, inbound_id, end_lsn),
         };
         let derived = match tx.get_record::<LeadRow>(Cf::Leads, lead_id.as_bytes())? {

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use super::{Context, PipelineError};
 use crate::change::{Timestamp, TxnMeta};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineOptions};
 use crate::fault;
 use crate::lsn::Lsn;
 use crate::source::SourceError;
@@ -33,18 +33,19 @@ use crate::store::{Cf, QuarantineRecord, meta};
 use crate::telemetry::metrics::METRICS;
 use crate::telemetry::progress::Progress;
 
-pub async fn run(ctx: &Arc<Context>, engine: &mut Engine) -> Result<(), PipelineError> {
-    load(ctx, engine, true).await.map(|_| ())
+pub async fn run(ctx: &Arc<Context>, options: &EngineOptions) -> Result<(), PipelineError> {
+    load(ctx, options, true).await.map(|_| ())
 }
 
 /// Empties the state, copies the tables at one snapshot and derives every anchor
 /// into the outbox. With `create_slot`, the snapshot is the one a new slot exports
 /// and the state resumes from the slot's consistent point; without (`backfill
 /// --dry-run`), it is a plain repeatable-read snapshot and no slot is touched.
-/// Returns the LSN the state reflects.
+/// Returns the LSN the state reflects. The load's engine is `engine_options` in
+/// bulk mode.
 pub async fn load(
     ctx: &Arc<Context>,
-    engine: &mut Engine,
+    engine_options: &EngineOptions,
     create_slot: bool,
 ) -> Result<Lsn, PipelineError> {
     ctx.health.ready.store(false, Ordering::SeqCst);
@@ -82,7 +83,15 @@ pub async fn load(
     } else {
         (None, crate::source::admin::current_wal_lsn(&client).await?)
     };
-    let loaded = copy_and_derive(ctx, engine, &client, slot, at, earlier_load_wrote_sink).await;
+    let loaded = copy_and_derive(
+        ctx,
+        engine_options,
+        &client,
+        slot,
+        at,
+        earlier_load_wrote_sink,
+    )
+    .await;
     if let Err(error) = &loaded
         && create_slot
     {
@@ -134,7 +143,7 @@ async fn drop_failed_load_slot(ctx: &Arc<Context>, error: &PipelineError) {
 /// and derives every anchor into the outbox.
 async fn copy_and_derive(
     ctx: &Arc<Context>,
-    engine: &mut Engine,
+    options: &EngineOptions,
     client: &Arc<tokio_postgres::Client>,
     slot: Option<crate::source::stream::NewSlot>,
     at: Lsn,
@@ -163,12 +172,17 @@ async fn copy_and_derive(
         jobs = kept,
         "kept the delay bounds the sink recorded for its jobs"
     );
-    engine.set_log_events(false);
-    engine.set_bulk(true);
-    let copied = copy_tables(ctx, client, engine, at).await;
-    engine.set_bulk(false);
-    engine.set_log_events(true);
-    copied?;
+    // Bulk mode for an empty state: rows are written without tracking the anchors
+    // they affect, and not logged; `derive_all` derives every anchor afterwards.
+    let mut engine = Engine::new(
+        ctx.store.clone(),
+        EngineOptions {
+            log_events: false,
+            bulk: true,
+            ..options.clone()
+        },
+    );
+    copy_tables(ctx, client, &mut engine, at).await?;
     super::kept_delays::drop_unused(&ctx.store, at)?;
     client
         .batch_execute("COMMIT")
@@ -250,10 +264,11 @@ async fn copy_tables(
         if !rows.is_empty() {
             quarantine(ctx, consistent_point, &mut quarantined, rows)?;
         }
-        engine.apply_chunk(consistent_point, seq, &changes)?;
-        seq += changes.len() as u32;
-        METRICS.initial_load_rows.inc_by(changes.len() as u64);
-        progress.advance(changes.len() as u64);
+        let rows = changes.len();
+        engine.apply(consistent_point, changes)?;
+        seq += rows as u32;
+        METRICS.initial_load_rows.inc_by(rows as u64);
+        progress.advance(rows as u64);
         fault::point(fault::INSIDE_INITIAL_LOAD);
     }
     reader

@@ -216,9 +216,13 @@ async fn start(settings: Settings, health: &Arc<Health>) -> Result<Started, Pipe
         stop: stop_rx,
     };
     let sink_handle = tokio::spawn(sink_task.run(Some(sink)));
-    let mut engine = Engine::new(store.clone(), EngineOptions::default());
-    engine.set_interrupt(health.stopping.clone());
-    let state_id = prepare_slot(&ctx, &admin, &registry, &mut engine).await?;
+    let options = EngineOptions {
+        chunk_changes: ctx.settings.chunk_changes,
+        interrupt: Some(health.stopping.clone()),
+        ..EngineOptions::default()
+    };
+    let state_id = prepare_slot(&ctx, &admin, &registry, &options).await?;
+    let engine = Engine::new(store.clone(), options);
     tokio::spawn(ownership::keep_registration_fresh(registry, state_id));
     ctx.sink.resume();
     Ok(Started {
@@ -272,7 +276,7 @@ async fn prepare_slot(
     ctx: &Arc<Context>,
     admin: &tokio_postgres::Client,
     registry: &tokio_postgres::Client,
-    engine: &mut Engine,
+    options: &EngineOptions,
 ) -> Result<String, PipelineError> {
     let slot = &ctx.settings.slot;
     let loaded = ctx
@@ -293,7 +297,7 @@ async fn prepare_slot(
                 .into());
             }
             ownership::register_writer(&ctx.settings, registry, &state_id, false).await?;
-            initial_load::run(ctx, engine).await?;
+            initial_load::run(ctx, options).await?;
             return Ok(state_id);
         };
         let own_db = &ctx.params.dbname;

@@ -36,9 +36,8 @@ struct OpenTxn {
     commit_lsn: Lsn,
     /// Already applied (at-least-once redelivery): read and drop.
     skip: bool,
-    buffer: Vec<Change>,
-    next_seq: u32,
-    chunked: bool,
+    /// Changes given to the engine so far (the next one's number).
+    changes: u32,
 }
 
 /// Streams until `shutdown` turns true (then drains the outbox, confirms what is
@@ -140,7 +139,7 @@ impl<'e> Session<'e> {
             application_name: format!("replytime-{}", ctx.settings.slot),
         };
         // Transactions staged by a session that failed are read again from `applied`.
-        engine.discard_staged();
+        engine.discard();
         let client = start_stream(&ctx.params, &options).await?;
         tracing::info!(slot = %options.slot, start = %applied, confirmed = %confirmed, "streaming");
         ctx.health.ready.store(true, Ordering::SeqCst);
@@ -176,7 +175,7 @@ impl<'e> Session<'e> {
                 _ = heartbeat.tick(), if self.ctx.settings.heartbeat_interval_ms > 0 => self.heartbeat().await,
                 _ = slot_check.tick() => self.check_slot().await?,
                 () = self.relay.next_batch(&mut self.batch) => self.on_batch()?,
-                () = std::future::ready(()), if self.engine.has_staged() => self.commit_staged()?,
+                () = std::future::ready(()), if self.staged_since.is_some() => self.commit_staged()?,
             }
         }
     }
@@ -221,9 +220,7 @@ impl<'e> Session<'e> {
                 self.txn = Some(OpenTxn {
                     commit_lsn,
                     skip: commit_lsn < self.applied,
-                    buffer: Vec::new(),
-                    next_seq: 0,
-                    chunked: false,
+                    changes: 0,
                 });
             }
             ReplicationEvent::XLogData {
@@ -274,11 +271,10 @@ impl<'e> Session<'e> {
         if txn.skip {
             return Ok(());
         }
-        // A TRUNCATE goes the way of a large transaction: applied chunk by chunk
-        // (it deletes its tables a page at a time), never staged whole in memory.
-        let truncate = matches!(decoded, Decoded::Change(Change::Truncate(_)));
-        match decoded {
-            Decoded::Change(change) => txn.buffer.push(change),
+        // The engine applies a large transaction (or one with a TRUNCATE) chunk by
+        // chunk, committing the staged transactions first.
+        let change = match decoded {
+            Decoded::Change(change) => change,
             Decoded::Quarantine(q) => {
                 METRICS.quarantined.inc();
                 tracing::warn!(table = %q.table, row_id = ?q.row_id, reason = %q.reason, lsn = %txn.commit_lsn, "quarantined a row");
@@ -289,26 +285,22 @@ impl<'e> Session<'e> {
                     reason: q.reason,
                 };
                 let tx = self.ctx.store.begin();
-                tx.put_quarantine(txn.next_seq + txn.buffer.len() as u32, &record)?;
+                tx.put_quarantine(txn.changes, &record)?;
                 tx.commit()?;
                 // A row that cannot be placed is absent from the state, as in the
                 // initial load, which never stores it.
-                if let Some(id) = q.row_id {
-                    txn.buffer.push(Change::Delete { table: q.table, id });
+                match q.row_id {
+                    Some(id) => Change::Delete { table: q.table, id },
+                    None => return Ok(()),
                 }
             }
-            _ => {}
-        }
-        if txn.buffer.len() >= self.ctx.settings.chunk_changes || truncate {
-            // A large transaction is applied in chunks, after what was staged.
-            self.commit_staged()?;
-            let txn = self.txn.as_mut().expect("a transaction is open");
-            self.engine
-                .apply_chunk(txn.commit_lsn, txn.next_seq, &txn.buffer)?;
-            txn.next_seq += txn.buffer.len() as u32;
-            txn.buffer.clear();
-            txn.chunked = true;
-            fault::point(fault::BETWEEN_CHUNKS);
+            _ => return Ok(()),
+        };
+        txn.changes += 1;
+        let commit_lsn = txn.commit_lsn;
+        if let Some((last, _)) = self.engine.apply(commit_lsn, [change])? {
+            self.staged_since = None;
+            self.committed(&last);
         }
         Ok(())
     }
@@ -323,18 +315,15 @@ impl<'e> Session<'e> {
             end_lsn,
             commit_time,
         };
-        if txn.chunked {
-            self.engine
-                .apply_chunk(txn.commit_lsn, txn.next_seq, &txn.buffer)?;
-            self.engine.finish(&meta)?;
-            self.committed(&meta);
+        // A large transaction commits at once, small ones in groups (the engine
+        // commits a group that holds `chunk_changes` changes itself).
+        if let Some((last, _)) = self.engine.commit(&meta)? {
+            self.staged_since = None;
+            self.committed(&last);
             return Ok(());
         }
-        self.engine.stage_transaction(&meta, &txn.buffer)?;
         let since = *self.staged_since.get_or_insert_with(Instant::now);
-        if self.engine.staged_changes() >= self.ctx.settings.chunk_changes
-            || since.elapsed() >= GROUP_MAX_WAIT
-        {
+        if since.elapsed() >= GROUP_MAX_WAIT {
             self.commit_staged()?;
         }
         Ok(())
@@ -343,7 +332,7 @@ impl<'e> Session<'e> {
     /// Commits the staged transactions, if any.
     fn commit_staged(&mut self) -> Result<(), PipelineError> {
         self.staged_since = None;
-        if let Some((last, _)) = self.engine.commit_group()? {
+        if let Some((last, _)) = self.engine.flush()? {
             self.committed(&last);
         }
         Ok(())
@@ -364,7 +353,7 @@ impl<'e> Session<'e> {
     /// everything before `wal_end` is applied.
     fn on_keepalive(&mut self, wal_end: Lsn) -> Result<(), PipelineError> {
         if self.txn.is_none()
-            && !self.engine.has_staged()
+            && self.staged_since.is_none()
             && wal_end > self.applied
             && self.ctx.store.outbox_len()? == 0
         {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use replytime::change::{
     CampaignRow, Change, DraftRow, JobRow, LeadRow, MessageRow, Row, Timestamp, TxnMeta,
 };
-use replytime::engine::{Engine, EngineOptions};
+use replytime::engine::{Engine, EngineError, EngineOptions, TxnOutcome};
 use replytime::lsn::Lsn;
 use replytime::row::{SinkOp, TimingRow, apply_ops};
 use replytime::store::{Store, StoreOptions};
@@ -15,6 +15,7 @@ use replytime::store::{Store, StoreOptions};
 pub struct Harness {
     _dir: Option<tempfile::TempDir>,
     pub engine: Engine,
+    pub store: Arc<Store>,
     pub sink: BTreeMap<String, TimingRow>,
     pub next_lsn: u64,
 }
@@ -29,7 +30,8 @@ impl Harness {
         let store = Arc::new(Store::open(dir.path(), &StoreOptions::default()).unwrap());
         Harness {
             _dir: Some(dir),
-            engine: Engine::new(store, options),
+            engine: Engine::new(store.clone(), options),
+            store,
             sink: BTreeMap::new(),
             next_lsn: 0x1000,
         }
@@ -41,7 +43,8 @@ impl Harness {
         store.clear(&replytime::store::Cf::ALL).unwrap();
         Harness {
             _dir: None,
-            engine: Engine::new(store, options),
+            engine: Engine::new(store.clone(), options),
+            store,
             sink: BTreeMap::new(),
             next_lsn: 0x1000,
         }
@@ -59,13 +62,35 @@ impl Harness {
     /// Applies one transaction and feeds its outbox entries to the sink map.
     pub fn txn(&mut self, changes: Vec<Change>) -> TxnMeta {
         let meta = self.next_meta();
-        self.engine.apply_transaction(&meta, &changes).unwrap();
+        self.apply_whole(&meta, &changes).unwrap();
         self.drain_outbox();
         meta
     }
 
+    /// Applies and commits one transaction (the group it is in is flushed at once)
+    /// and returns what its commit wrote.
+    pub fn apply_whole(
+        &mut self,
+        meta: &TxnMeta,
+        changes: &[Change],
+    ) -> Result<TxnOutcome, EngineError> {
+        self.engine.apply(meta.commit_lsn, changes.to_vec())?;
+        let committed = match self.engine.commit(meta)? {
+            Some(committed) => committed,
+            None => self.engine.flush()?.expect("a staged transaction commits"),
+        };
+        assert_eq!(committed.0, *meta, "the commit ends at this transaction");
+        Ok(committed.1)
+    }
+
+    /// A new engine over the same store (a restart: what the old one held in
+    /// memory is gone).
+    pub fn restart(&mut self, options: EngineOptions) {
+        self.engine = Engine::new(self.store.clone(), options);
+    }
+
     pub fn drain_outbox(&mut self) -> usize {
-        let store = self.engine.store().clone();
+        let store = self.store.clone();
         let entries = store.read_outbox(usize::MAX).unwrap();
         let mut ops = 0;
         if let Some((last, _)) = entries.last() {
