@@ -19,21 +19,29 @@ const MIGRATION_LOCK_KEY: i64 = 0x7265_706c_7974_696d;
 
 /// Applies the schema in one transaction; a failure leaves nothing half-made.
 pub(super) async fn migrate(client: &Client) -> Result<(), SinkError> {
+    in_transaction(client, "the migration", migrate_in_transaction(client)).await
+}
+
+/// Runs `body` (statements on `client`) between BEGIN and COMMIT, or ROLLBACK when
+/// it fails; `what` names it in errors. The body's error comes first.
+pub(super) async fn in_transaction<T>(
+    client: &Client,
+    what: &str,
+    body: impl std::future::Future<Output = Result<T, SinkError>>,
+) -> Result<T, SinkError> {
     client
         .batch_execute("BEGIN")
         .await
-        .map_err(SinkError::postgres("begin of the migration"))?;
-    let migrated = migrate_in_transaction(client).await;
-    let end = if migrated.is_ok() {
-        "COMMIT"
-    } else {
-        "ROLLBACK"
-    };
+        .map_err(SinkError::postgres(format!("begin of {what}")))?;
+    let done = body.await;
+    let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let ended = client
         .batch_execute(end)
         .await
-        .map_err(SinkError::postgres("end of the migration"));
-    migrated.and(ended)
+        .map_err(SinkError::postgres(format!("end of {what}")));
+    let value = done?;
+    ended?;
+    Ok(value)
 }
 
 async fn migrate_in_transaction(client: &Client) -> Result<(), SinkError> {

@@ -125,23 +125,12 @@ pub async fn register(
     me: &Writer,
     take_over_slot: bool,
 ) -> Result<Vec<Writer>, SinkError> {
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(SinkError::postgres("begin of the writer registration"))?;
-    let registered = register_in_transaction(client, me, take_over_slot).await;
-    let end = if registered.is_ok() {
-        "COMMIT"
-    } else {
-        "ROLLBACK"
-    };
-    let ended = client
-        .batch_execute(end)
-        .await
-        .map_err(SinkError::postgres("end of the writer registration"));
-    let replaced = registered?;
-    ended?;
-    Ok(replaced)
+    super::migrate::in_transaction(
+        client,
+        "the writer registration",
+        register_in_transaction(client, me, take_over_slot),
+    )
+    .await
 }
 
 async fn register_in_transaction(
