@@ -24,4 +24,5 @@ pub mod source;
 pub mod store;
 pub mod tables;
 pub mod telemetry;
+pub mod timestamp;
 pub mod workload;

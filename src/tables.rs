@@ -1,12 +1,21 @@
-//! Each source table's columns, described once (SPEC section 1): the names an
-//! operator maps in the `[tables]` section of the config, with the reference schema
-//! as defaults, and how replytime reads each column. The stream's decoder, the
-//! initial load's query and its decoding, the analytics SQL and the checks all take
-//! their columns from here.
+//! Each source table's columns, described once (SPEC section 1), in the
+//! [`source_tables!`] invocation below. From that one description come:
+//!
+//! - [`Table`], the tables replytime reads;
+//! - the typed rows ([`LeadRow`] … [`JobRow`], [`Row`]) that changes carry, and
+//!   their construction from a row's decoded values ([`Row::from_values`]), which
+//!   the stream's decoder and the initial load share;
+//! - the names an operator maps in the `[tables]` section of the config
+//!   ([`TableMapping`]), with the reference schema as defaults;
+//! - how each column is read ([`LogicalColumn`]): the decoder's checks of a Relation
+//!   message, the initial load's `SELECT` list and the publication's column list.
+//!
+//! Only the columns replytime reads exist here: everything else (message bodies) is
+//! dropped at decode and never stored or logged.
 
 use serde::{Deserialize, Serialize};
 
-use crate::change::Table;
+use crate::timestamp::Timestamp;
 
 /// How replytime reads a column's text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,92 +35,274 @@ pub struct LogicalColumn {
     pub kind: ValueKind,
 }
 
-/// One source table's names: a struct per table so that a typo in the config is an
-/// unknown-field error, with the reference schema as defaults.
-macro_rules! table_names {
-    ($(#[$doc:meta])* $names:ident, $table:literal,
-     [$($field:ident: $column:literal $kind:ident),+ $(,)?]) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(default, deny_unknown_fields)]
-        pub struct $names {
-            /// The table's name in the source schema.
-            pub table: String,
-            $(#[doc = concat!("Source column read as `", $column, "`.")] pub $field: String,)+
+/// One decoded value of a column other than `id` (a NULL, and an unchanged TOAST
+/// value the row does not carry, are `Null`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    Text(String),
+    Int(i32),
+    Time(Timestamp),
+}
+
+/// The Rust type of a column's values, which says how it is read.
+pub trait ColumnType: Sized {
+    const KIND: ValueKind;
+    /// The typed value; `None` for `Null` (and for a value of another kind, which
+    /// the decoder never produces: it parses each column by its kind).
+    fn from_value(value: Value) -> Option<Self>;
+}
+
+impl ColumnType for String {
+    const KIND: ValueKind = ValueKind::Text;
+    fn from_value(value: Value) -> Option<Self> {
+        debug_assert!(matches!(value, Value::Null | Value::Text(_)), "{value:?}");
+        match value {
+            Value::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl ColumnType for i32 {
+    const KIND: ValueKind = ValueKind::Int;
+    fn from_value(value: Value) -> Option<Self> {
+        debug_assert!(matches!(value, Value::Null | Value::Int(_)), "{value:?}");
+        match value {
+            Value::Int(int) => Some(int),
+            _ => None,
+        }
+    }
+}
+
+impl ColumnType for Timestamp {
+    const KIND: ValueKind = ValueKind::Timestamp;
+    fn from_value(value: Value) -> Option<Self> {
+        debug_assert!(matches!(value, Value::Null | Value::Time(_)), "{value:?}");
+        match value {
+            Value::Time(time) => Some(time),
+            _ => None,
+        }
+    }
+}
+
+/// Generates, from one description per table, everything listed in the module
+/// doc. Per table: its [`Table`] variant and metrics label, the `[tables]` config
+/// key and its names struct, the [`Row`] variant and its row struct, the default
+/// (reference schema) table name, then its columns: `id` first, each other column
+/// as `field: Type = "referenceName"`, read as `Option<Type>` (every column but
+/// `id` may be NULL). Attributes on a column apply to its config name (a config
+/// key other than the field's name).
+macro_rules! source_tables {
+    ($(
+        $(#[$doc:meta])*
+        $table:ident, label $label:literal, config $key:ident: $names:ident,
+        row $variant:ident($row:ident), default $default:literal {
+            id = $id:literal,
+            $($(#[$attr:meta])* $field:ident: $ty:ty = $column:literal,)+
+        }
+    )+) => {
+        /// The source tables replytime reads.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum Table {
+            $($(#[$doc])* $table,)+
         }
 
-        impl Default for $names {
-            fn default() -> Self {
-                $names { table: $table.to_string(), $($field: $column.to_string(),)+ }
+        impl Table {
+            pub const ALL: [Table; [$(stringify!($table),)+].len()] = [$(Table::$table,)+];
+
+            /// The table's default (reference schema) name.
+            pub fn default_name(self) -> &'static str {
+                match self {
+                    $(Table::$table => $default,)+
+                }
+            }
+
+            /// Lowercase label for metrics and logs.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(Table::$table => $label,)+
+                }
+            }
+
+            /// The columns replytime reads, by reference name, in SPEC section 1
+            /// order: `id` first.
+            pub fn logical_columns(self) -> &'static [LogicalColumn] {
+                match self {
+                    $(Table::$table => &[
+                        LogicalColumn { name: $id, kind: ValueKind::Text },
+                        $(LogicalColumn { name: $column, kind: <$ty as ColumnType>::KIND },)+
+                    ],)+
+                }
             }
         }
 
-        impl $names {
-            const LOGICAL: &'static [LogicalColumn] =
-                &[$(LogicalColumn { name: $column, kind: ValueKind::$kind },)+];
+        $(
+            #[doc = concat!("One row of `\"", $default, "\"`, with the columns replytime reads.")]
+            #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+            pub struct $row {
+                pub id: String,
+                $(pub $field: Option<$ty>,)+
+            }
 
-            fn source_names(&self) -> Vec<&str> {
-                vec![$(self.$field.as_str(),)+]
+            #[doc = concat!("The names of `\"", $default, "\"` and of its columns in the source schema.")]
+            #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+            #[serde(default, deny_unknown_fields)]
+            pub struct $names {
+                /// The table's name in the source schema.
+                pub table: String,
+                #[doc = concat!("Source column read as `", $id, "`.")]
+                pub id: String,
+                $(
+                    #[doc = concat!("Source column read as `", $column, "`.")]
+                    $(#[$attr])*
+                    pub $field: String,
+                )+
+            }
+
+            impl Default for $names {
+                fn default() -> Self {
+                    $names {
+                        table: $default.to_string(),
+                        id: $id.to_string(),
+                        $($field: $column.to_string(),)+
+                    }
+                }
+            }
+
+            impl $names {
+                fn source_names(&self) -> Vec<&str> {
+                    vec![self.id.as_str(), $(self.$field.as_str(),)+]
+                }
+            }
+        )+
+
+        /// One row of one source table, with the columns replytime reads.
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum Row {
+            $($variant($row),)+
+        }
+
+        impl Row {
+            pub fn table(&self) -> Table {
+                match self {
+                    $(Row::$variant(_) => Table::$table,)+
+                }
+            }
+
+            pub fn id(&self) -> &str {
+                match self {
+                    $(Row::$variant(row) => &row.id,)+
+                }
+            }
+
+            /// The row of `table` with key `id` and the decoded `values` of its
+            /// other columns, in [`Table::logical_columns`] order.
+            pub fn from_values(table: Table, id: String, values: impl IntoIterator<Item = Value>) -> Row {
+                let mut values = values.into_iter();
+                let mut next = || values.next().unwrap_or(Value::Null);
+                match table {
+                    $(Table::$table => Row::$variant($row {
+                        id,
+                        $($field: <$ty as ColumnType>::from_value(next()),)+
+                    }),)+
+                }
+            }
+        }
+
+        /// Names of the five source tables and of the columns replytime reads (the
+        /// `[tables]` section of the config). Defaults: the reference schema in `public`.
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct TableMapping {
+            pub schema: String,
+            $(pub $key: $names,)+
+            pub lead_booking: BookingNames,
+        }
+
+        impl Default for TableMapping {
+            fn default() -> Self {
+                TableMapping {
+                    schema: "public".to_string(),
+                    $($key: $names::default(),)+
+                    lead_booking: BookingNames::default(),
+                }
+            }
+        }
+
+        impl TableMapping {
+            /// The table's name in the source schema.
+            pub fn table_name(&self, table: Table) -> &str {
+                match table {
+                    $(Table::$table => &self.$key.table,)+
+                }
+            }
+
+            /// Source names of the columns replytime reads, in the order of
+            /// [`Table::logical_columns`] (SPEC section 1): `id` first.
+            pub fn column_names(&self, table: Table) -> Vec<&str> {
+                match table {
+                    $(Table::$table => self.$key.source_names(),)+
+                }
             }
         }
     };
 }
 
-table_names!(
-    /// `"Lead"`.
-    LeadNames, "Lead",
-    [id: "id" Text, client_id: "clientId" Text, email_campaign_id: "emailCampaignId" Text]
-);
-table_names!(
-    /// `"EmailCampaign"`.
-    CampaignNames, "EmailCampaign",
-    [
-        id: "id" Text,
-        ai_auto_send_delay_min_seconds: "aiAutoSendDelayMinSeconds" Int,
-        ai_auto_send_delay_max_seconds: "aiAutoSendDelayMaxSeconds" Int,
-        response_mode: "responseMode" Text,
-    ]
-);
-table_names!(
-    /// `"Message"`.
-    MessageNames, "Message",
-    [
-        id: "id" Text,
-        lead_id: "leadId" Text,
-        channel: "channel" Text,
-        direction: "direction" Text,
-        sent_by: "sentBy" Text,
-        sent_by_user_id: "sentByUserId" Text,
-        ai_draft_id: "aiDraftId" Text,
-        sent_at: "sentAt" Timestamp,
-    ]
-);
-table_names!(
-    /// `"AIDraft"`.
-    DraftNames, "AIDraft",
-    [
-        id: "id" Text,
-        lead_id: "leadId" Text,
-        trigger_message_id: "triggerMessageId" Text,
-        channel: "channel" Text,
-        response_disposition: "responseDisposition" Text,
-    ]
-);
-table_names!(
-    /// `"BackgroundJob"`.
-    JobNames, "BackgroundJob",
-    [
-        id: "id" Text,
-        r#type: "type" Text,
-        lead_id: "leadId" Text,
-        message_id: "messageId" Text,
-        draft_id: "draftId" Text,
-        run_at: "runAt" Timestamp,
-        started_at: "startedAt" Timestamp,
-        finished_at: "finishedAt" Timestamp,
-        created_at: "createdAt" Timestamp,
-    ]
-);
+source_tables! {
+    Lead, label "lead", config lead: LeadNames, row Lead(LeadRow), default "Lead" {
+        id = "id",
+        client_id: String = "clientId",
+        email_campaign_id: String = "emailCampaignId",
+    }
+    EmailCampaign, label "email_campaign", config email_campaign: CampaignNames,
+    row Campaign(CampaignRow), default "EmailCampaign" {
+        id = "id",
+        #[serde(rename = "ai_auto_send_delay_min_seconds")]
+        delay_min_seconds: i32 = "aiAutoSendDelayMinSeconds",
+        #[serde(rename = "ai_auto_send_delay_max_seconds")]
+        delay_max_seconds: i32 = "aiAutoSendDelayMaxSeconds",
+        response_mode: String = "responseMode",
+    }
+    Message, label "message", config message: MessageNames, row Message(MessageRow),
+    default "Message" {
+        id = "id",
+        lead_id: String = "leadId",
+        channel: String = "channel",
+        direction: String = "direction",
+        sent_by: String = "sentBy",
+        sent_by_user_id: String = "sentByUserId",
+        ai_draft_id: String = "aiDraftId",
+        sent_at: Timestamp = "sentAt",
+    }
+    AiDraft, label "ai_draft", config ai_draft: DraftNames, row Draft(DraftRow),
+    default "AIDraft" {
+        id = "id",
+        lead_id: String = "leadId",
+        trigger_message_id: String = "triggerMessageId",
+        channel: String = "channel",
+        response_disposition: String = "responseDisposition",
+    }
+    BackgroundJob, label "background_job", config background_job: JobNames,
+    row Job(JobRow), default "BackgroundJob" {
+        id = "id",
+        #[serde(rename = "type")]
+        job_type: String = "type",
+        lead_id: String = "leadId",
+        message_id: String = "messageId",
+        draft_id: String = "draftId",
+        run_at: Timestamp = "runAt",
+        started_at: Timestamp = "startedAt",
+        finished_at: Timestamp = "finishedAt",
+        created_at: Timestamp = "createdAt",
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.default_name())
+    }
+}
 
 /// The booking columns of the lead table (`[tables.lead_booking]`), which only the
 /// analytics SQL reads (SPEC 1); the table is `[tables.lead] table`.
@@ -137,58 +328,7 @@ impl Default for BookingNames {
     }
 }
 
-/// Names of the five source tables and of the columns replytime reads (the
-/// `[tables]` section of the config). Defaults: the reference schema in `public`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TableMapping {
-    pub schema: String,
-    pub lead: LeadNames,
-    pub email_campaign: CampaignNames,
-    pub message: MessageNames,
-    pub ai_draft: DraftNames,
-    pub background_job: JobNames,
-    pub lead_booking: BookingNames,
-}
-
-impl Default for TableMapping {
-    fn default() -> Self {
-        TableMapping {
-            schema: "public".to_string(),
-            lead: LeadNames::default(),
-            email_campaign: CampaignNames::default(),
-            message: MessageNames::default(),
-            ai_draft: DraftNames::default(),
-            background_job: JobNames::default(),
-            lead_booking: BookingNames::default(),
-        }
-    }
-}
-
 impl TableMapping {
-    /// The table's name in the source schema.
-    pub fn table_name(&self, table: Table) -> &str {
-        match table {
-            Table::Lead => &self.lead.table,
-            Table::EmailCampaign => &self.email_campaign.table,
-            Table::Message => &self.message.table,
-            Table::AiDraft => &self.ai_draft.table,
-            Table::BackgroundJob => &self.background_job.table,
-        }
-    }
-
-    /// Source names of the columns replytime reads, in the order of
-    /// [`TableMapping::logical_columns`] (SPEC section 1): `id` first.
-    pub fn column_names(&self, table: Table) -> Vec<&str> {
-        match table {
-            Table::Lead => self.lead.source_names(),
-            Table::EmailCampaign => self.email_campaign.source_names(),
-            Table::Message => self.message.source_names(),
-            Table::AiDraft => self.ai_draft.source_names(),
-            Table::BackgroundJob => self.background_job.source_names(),
-        }
-    }
-
     /// The lead id column of the tables sharded by lead (SPEC 9); `None` for the
     /// tables every shard reads. `"BackgroundJob"` goes to every shard: a job that a
     /// lead merge moves to another shard is then an update there, not an insert,
@@ -198,17 +338,6 @@ impl TableMapping {
             Table::Message => Some(&self.message.lead_id),
             Table::AiDraft => Some(&self.ai_draft.lead_id),
             Table::BackgroundJob | Table::Lead | Table::EmailCampaign => None,
-        }
-    }
-
-    /// The columns replytime reads, by reference name, in SPEC section 1 order.
-    pub fn logical_columns(table: Table) -> &'static [LogicalColumn] {
-        match table {
-            Table::Lead => LeadNames::LOGICAL,
-            Table::EmailCampaign => CampaignNames::LOGICAL,
-            Table::Message => MessageNames::LOGICAL,
-            Table::AiDraft => DraftNames::LOGICAL,
-            Table::BackgroundJob => JobNames::LOGICAL,
         }
     }
 

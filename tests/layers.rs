@@ -26,7 +26,15 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
     // row, settings, shards. Its modules may use each other (without circles).
     (
         "vocabulary",
-        &["change", "row", "tables", "config", "error", "shard"],
+        &[
+            "change",
+            "row",
+            "tables",
+            "timestamp",
+            "config",
+            "error",
+            "shard",
+        ],
         true,
     ),
     // IO adapters and the traffic generator: siblings that never import each other.

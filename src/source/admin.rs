@@ -124,6 +124,16 @@ fn quote_literal(text: &str) -> String {
     postgres_protocol::escape::escape_literal(text)
 }
 
+/// The columns replytime reads of `table`, quoted, in [`Table::logical_columns`]
+/// order: the publication's column list, and what the initial load selects.
+pub fn column_list(mapping: &TableMapping, table: Table) -> Vec<String> {
+    mapping
+        .column_names(table)
+        .into_iter()
+        .map(quote_ident)
+        .collect()
+}
+
 /// The publication entry of one table: with a column list when that list covers
 /// the replica identity, else all columns; with a row filter on the lead id when
 /// sharded, which the replica identity must cover (else the application's UPDATE
@@ -160,8 +170,7 @@ async fn publication_entry(
             .iter()
             .all(|c| wanted.contains(&c.as_str()));
     let mut entry = if covered {
-        let list: Vec<String> = wanted.iter().map(|c| quote_ident(c)).collect();
-        format!("{qualified} ({})", list.join(", "))
+        format!("{qualified} ({})", column_list(mapping, table).join(", "))
     } else {
         qualified.clone()
     };

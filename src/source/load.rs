@@ -7,7 +7,7 @@
 use tokio_postgres::Client;
 
 use super::SourceError;
-use super::admin::quote_ident;
+use super::admin::{column_list, quote_ident};
 use super::decode::{Decoded, LoadShape, Quarantined};
 use crate::change::{Change, Table};
 use crate::tables::TableMapping;
@@ -20,11 +20,10 @@ pub fn page_sql(
     shard: Option<crate::shard::Shard>,
 ) -> String {
     let shape = LoadShape::new(mapping, table);
-    let columns: Vec<String> = mapping
-        .column_names(table)
+    let columns: Vec<String> = column_list(mapping, table)
         .iter()
         .enumerate()
-        .map(|(position, c)| shape.select_text(position, &quote_ident(c)))
+        .map(|(position, c)| shape.select_text(position, c))
         .collect();
     let id = quote_ident(mapping.column_names(table)[0]);
     let owned = match (shard, mapping.lead_column(table)) {
@@ -117,4 +116,58 @@ pub async fn estimate_rows(client: &tokio_postgres::Client, mapping: &TableMappi
         total += row.get::<_, i64>(0) as u64;
     }
     Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mapping that renames a table and every column it can.
+    fn renamed() -> TableMapping {
+        toml::from_str(
+            r#"schema = "crm"
+               [background_job]
+               table = "jobs"
+               id = "job_id"
+               type = "kind"
+               run_at = "run_time"
+               lead_id = "lead""#,
+        )
+        .unwrap()
+    }
+
+    /// The load selects exactly the publication's column list, in the same order:
+    /// both come from the one description of the table's columns.
+    #[test]
+    fn the_load_selects_the_publication_columns() {
+        for mapping in [TableMapping::default(), renamed()] {
+            for table in Table::ALL {
+                let sql = page_sql(&mapping, table, 10, None);
+                let select = sql
+                    .strip_prefix("SELECT ")
+                    .and_then(|rest| rest.split(" FROM ").next())
+                    .unwrap();
+                let selected: Vec<&str> = select
+                    .split(", ")
+                    .map(|c| {
+                        c.trim_end_matches("::text")
+                            .trim_end_matches("::timestamptz")
+                    })
+                    .collect();
+                assert_eq!(selected, column_list(&mapping, table), "{sql}");
+                assert_eq!(selected.len(), table.logical_columns().len());
+            }
+        }
+        let jobs = page_sql(&renamed(), Table::BackgroundJob, 10, None);
+        assert!(
+            jobs.starts_with(
+                r#"SELECT "job_id"::text, "kind"::text, "lead"::text, "messageId"::text, "draftId"::text, "run_time"::timestamptz::text,"#
+            ),
+            "{jobs}"
+        );
+        assert!(
+            jobs.contains(r#" FROM "crm"."jobs" WHERE "job_id" IS NOT NULL"#),
+            "{jobs}"
+        );
+    }
 }
