@@ -14,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod fault;
 pub mod lsn;
+#[cfg(feature = "oracle")]
 pub mod oracle;
 pub mod pgconn;
 pub mod pipeline;

@@ -4,8 +4,9 @@
 //! It owns the *reference answer* the tests compare the streaming engine and the sink
 //! with, so it deliberately shares no derivation code with `engine/` (not even
 //! `chosen_delay`): a bug copied into both would be invisible. It is simple rather
-//! than fast — O(rows log rows) per derivation — and only used by tests, `simulate`
-//! and verification tooling.
+//! than fast — O(rows log rows) per derivation — and only built for tests and benches:
+//! it sits behind the `oracle` feature, which the package's dev-dependency on itself
+//! turns on, so the product never compiles it.
 //!
 //! ```text
 //!  Change stream ──apply──▶ SourceTables ──derive──▶ BTreeMap<inbound id, TimingRow>
