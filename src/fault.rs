@@ -8,17 +8,17 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// After a transaction's state and outbox are committed to RocksDB, before the sink.
-pub const AFTER_STATE_WRITE: &str = "after_state_write";
+pub(crate) const AFTER_STATE_WRITE: &str = "after_state_write";
 /// After the sink committed a batch, before the outbox is trimmed and the LSN confirmed.
-pub const AFTER_SINK_COMMIT: &str = "after_sink_commit";
+pub(crate) const AFTER_SINK_COMMIT: &str = "after_sink_commit";
 /// Between two chunks of a large transaction (or two pages of a TRUNCATE), after
 /// the first was committed to RocksDB.
-pub const BETWEEN_CHUNKS: &str = "between_chunks";
+pub(crate) const BETWEEN_CHUNKS: &str = "between_chunks";
 /// Inside the initial load, after the first batch of copied rows was applied.
-pub const INSIDE_INITIAL_LOAD: &str = "inside_initial_load";
+pub(crate) const INSIDE_INITIAL_LOAD: &str = "inside_initial_load";
 /// After the initial load derived every anchor (the sink may be delivering them),
 /// before the load is marked done.
-pub const BEFORE_LOAD_DONE: &str = "before_load_done";
+pub(crate) const BEFORE_LOAD_DONE: &str = "before_load_done";
 
 fn armed() -> &'static Option<(String, u64)> {
     static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
@@ -31,7 +31,7 @@ fn armed() -> &'static Option<(String, u64)> {
 
 static HITS: AtomicU64 = AtomicU64::new(0);
 
-pub fn point(name: &str) {
+pub(crate) fn point(name: &str) {
     if let Some((armed, n)) = armed()
         && armed == name
         && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n

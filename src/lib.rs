@@ -7,12 +7,14 @@
 //!                              └──── confirm LSN ◀── progress ◀── sink ◀┘
 //! ```
 
+#![warn(unreachable_pub)]
+
 pub mod change;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod engine;
-pub mod fault;
+pub(crate) mod fault;
 pub mod lsn;
 #[cfg(feature = "oracle")]
 pub mod oracle;

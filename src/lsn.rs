@@ -36,10 +36,6 @@ impl<'de> Deserialize<'de> for Lsn {
 impl Lsn {
     pub const ZERO: Lsn = Lsn(0);
 
-    pub fn checked_sub(self, other: Lsn) -> Option<u64> {
-        self.0.checked_sub(other.0)
-    }
-
     /// Bytes from `other` up to `self`, zero when `other` is ahead.
     pub fn saturating_bytes_since(self, other: Lsn) -> u64 {
         self.0.saturating_sub(other.0)

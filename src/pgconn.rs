@@ -26,9 +26,10 @@ mod tls;
 mod url;
 mod verify;
 
-pub use facts::{TlsFacts, replication_tls_facts, tls_facts};
-pub use tls::{SYSTEM_ROOTS, client_config as tls_client_config};
-pub use url::redact_url;
+pub use facts::tls_facts;
+pub(crate) use facts::{TlsFacts, replication_tls_facts};
+pub(crate) use tls::{SYSTEM_ROOTS, client_config as tls_client_config};
+pub(crate) use url::redact_url;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -139,7 +140,7 @@ impl ConnTarget {
     }
 
     /// The host names (or addresses) of the URL, comma-separated.
-    pub fn host_names(&self) -> String {
+    pub(crate) fn host_names(&self) -> String {
         let names: Vec<String> = self
             .config
             .get_hosts()
@@ -274,7 +275,7 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client, PgConn
 /// Checks `url` without connecting: it parses, and its TLS settings make a
 /// configuration (the files it names exist and hold what they should). The error
 /// names the parameter and the file, never the password.
-pub fn check_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
     let target = parse_url(url).map_err(|e| e.to_string())?;
     tls::client_config(&target.tls).map(|_| ())
 }

@@ -38,7 +38,7 @@ pub struct Shard {
 impl Shard {
     /// SQL that is true when the lead id `column` (an SQL expression) is this
     /// shard's. Never raises.
-    pub fn predicate(&self, column: &str) -> String {
+    pub(crate) fn predicate(&self, column: &str) -> String {
         format!(
             "((hashtext({column}) & 2147483647) % {} = {})",
             self.count, self.index

@@ -76,12 +76,12 @@ impl Timestamp {
     /// Whole milliseconds from `earlier` to `self`, rounded down (floor, also when
     /// negative). Exact over the whole range (the difference of two far-apart
     /// timestamps does not fit an `i64` of microseconds).
-    pub fn floor_millis_since(self, earlier: Timestamp) -> i64 {
+    pub(crate) fn floor_millis_since(self, earlier: Timestamp) -> i64 {
         Self::floor_since(self, earlier, 1_000)
     }
 
     /// Whole seconds from `earlier` to `self`, rounded down (floor, also when negative).
-    pub fn floor_seconds_since(self, earlier: Timestamp) -> i64 {
+    pub(crate) fn floor_seconds_since(self, earlier: Timestamp) -> i64 {
         Self::floor_since(self, earlier, 1_000_000)
     }
 

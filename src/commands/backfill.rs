@@ -39,7 +39,7 @@ use crate::telemetry::progress::Progress;
 
 /// What `backfill` was asked to do.
 #[derive(Clone, Debug, Default)]
-pub struct BackfillOptions {
+pub(crate) struct BackfillOptions {
     /// Only anchors whose inbound message is at most this many days old reach the sink.
     pub lookback_days: Option<u32>,
     /// Rows per source batch and operations per sink transaction.
@@ -52,7 +52,7 @@ pub struct BackfillOptions {
 
 /// What a backfill wrote (or would write).
 #[derive(Debug, Default)]
-pub struct BackfillSummary {
+pub(crate) struct BackfillSummary {
     pub snapshot_lsn: crate::lsn::Lsn,
     /// Rows with a response per channel, in the lookback window.
     pub rows_by_channel: BTreeMap<String, u64>,
@@ -65,7 +65,7 @@ pub struct BackfillSummary {
 }
 
 impl BackfillSummary {
-    pub fn print(&self, options: &BackfillOptions) {
+    pub(crate) fn print(&self, options: &BackfillOptions) {
         let verb = if options.dry_run {
             "would upsert"
         } else {
@@ -111,7 +111,7 @@ impl BackfillSummary {
     }
 }
 
-pub async fn backfill(
+pub(crate) async fn backfill(
     settings: &Settings,
     options: &BackfillOptions,
 ) -> anyhow::Result<BackfillSummary> {

@@ -22,7 +22,7 @@ use crate::config::Settings;
 
 /// One reported check.
 #[derive(Clone, Debug)]
-pub struct Check {
+pub(crate) struct Check {
     pub connection: &'static str,
     pub name: &'static str,
     /// `None` when it passed, else how to fix it.
@@ -32,7 +32,7 @@ pub struct Check {
 
 /// Every check of one `replytime check` run.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub checks: Vec<Check>,
 }
 
@@ -61,12 +61,12 @@ impl Report {
         });
     }
 
-    pub fn problems(&self) -> usize {
+    pub(crate) fn problems(&self) -> usize {
         self.checks.iter().filter(|c| c.fix.is_some()).count()
     }
 
     /// The text `replytime check` prints.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let mut connection = "";
         for check in &self.checks {
@@ -102,7 +102,7 @@ const SINK: &str = "sink";
 const REPLICATION: &str = "replication";
 
 /// Runs every check.
-pub async fn run(settings: &Settings) -> Report {
+pub(crate) async fn run(settings: &Settings) -> Report {
     let mut report = Report::default();
     let admin = match crate::pgconn::connect(settings.source_url(), "replytime-check").await {
         Ok(client) => {
@@ -212,7 +212,7 @@ async fn replication_checks(settings: &Settings, admin: Option<&Client>, report:
 
 /// `validate-config`: the settings parse, their files exist, no unknown
 /// `REPLYTIME_*` variable is set; prints the settings with secrets redacted.
-pub fn validate_config(settings: &Settings) -> anyhow::Result<std::process::ExitCode> {
+pub(crate) fn validate_config(settings: &Settings) -> anyhow::Result<std::process::ExitCode> {
     settings.check_paths()?;
     let unknown = crate::config::unknown_env_names(std::env::vars().map(|(k, _)| k));
     if !unknown.is_empty() {

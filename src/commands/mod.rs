@@ -2,11 +2,11 @@
 //! subcommand's arguments (parsed by `crate::cli`) and calls into the layers below;
 //! errors carry their context up to `main`.
 
-pub mod backfill;
-pub mod check;
-pub mod ownership;
-pub mod repair;
+pub(crate) mod backfill;
+pub(crate) mod check;
+pub(crate) mod ownership;
+pub(crate) mod repair;
 pub mod report;
-pub mod run;
-pub mod simulate;
-pub mod status;
+pub(crate) mod run;
+pub(crate) mod simulate;
+pub(crate) mod status;

@@ -6,7 +6,7 @@ use crate::sink::{Sink, registry};
 use crate::source::admin::Teardown;
 
 /// Prints what `teardown` did.
-pub fn print_teardown(settings: &Settings, done: &Teardown) {
+pub(crate) fn print_teardown(settings: &Settings, done: &Teardown) {
     if done.slot_dropped {
         println!("dropped slot {:?}", settings.slot);
     } else if let Some(kept) = &done.slot_kept {
@@ -30,7 +30,7 @@ pub fn print_teardown(settings: &Settings, done: &Teardown) {
 }
 
 /// Removes the sink registration of `state_id`; returns the writer removed.
-pub async fn release_writer(settings: &Settings, state_id: &str) -> anyhow::Result<String> {
+pub(crate) async fn release_writer(settings: &Settings, state_id: &str) -> anyhow::Result<String> {
     let sink = Sink::for_settings(settings).await?;
     sink.migrate().await?;
     let all = registry::writers(sink.client()).await?;
@@ -51,7 +51,10 @@ pub async fn release_writer(settings: &Settings, state_id: &str) -> anyhow::Resu
 
 /// `teardown`: drops the slot and the publication (if replytime created it), only
 /// with `--yes`.
-pub async fn teardown(settings: &Settings, yes: bool) -> anyhow::Result<std::process::ExitCode> {
+pub(crate) async fn teardown(
+    settings: &Settings,
+    yes: bool,
+) -> anyhow::Result<std::process::ExitCode> {
     if !yes {
         anyhow::bail!(
             "teardown drops slot {:?} and publication {:?} (if replytime created it): pass --yes",

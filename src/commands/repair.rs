@@ -22,7 +22,7 @@ use crate::telemetry::progress::Progress;
 
 /// Where a replay starts.
 #[derive(Clone, Debug)]
-pub enum ReplayFrom {
+pub(crate) enum ReplayFrom {
     Lsn(Lsn),
     Time(Timestamp),
 }
@@ -51,7 +51,7 @@ async fn drain(store: &Store, sink: &mut Sink, settings: &Settings) -> anyhow::R
 }
 
 /// Re-applies the event log from `from`; returns transactions replayed.
-pub async fn replay(settings: &Settings, from: ReplayFrom) -> anyhow::Result<u64> {
+pub(crate) async fn replay(settings: &Settings, from: ReplayFrom) -> anyhow::Result<u64> {
     let (store, mut sink) = open(settings).await?;
     let start = match from {
         ReplayFrom::Lsn(lsn) => {
@@ -111,7 +111,7 @@ pub async fn replay(settings: &Settings, from: ReplayFrom) -> anyhow::Result<u64
 }
 
 /// Re-derives every anchor and upserts every row; returns rows written.
-pub async fn rebuild(settings: &Settings) -> anyhow::Result<usize> {
+pub(crate) async fn rebuild(settings: &Settings) -> anyhow::Result<usize> {
     let (store, mut sink) = open(settings).await?;
     drain(&store, &mut sink, settings).await?;
     let applied = store.applied_lsn()?;

@@ -16,7 +16,7 @@ use crate::telemetry::metrics::METRICS;
 /// retry cannot fix, SPEC 5) stops the pipeline but not the process: it keeps
 /// serving `/metrics` and `/readyz` with the reason, so alerts fire, until it is
 /// stopped, and then exits non-zero with the error.
-pub async fn run(settings: crate::config::Settings) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(settings: crate::config::Settings) -> anyhow::Result<ExitCode> {
     let health = Arc::new(Health::default());
     let listener = http::bind(settings.metrics_addr).await?;
     tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");

@@ -16,7 +16,7 @@ use crate::workload::{Generator, HistoryConfig};
 
 /// What to write.
 #[derive(Clone, Debug)]
-pub struct SimulateArgs {
+pub(crate) struct SimulateArgs {
     pub seed: u64,
     /// Source transactions to write (0 = until `duration` ends).
     pub transactions: u64,
@@ -29,7 +29,7 @@ pub struct SimulateArgs {
     pub create_schema: bool,
 }
 
-pub const SOURCE_SQL: &str = include_str!("../../schema/source.sql");
+pub(crate) const SOURCE_SQL: &str = include_str!("../../schema/source.sql");
 
 const BOOKING_EVERY: u64 = 10;
 
@@ -64,7 +64,7 @@ WHERE l.id = c.lead_id
   AND r.roll < CASE WHEN c.first_setter IS NULL THEN 0.5 ELSE 0.8 END
 "#;
 
-pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<()> {
     let client = crate::pgconn::connect(settings.source_url(), "replytime-simulate").await?;
     if args.create_schema {
         client.batch_execute(SOURCE_SQL).await?;

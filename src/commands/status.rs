@@ -11,7 +11,7 @@ use crate::pgconn::TlsFacts;
 use crate::store::StateSummary;
 
 #[derive(Debug, Default, Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     pub slot: String,
     /// `None` when the source could not be asked (see `problems`).
     pub slot_exists: Option<bool>,
@@ -38,13 +38,13 @@ pub struct Status {
 
 /// One connection's TLS facts.
 #[derive(Debug, Serialize)]
-pub struct ConnectionTls {
+pub(crate) struct ConnectionTls {
     pub connection: &'static str,
     #[serde(flatten)]
     pub tls: TlsFacts,
 }
 
-pub async fn collect(settings: &Settings) -> Status {
+pub(crate) async fn collect(settings: &Settings) -> Status {
     let mut status = Status {
         slot: settings.slot.clone(),
         event_log_retention_hours: settings.event_log_retention_hours,
@@ -206,7 +206,7 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-pub async fn print(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) async fn print(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     let status = collect(settings).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -264,7 +264,7 @@ pub async fn print(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> 
 }
 
 /// `quarantine`: lists the rows kept aside, newest first, at most `limit`.
-pub fn print_quarantine(settings: &Settings, limit: usize) -> anyhow::Result<ExitCode> {
+pub(crate) fn print_quarantine(settings: &Settings, limit: usize) -> anyhow::Result<ExitCode> {
     let store = crate::pipeline::open_store(settings)?;
     for record in store.quarantined(limit)? {
         println!(

@@ -20,7 +20,7 @@ use crate::store::{Cf, StoreTxn};
 /// An anchor as derived now: its lead, and its row unless the row is held because
 /// the lead (or its `clientId`) is unknown.
 #[derive(Debug, PartialEq, Eq)]
-pub struct DerivedAnchor {
+pub(crate) struct DerivedAnchor {
     pub lead_id: String,
     pub row: Option<TimingRow>,
     /// Why the row is held (`Some` exactly when `row` is `None`).
@@ -29,7 +29,7 @@ pub struct DerivedAnchor {
 
 /// Why an anchor's row is held back from the sink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HeldReason {
+pub(crate) enum HeldReason {
     /// No `"Lead"` row (yet): rows arrive in any order, so a short hold is normal.
     LeadMissing,
     /// The lead exists with a NULL `clientId`.
@@ -54,7 +54,10 @@ impl HeldReason {
 }
 
 /// Derives the anchor of `inbound_id`, or `None` when that message is not an anchor.
-pub fn derive(tx: &StoreTxn<'_>, inbound_id: &str) -> Result<Option<DerivedAnchor>, EngineError> {
+pub(super) fn derive(
+    tx: &StoreTxn<'_>,
+    inbound_id: &str,
+) -> Result<Option<DerivedAnchor>, EngineError> {
     let Some(inbound) = tx.get_record::<MessageRow>(Cf::Messages, inbound_id.as_bytes())? else {
         return Ok(None);
     };
@@ -211,7 +214,7 @@ fn ai_response(tx: &StoreTxn<'_>, row: &mut TimingRow) -> Result<(), EngineError
 }
 
 /// Whether the job's `runAt` strays more than a second from the chosen delay.
-pub fn delay_mismatch(row: &TimingRow) -> bool {
+pub(super) fn delay_mismatch(row: &TimingRow) -> bool {
     match (row.ai_scheduled_run_at, row.ai_chosen_delay_seconds) {
         (Some(run_at), Some(chosen)) => {
             let actual = run_at.0 - row.inbound_sent_at.0;

@@ -19,10 +19,10 @@ use crate::store::{Cf, StoreTxn};
 use crate::telemetry::metrics::ApplyStats;
 
 /// Rows a TRUNCATE deletes per page.
-pub const TRUNCATE_PAGE: usize = 1024;
+pub(super) const TRUNCATE_PAGE: usize = 1024;
 
-pub const INBOUND: &str = "inbound";
-pub const OUTBOUND: &str = "outbound";
+pub(super) const INBOUND: &str = "inbound";
+pub(super) const OUTBOUND: &str = "outbound";
 
 /// State of one application of changes.
 pub(super) struct Apply<'t, 'a> {
@@ -39,7 +39,7 @@ pub(super) struct Apply<'t, 'a> {
 }
 
 /// Where a message sits: (lead, channel, sentAt) when it is in a thread.
-pub fn thread_place(m: &MessageRow) -> Option<(&str, &str, Timestamp)> {
+pub(super) fn thread_place(m: &MessageRow) -> Option<(&str, &str, Timestamp)> {
     let direction = m.direction.as_deref()?;
     if direction != INBOUND && direction != OUTBOUND {
         return None;
@@ -61,7 +61,7 @@ fn ai_send_draft(m: &MessageRow) -> Option<&str> {
 }
 
 impl Apply<'_, '_> {
-    pub fn change(&mut self, change: &Change) -> Result<(), EngineError> {
+    pub(super) fn change(&mut self, change: &Change) -> Result<(), EngineError> {
         match change {
             Change::Insert(row) => self.put(row.clone(), true),
             Change::Update {
@@ -108,7 +108,7 @@ impl Apply<'_, '_> {
         }
     }
 
-    pub fn delete(&mut self, table: Table, id: &str) -> Result<(), EngineError> {
+    pub(super) fn delete(&mut self, table: Table, id: &str) -> Result<(), EngineError> {
         match table {
             Table::Message => self.delete_message(id),
             Table::AiDraft => self.delete_draft(id),
@@ -125,7 +125,11 @@ impl Apply<'_, '_> {
 
     /// Deletes up to `limit` rows of `table` (a page of a TRUNCATE); whether the
     /// table is empty now.
-    pub fn truncate_page(&mut self, table: Table, limit: usize) -> Result<bool, EngineError> {
+    pub(super) fn truncate_page(
+        &mut self,
+        table: Table,
+        limit: usize,
+    ) -> Result<bool, EngineError> {
         let cf = match table {
             Table::Message => Cf::Messages,
             Table::AiDraft => Cf::Drafts,

@@ -4,8 +4,8 @@
 use sha2::{Digest, Sha256};
 
 /// Delay bounds when a job's lead or campaign is unknown (SPEC 3.6).
-pub const DEFAULT_DELAY_MIN_SECONDS: i32 = 180;
-pub const DEFAULT_DELAY_MAX_SECONDS: i32 = 420;
+pub(crate) const DEFAULT_DELAY_MIN_SECONDS: i32 = 180;
+pub(crate) const DEFAULT_DELAY_MAX_SECONDS: i32 = 420;
 
 /// If `max <= min`, `min`; else `min + u64(first 8 bytes of SHA-256(id), BE) mod (max - min + 1)`.
 pub fn chosen_delay(message_id: &str, min: i32, max: i32) -> i32 {

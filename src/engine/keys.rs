@@ -25,17 +25,17 @@
 
 use crate::change::Timestamp;
 
-pub fn push_str(key: &mut Vec<u8>, s: &str) {
+pub(super) fn push_str(key: &mut Vec<u8>, s: &str) {
     key.extend_from_slice(&(s.len() as u32).to_be_bytes());
     key.extend_from_slice(s.as_bytes());
 }
 
-pub fn push_time(key: &mut Vec<u8>, t: Timestamp) {
+pub(super) fn push_time(key: &mut Vec<u8>, t: Timestamp) {
     key.extend_from_slice(&((t.0 as u64) ^ (1 << 63)).to_be_bytes());
 }
 
 /// Prefix of a thread's keys in `thread`, `inbound` and `setter`.
-pub fn thread_prefix(lead: &str, channel: &str) -> Vec<u8> {
+pub(super) fn thread_prefix(lead: &str, channel: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(8 + lead.len() + channel.len() + 32);
     push_str(&mut key, lead);
     push_str(&mut key, channel);
@@ -43,13 +43,13 @@ pub fn thread_prefix(lead: &str, channel: &str) -> Vec<u8> {
 }
 
 /// Appends a thread position (`sentAt`, `id`).
-pub fn push_pos(key: &mut Vec<u8>, sent_at: Timestamp, id: &str) {
+pub(super) fn push_pos(key: &mut Vec<u8>, sent_at: Timestamp, id: &str) {
     push_time(key, sent_at);
     key.extend_from_slice(id.as_bytes());
 }
 
 /// Length of the thread prefix (`str(lead) str(channel)`) a thread key starts with.
-pub fn thread_prefix_len(key: &[u8]) -> Option<usize> {
+pub(super) fn thread_prefix_len(key: &[u8]) -> Option<usize> {
     let str_end = |at: usize| -> Option<usize> {
         let len = u32::from_be_bytes(key.get(at..at + 4)?.try_into().ok()?) as usize;
         Some(at + 4 + len).filter(|end| *end <= key.len())
@@ -58,26 +58,26 @@ pub fn thread_prefix_len(key: &[u8]) -> Option<usize> {
 }
 
 /// The message id at the end of a key that ends with a position after `prefix_len`.
-pub fn id_after_pos(key: &[u8], prefix_len: usize) -> String {
+pub(super) fn id_after_pos(key: &[u8], prefix_len: usize) -> String {
     String::from_utf8_lossy(&key[prefix_len + 8..]).into_owned()
 }
 
-pub fn ai_send_prefix(draft: &str) -> Vec<u8> {
+pub(super) fn ai_send_prefix(draft: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(4 + draft.len() + 32);
     push_str(&mut key, draft);
     key
 }
 
-pub fn draft_trigger_prefix(trigger: &str, channel: &str) -> Vec<u8> {
+pub(super) fn draft_trigger_prefix(trigger: &str, channel: &str) -> Vec<u8> {
     thread_prefix(trigger, channel)
 }
 
-pub fn job_index_prefix(message: &str, draft: &str) -> Vec<u8> {
+pub(super) fn job_index_prefix(message: &str, draft: &str) -> Vec<u8> {
     thread_prefix(message, draft)
 }
 
 /// Appends `createdAt` so that NULL orders before every value, then the id.
-pub fn push_created_id(key: &mut Vec<u8>, created_at: Option<Timestamp>, id: &str) {
+pub(super) fn push_created_id(key: &mut Vec<u8>, created_at: Option<Timestamp>, id: &str) {
     match created_at {
         None => key.push(0),
         Some(t) => {
@@ -89,7 +89,7 @@ pub fn push_created_id(key: &mut Vec<u8>, created_at: Option<Timestamp>, id: &st
 }
 
 /// The job id at the end of a `job_index` key.
-pub fn job_id_of_index_key(key: &[u8], prefix_len: usize) -> String {
+pub(super) fn job_id_of_index_key(key: &[u8], prefix_len: usize) -> String {
     let rest = &key[prefix_len..];
     let id = if rest.first() == Some(&0) {
         &rest[1..]
@@ -99,7 +99,7 @@ pub fn job_id_of_index_key(key: &[u8], prefix_len: usize) -> String {
     String::from_utf8_lossy(id).into_owned()
 }
 
-pub fn lead_anchor_prefix(lead: &str) -> Vec<u8> {
+pub(super) fn lead_anchor_prefix(lead: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(4 + lead.len() + 32);
     push_str(&mut key, lead);
     key

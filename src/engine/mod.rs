@@ -64,14 +64,14 @@ use crate::row::{SinkOp, TimingRow};
 use crate::store::{Cf, OutboxEntry, PendingWrites, Store, StoreError, StoreTxn, meta};
 use crate::telemetry::metrics::ApplyStats;
 
-pub use anchor::{DerivedAnchor, HeldReason};
+pub(crate) use anchor::{DerivedAnchor, HeldReason};
 
 /// Position of a change in the stream: (commit LSN of its transaction, its number).
-pub type Stamp = (Lsn, u32);
+pub(crate) type Stamp = (Lsn, u32);
 
 /// The delay bounds recorded when a job's insert was applied (SPEC 3.6).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobDelay {
+pub(crate) struct JobDelay {
     pub min: i32,
     pub max: i32,
     pub stamp: Stamp,
@@ -80,7 +80,7 @@ pub struct JobDelay {
 /// What the engine knows of an anchor: its lead and the row the sink holds for it
 /// (`None` while held for an unknown lead).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AnchorRecord {
+pub(crate) struct AnchorRecord {
     pub lead_id: String,
     pub row: Option<TimingRow>,
 }
@@ -156,7 +156,7 @@ pub struct TxnOutcome {
 
 /// What a commit made durable: everything through `last` (the state's applied
 /// LSN is now `last.end_lsn`), with the outbox entries written.
-pub type Committed = Option<(TxnMeta, TxnOutcome)>;
+pub(crate) type Committed = Option<(TxnMeta, TxnOutcome)>;
 
 /// Small source transactions applied but not committed yet: they share one RocksDB
 /// commit (group commit, see [`Engine::commit`]). Each keeps its own outbox entry:

@@ -10,7 +10,7 @@ macro_rules! keep {
     };
 }
 
-pub fn merge_message(new: &mut MessageRow, old: &MessageRow, keep: impl Fn(&str) -> bool) {
+pub(super) fn merge_message(new: &mut MessageRow, old: &MessageRow, keep: impl Fn(&str) -> bool) {
     keep!(new, old, keep, {
         "leadId" => lead_id, "channel" => channel, "direction" => direction,
         "sentBy" => sent_by, "sentByUserId" => sent_by_user_id,
@@ -18,14 +18,14 @@ pub fn merge_message(new: &mut MessageRow, old: &MessageRow, keep: impl Fn(&str)
     });
 }
 
-pub fn merge_draft(new: &mut DraftRow, old: &DraftRow, keep: impl Fn(&str) -> bool) {
+pub(super) fn merge_draft(new: &mut DraftRow, old: &DraftRow, keep: impl Fn(&str) -> bool) {
     keep!(new, old, keep, {
         "leadId" => lead_id, "triggerMessageId" => trigger_message_id,
         "channel" => channel, "responseDisposition" => response_disposition,
     });
 }
 
-pub fn merge_job(new: &mut JobRow, old: &JobRow, keep: impl Fn(&str) -> bool) {
+pub(super) fn merge_job(new: &mut JobRow, old: &JobRow, keep: impl Fn(&str) -> bool) {
     keep!(new, old, keep, {
         "type" => job_type, "leadId" => lead_id, "messageId" => message_id,
         "draftId" => draft_id, "runAt" => run_at, "startedAt" => started_at,
@@ -33,11 +33,15 @@ pub fn merge_job(new: &mut JobRow, old: &JobRow, keep: impl Fn(&str) -> bool) {
     });
 }
 
-pub fn merge_lead(new: &mut LeadRow, old: &LeadRow, keep: impl Fn(&str) -> bool) {
+pub(super) fn merge_lead(new: &mut LeadRow, old: &LeadRow, keep: impl Fn(&str) -> bool) {
     keep!(new, old, keep, { "clientId" => client_id, "emailCampaignId" => email_campaign_id });
 }
 
-pub fn merge_campaign(new: &mut CampaignRow, old: &CampaignRow, keep: impl Fn(&str) -> bool) {
+pub(super) fn merge_campaign(
+    new: &mut CampaignRow,
+    old: &CampaignRow,
+    keep: impl Fn(&str) -> bool,
+) {
     keep!(new, old, keep, {
         "aiAutoSendDelayMinSeconds" => delay_min_seconds,
         "aiAutoSendDelayMaxSeconds" => delay_max_seconds,

@@ -7,7 +7,7 @@ use super::SourceTables;
 use crate::change::{CampaignRow, Change, JobRow, LeadRow, MessageRow, Row, Table};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Feature {
+pub(crate) enum Feature {
     BackdatedMessage,
     SameMicrosecondTie,
     NullSentAtInsert,
@@ -38,7 +38,7 @@ pub enum Feature {
 }
 
 impl Feature {
-    pub const ALL: [Feature; 27] = [
+    pub(crate) const ALL: [Feature; 27] = [
         Feature::BackdatedMessage,
         Feature::SameMicrosecondTie,
         Feature::NullSentAtInsert,
@@ -70,7 +70,7 @@ impl Feature {
 }
 
 /// Records the features `change` exercises, given the tables before it.
-pub fn observe(before: &SourceTables, change: &Change, seen: &mut BTreeSet<Feature>) {
+pub(crate) fn observe(before: &SourceTables, change: &Change, seen: &mut BTreeSet<Feature>) {
     match change {
         Change::Insert(row) => observe_insert(before, row, seen),
         Change::Update {

@@ -34,7 +34,7 @@ pub async fn tls_facts(client: &Client, target: &ConnTarget) -> Result<TlsFacts,
 /// The TLS of the walsender that holds `slot` (the replication connection), read
 /// over `client`; `None` when no session holds the slot. The walsender runs as the
 /// same role, so `pg_stat_ssl` shows its row.
-pub async fn replication_tls_facts(
+pub(crate) async fn replication_tls_facts(
     client: &Client,
     slot: &str,
     target: &ConnTarget,

@@ -36,7 +36,7 @@ use super::verify::{AcceptAnyCertificate, ChainOnly};
 use super::{SslMode, TlsSettings};
 
 /// The `sslrootcert` value that names the operating system's store.
-pub const SYSTEM_ROOTS: &str = "system";
+pub(crate) const SYSTEM_ROOTS: &str = "system";
 
 /// The connector of tokio-postgres for `settings`.
 pub(super) fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect, String> {
@@ -47,7 +47,7 @@ pub(super) fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect, Str
 
 /// The rustls configuration for `settings` (see the module doc); the error says
 /// what is wrong with the set-up, naming the file involved.
-pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
+pub(crate) fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -118,7 +118,7 @@ fn percent_decode(value: &str) -> String {
 
 /// `url` with its password (user info or `password` parameter) replaced by `***`,
 /// for logs and error messages.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return redact_key_values(url);
     };

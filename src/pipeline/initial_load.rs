@@ -33,7 +33,7 @@ use crate::store::{Cf, QuarantineRecord, meta};
 use crate::telemetry::metrics::METRICS;
 use crate::telemetry::progress::Progress;
 
-pub async fn run(ctx: &Arc<Context>, options: &EngineOptions) -> Result<(), PipelineError> {
+pub(super) async fn run(ctx: &Arc<Context>, options: &EngineOptions) -> Result<(), PipelineError> {
     load(ctx, options, true).await.map(|_| ())
 }
 

@@ -27,7 +27,7 @@ use super::PipelineError;
 const PAGE: i64 = 10_000;
 
 /// Seeds the delay records of the jobs the sink holds; returns how many.
-pub async fn seed(store: &Store, sink: &Sink, at: Lsn) -> Result<u64, PipelineError> {
+pub(super) async fn seed(store: &Store, sink: &Sink, at: Lsn) -> Result<u64, PipelineError> {
     let client = sink.client();
     let exists: bool = client
         .query_one(
@@ -83,7 +83,7 @@ pub async fn seed(store: &Store, sink: &Sink, at: Lsn) -> Result<u64, PipelineEr
 
 /// Removes the seeds of jobs the snapshot did not hold (deleted since the sink
 /// row was written); returns how many.
-pub fn drop_unused(store: &Store, at: Lsn) -> Result<u64, PipelineError> {
+pub(super) fn drop_unused(store: &Store, at: Lsn) -> Result<u64, PipelineError> {
     let mut from: Vec<u8> = Vec::new();
     let mut dropped = 0u64;
     loop {

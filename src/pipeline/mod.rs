@@ -17,11 +17,11 @@
 
 mod initial_load;
 mod kept_delays;
-pub mod ownership;
+pub(crate) mod ownership;
 pub mod policy;
-pub mod poller;
+pub(crate) mod poller;
 mod sink_task;
-pub mod strays;
+pub(crate) mod strays;
 mod streaming;
 
 use std::future::Future;
@@ -43,7 +43,7 @@ use crate::telemetry::health::Health;
 use crate::telemetry::metrics::METRICS;
 
 pub use initial_load::load as load_tables;
-pub use sink_task::{SinkShared, flush_batch};
+pub(crate) use sink_task::{SinkShared, flush_batch};
 
 /// Errors that stop the daemon, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ pub enum PipelineError {
 impl PipelineError {
     /// Whether restarting the stream from the durable LSN may help
     /// ([`policy::classify`] decides).
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         policy::classify(self) == policy::Next::Retry
     }
 }
@@ -87,7 +87,7 @@ pub struct Context {
 
 impl Context {
     /// The LSN that may be confirmed to the slot now (see the module doc).
-    pub fn confirmable(&self) -> Result<Lsn, StoreError> {
+    pub(crate) fn confirmable(&self) -> Result<Lsn, StoreError> {
         self.store.sync()?;
         let applied = self.store.applied_lsn()?;
         let lsn = if self.store.outbox_len()? == 0 {
@@ -100,7 +100,7 @@ impl Context {
     }
 }
 
-pub fn open_store(settings: &Settings) -> Result<Arc<Store>, StoreError> {
+pub(crate) fn open_store(settings: &Settings) -> Result<Arc<Store>, StoreError> {
     let options = StoreOptions {
         block_cache_bytes: settings.block_cache_bytes,
         read_cache_bytes: settings.read_cache_bytes,
@@ -236,7 +236,7 @@ async fn start(settings: Settings, health: &Arc<Health>) -> Result<Started, Pipe
 
 /// Brings the sink schema up to date and makes sure the publication covers the
 /// source tables (row-filtered to the shard's leads when sharded).
-pub async fn prepare_sink_and_publication(
+pub(crate) async fn prepare_sink_and_publication(
     settings: &Settings,
     admin: &tokio_postgres::Client,
     sink: &Sink,

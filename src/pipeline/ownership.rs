@@ -22,7 +22,7 @@ use crate::store::{Store, StoreError, meta};
 
 /// The slot a state created, as recorded before it was created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlotOwner {
+pub(crate) struct SlotOwner {
     pub slot: String,
     pub plugin: String,
     pub database: String,
@@ -47,7 +47,7 @@ pub enum OwnershipError {
 }
 
 /// This state's id, made (random, synced) on first use.
-pub fn state_id(store: &Store) -> Result<String, StoreError> {
+pub(crate) fn state_id(store: &Store) -> Result<String, StoreError> {
     if let Some(id) = store.get_meta::<String>(meta::STATE_ID)? {
         return Ok(id);
     }
@@ -74,18 +74,18 @@ fn random_id() -> String {
 }
 
 /// The slot this state recorded as its own, if any.
-pub fn recorded(store: &Store) -> Result<Option<SlotOwner>, StoreError> {
+pub(crate) fn recorded(store: &Store) -> Result<Option<SlotOwner>, StoreError> {
     store.get_meta::<SlotOwner>(meta::SLOT_OWNER)
 }
 
 /// Records, durably, that this state is about to create `slot`.
-pub fn record_intent(store: &Store, owner: &SlotOwner) -> Result<(), StoreError> {
+pub(crate) fn record_intent(store: &Store, owner: &SlotOwner) -> Result<(), StoreError> {
     store.put_meta(meta::SLOT_OWNER, owner)?;
     store.sync()
 }
 
 /// Whether `owner` (this state's record) names the slot found on the server.
-pub fn is_ours(
+pub(crate) fn is_ours(
     owner: Option<&SlotOwner>,
     slot: &str,
     database: Option<&str>,
@@ -103,7 +103,7 @@ pub fn is_ours(
 /// Refuses a slot found on the server that this state did not create. A state of
 /// an earlier release that finished its load from a pgoutput slot (before slots
 /// were recorded) adopts it once.
-pub fn check_found(
+pub(crate) fn check_found(
     store: &Store,
     slot: &str,
     database: &str,
@@ -148,7 +148,7 @@ pub fn check_found(
 }
 
 /// This instance as a writer of the sink.
-pub fn writer(settings: &crate::config::Settings, state_id: &str) -> registry::Writer {
+pub(crate) fn writer(settings: &crate::config::Settings, state_id: &str) -> registry::Writer {
     registry::Writer {
         state_id: state_id.to_string(),
         slot: settings.slot.clone(),
@@ -161,7 +161,7 @@ pub fn writer(settings: &crate::config::Settings, state_id: &str) -> registry::W
 /// Registers this instance as a writer of the sink (refused when another writer's
 /// claim overlaps); with `take_over_slot`, replaces the registration of the same
 /// slot and shard. Returns the registrations it replaced.
-pub async fn register_writer(
+pub(crate) async fn register_writer(
     settings: &crate::config::Settings,
     sink: &tokio_postgres::Client,
     state_id: &str,
@@ -180,7 +180,7 @@ const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Refreshes this writer's `last_seen` until the connection fails (a failure only
 /// ages the timestamp: the registration itself stays).
-pub async fn keep_registration_fresh(sink: tokio_postgres::Client, state_id: String) {
+pub(crate) async fn keep_registration_fresh(sink: tokio_postgres::Client, state_id: String) {
     loop {
         tokio::time::sleep(TOUCH_EVERY).await;
         if let Err(e) = registry::touch(&sink, &state_id).await {

@@ -31,7 +31,7 @@ use crate::telemetry::health::{Health, PollView, SlotView};
 use crate::telemetry::metrics::METRICS;
 
 /// How often the servers are asked. Alerts should move within seconds of a fault.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// A connect or query that takes longer counts as unreachable.
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Samples kept at most (a day of continuous WAL growth at the poll interval).
@@ -48,7 +48,7 @@ const UNDEFINED_TABLE: &str = "42P01";
 /// (time, WAL position) samples, kept while they can still date WAL the sink does
 /// not reflect. Pure: no clock, no IO.
 #[derive(Debug, Default)]
-pub struct WalSamples {
+pub(crate) struct WalSamples {
     /// Unix seconds, and the WAL position first seen then; positions increase.
     samples: VecDeque<(f64, Lsn)>,
 }
@@ -56,7 +56,7 @@ pub struct WalSamples {
 impl WalSamples {
     /// Records the WAL position seen at `time`; an unchanged position keeps the
     /// time it was first seen.
-    pub fn record(&mut self, time: f64, lsn: Lsn) {
+    pub(crate) fn record(&mut self, time: f64, lsn: Lsn) {
         if self.samples.back().is_some_and(|(_, last)| *last >= lsn) {
             return;
         }
@@ -68,7 +68,7 @@ impl WalSamples {
 
     /// Forgets samples the sink reflects, but the last of them (the base of the
     /// interpolation below).
-    pub fn prune(&mut self, reflected: Lsn) {
+    pub(crate) fn prune(&mut self, reflected: Lsn) {
         while self
             .samples
             .get(1)
@@ -82,7 +82,7 @@ impl WalSamples {
     /// every sample. Between two samples the WAL is taken to grow evenly, so the
     /// estimate is within one poll interval; before the first sample it is a lower
     /// bound (the age of that sample).
-    pub fn staleness(&self, now: f64, reflected: Lsn) -> f64 {
+    pub(crate) fn staleness(&self, now: f64, reflected: Lsn) -> f64 {
         let Some(first_after) = self.samples.iter().position(|(_, lsn)| *lsn > reflected) else {
             return 0.0;
         };
@@ -101,7 +101,7 @@ impl WalSamples {
 
 /// Polls until the process exits (the task is never stopped: it keeps reporting
 /// after the pipeline stopped).
-pub async fn run(settings: Settings, health: Arc<Health>) {
+pub(crate) async fn run(settings: Settings, health: Arc<Health>) {
     let mut poller = Poller {
         settings,
         health,

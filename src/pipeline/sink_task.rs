@@ -40,12 +40,12 @@ impl SinkShared {
     }
 
     /// Tells the sink task the outbox holds something new.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
 
     /// Whether the sink's last attempt succeeded.
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::SeqCst)
     }
 
@@ -61,16 +61,16 @@ impl SinkShared {
         self.wake.notify_one();
     }
 
-    pub fn is_paused(&self) -> bool {
+    pub(crate) fn is_paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
     }
 
-    pub fn done_lsn(&self) -> Lsn {
+    pub(crate) fn done_lsn(&self) -> Lsn {
         Lsn(self.done_lsn.load(Ordering::SeqCst))
     }
 }
 
-pub struct SinkTask {
+pub(super) struct SinkTask {
     /// The store, the settings (sink, shard, slot, batch size) and what the task
     /// shares with the rest of the daemon (`ctx.sink`).
     pub ctx: Arc<Context>,
@@ -80,7 +80,7 @@ pub struct SinkTask {
 
 impl SinkTask {
     /// Runs until stopped (after draining the outbox) or a fatal sink error.
-    pub async fn run(mut self, mut sink: Option<Sink>) -> Result<(), SinkError> {
+    pub(super) async fn run(mut self, mut sink: Option<Sink>) -> Result<(), SinkError> {
         let mut backoff = Duration::from_millis(200);
         loop {
             if self.ctx.sink.is_paused() {
@@ -164,7 +164,7 @@ impl SinkTask {
 /// one Postgres transaction with the progress row, then trims them from the outbox.
 /// `None` when the outbox was empty; else the end LSN of the last complete source
 /// transaction moved, if any.
-pub async fn flush_batch(
+pub(crate) async fn flush_batch(
     store: &Store,
     sink: &mut Sink,
     slot: &str,

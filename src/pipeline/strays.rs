@@ -9,7 +9,7 @@ use crate::store::{Cf, Store};
 /// Deletes the sink rows whose inbound message is not an anchor in the state (of
 /// those sent at or after `since`), in keyset pages over the unique index; returns
 /// how many (with `dry_run`, how many it would delete).
-pub async fn prune_strays(
+pub(crate) async fn prune_strays(
     store: &Store,
     sink: &Sink,
     since: Option<Timestamp>,

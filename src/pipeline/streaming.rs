@@ -24,7 +24,7 @@ use crate::store::{QuarantineRecord, meta};
 use crate::telemetry::metrics::METRICS;
 
 /// Prefix of replytime's heartbeat messages in the WAL.
-pub const HEARTBEAT_PREFIX: &str = "replytime.heartbeat";
+pub(super) const HEARTBEAT_PREFIX: &str = "replytime.heartbeat";
 
 /// Staged source transactions commit together once they hold this many row
 /// changes, or once the oldest has waited this long, or as soon as the stream has
@@ -42,7 +42,7 @@ struct OpenTxn {
 
 /// Streams until `shutdown` turns true (then drains the outbox, confirms what is
 /// durable and closes the session cleanly) or a fatal error.
-pub async fn stream_forever(
+pub(super) async fn stream_forever(
     ctx: Arc<Context>,
     admin: tokio_postgres::Client,
     mut engine: Engine,

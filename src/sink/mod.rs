@@ -31,7 +31,7 @@
 mod columns;
 mod error;
 mod migrate;
-pub mod registry;
+pub(crate) mod registry;
 mod sql;
 
 use std::collections::BTreeMap;
@@ -117,7 +117,9 @@ impl Sink {
     }
 
     /// The daemon's sink: `settings`' URL, restricted to its shard.
-    pub async fn for_settings(settings: &crate::config::Settings) -> Result<Sink, SinkError> {
+    pub(crate) async fn for_settings(
+        settings: &crate::config::Settings,
+    ) -> Result<Sink, SinkError> {
         Ok(Sink::connect(settings.sink_url())
             .await?
             .with_shard(settings.shard))

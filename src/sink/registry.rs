@@ -36,7 +36,7 @@ const REGISTRY_LOCK_KEY: i64 = 0x7274_7772_6974_6572;
 
 /// One registered writer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Writer {
+pub(crate) struct Writer {
     pub state_id: String,
     pub slot: String,
     pub shard: Option<Shard>,
@@ -46,7 +46,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "writer of slot {:?} ({}), state id {}, host {:?}, last seen {}",
             self.slot,
@@ -60,7 +60,7 @@ impl Writer {
 }
 
 /// Whether two writers' leads overlap.
-pub fn claims_overlap(a: Option<Shard>, b: Option<Shard>) -> bool {
+pub(crate) fn claims_overlap(a: Option<Shard>, b: Option<Shard>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a.count != b.count || a.index == b.index,
         _ => true,
@@ -68,7 +68,7 @@ pub fn claims_overlap(a: Option<Shard>, b: Option<Shard>) -> bool {
 }
 
 /// This machine's name, for the registry (best effort).
-pub fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -82,7 +82,7 @@ pub fn host_name() -> String {
 }
 
 /// Every registered writer.
-pub async fn writers(client: &Client) -> Result<Vec<Writer>, SinkError> {
+pub(crate) async fn writers(client: &Client) -> Result<Vec<Writer>, SinkError> {
     let rows = client
         .query(
             "SELECT state_id, slot, shard_index, shard_count, host, \
@@ -111,7 +111,7 @@ pub async fn writers(client: &Client) -> Result<Vec<Writer>, SinkError> {
 }
 
 /// The other writers whose claims overlap `me`'s.
-pub fn conflicts<'a>(me: &Writer, all: &'a [Writer]) -> Vec<&'a Writer> {
+pub(crate) fn conflicts<'a>(me: &Writer, all: &'a [Writer]) -> Vec<&'a Writer> {
     all.iter()
         .filter(|w| w.state_id != me.state_id && claims_overlap(w.shard, me.shard))
         .collect()
@@ -120,7 +120,7 @@ pub fn conflicts<'a>(me: &Writer, all: &'a [Writer]) -> Vec<&'a Writer> {
 /// Registers `me` unless another writer's claim overlaps; `take_over_slot`
 /// removes first the registrations of `me`'s own slot and shard (an explicit
 /// `backfill --recreate-slot` replaces the writer whose state was lost).
-pub async fn register(
+pub(crate) async fn register(
     client: &Client,
     me: &Writer,
     take_over_slot: bool,
@@ -179,22 +179,8 @@ async fn register_in_transaction(
     Ok(replaced)
 }
 
-/// Refuses when another writer's claim overlaps `me`'s (for commands that write
-/// the sink without registering: replay, rebuild).
-pub async fn check(client: &Client, me: &Writer) -> Result<(), SinkError> {
-    let all = writers(client).await?;
-    let refused: Vec<String> = conflicts(me, &all).iter().map(|w| w.describe()).collect();
-    if refused.is_empty() {
-        return Ok(());
-    }
-    Err(SinkError::WriterConflict {
-        me: me.describe(),
-        others: refused.join("; "),
-    })
-}
-
 /// Marks `state_id` as seen now.
-pub async fn touch(client: &Client, state_id: &str) -> Result<(), SinkError> {
+pub(crate) async fn touch(client: &Client, state_id: &str) -> Result<(), SinkError> {
     client
         .execute(
             "UPDATE replytime_writers SET last_seen = now() WHERE state_id = $1",
@@ -206,7 +192,7 @@ pub async fn touch(client: &Client, state_id: &str) -> Result<(), SinkError> {
 }
 
 /// Removes a registration; returns whether there was one.
-pub async fn release(client: &Client, state_id: &str) -> Result<bool, SinkError> {
+pub(crate) async fn release(client: &Client, state_id: &str) -> Result<bool, SinkError> {
     let n = client
         .execute(
             "DELETE FROM replytime_writers WHERE state_id = $1",

@@ -15,7 +15,7 @@ use crate::tables::TableMapping;
 
 /// What the source server is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerInfo {
+pub(crate) struct ServerInfo {
     pub system_identifier: String,
     pub timeline: i64,
     pub version_num: i32,
@@ -23,11 +23,10 @@ pub struct ServerInfo {
 
 /// A replication slot as `pg_replication_slots` shows it.
 #[derive(Clone, Debug)]
-pub struct SlotState {
+pub(crate) struct SlotState {
     pub plugin: Option<String>,
     pub database: Option<String>,
     pub confirmed_flush_lsn: Option<Lsn>,
-    pub restart_lsn: Option<Lsn>,
     pub wal_status: Option<String>,
     pub active_pid: Option<i32>,
 }
@@ -36,7 +35,7 @@ fn lsn_text(text: Option<String>) -> Option<Lsn> {
     text.and_then(|t| t.parse().ok())
 }
 
-pub async fn server_info(client: &Client) -> Result<ServerInfo, SourceError> {
+pub(crate) async fn server_info(client: &Client) -> Result<ServerInfo, SourceError> {
     let wal_level: String = client
         .query_one("SELECT current_setting('wal_level')", &[])
         .await
@@ -62,7 +61,7 @@ pub async fn server_info(client: &Client) -> Result<ServerInfo, SourceError> {
 }
 
 /// The connecting role must be allowed to replicate.
-pub async fn check_replication_privilege(client: &Client) -> Result<(), SourceError> {
+pub(crate) async fn check_replication_privilege(client: &Client) -> Result<(), SourceError> {
     let row = client
         .query_one(
             "SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
@@ -79,7 +78,10 @@ pub async fn check_replication_privilege(client: &Client) -> Result<(), SourceEr
 }
 
 /// Every mapped table exists with its required columns.
-pub async fn check_tables(client: &Client, mapping: &TableMapping) -> Result<(), SourceError> {
+pub(crate) async fn check_tables(
+    client: &Client,
+    mapping: &TableMapping,
+) -> Result<(), SourceError> {
     for table in Table::ALL {
         let name = mapping.table_name(table);
         let columns: Vec<String> = client
@@ -113,7 +115,7 @@ pub async fn check_tables(client: &Client, mapping: &TableMapping) -> Result<(),
 }
 
 /// `name` as a quoted identifier (`"` doubled), as libpq's `PQescapeIdentifier`.
-pub fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     postgres_protocol::escape::escape_identifier(name)
 }
 
@@ -126,7 +128,7 @@ fn quote_literal(text: &str) -> String {
 
 /// The columns replytime reads of `table`, quoted, in [`Table::logical_columns`]
 /// order: the publication's column list, and what the initial load selects.
-pub fn column_list(mapping: &TableMapping, table: Table) -> Vec<String> {
+pub(crate) fn column_list(mapping: &TableMapping, table: Table) -> Vec<String> {
     mapping
         .column_names(table)
         .into_iter()
@@ -189,7 +191,7 @@ async fn publication_entry(
 
 /// Creates the publication if it does not exist. An existing publication is left
 /// as the operator made it, but it must publish every mapped table.
-pub async fn ensure_publication(
+pub(crate) async fn ensure_publication(
     client: &Client,
     publication: &str,
     mapping: &TableMapping,
@@ -277,10 +279,13 @@ pub async fn ensure_publication(
     Ok(())
 }
 
-pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, SourceError> {
+pub(crate) async fn slot_state(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<SlotState>, SourceError> {
     let row = client
         .query_opt(
-            "SELECT plugin::text, database::text, confirmed_flush_lsn::text, restart_lsn::text, \
+            "SELECT plugin::text, database::text, confirmed_flush_lsn::text, \
                     wal_status, active_pid FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
@@ -290,14 +295,13 @@ pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>
         plugin: r.get(0),
         database: r.get(1),
         confirmed_flush_lsn: lsn_text(r.get(2)),
-        restart_lsn: lsn_text(r.get(3)),
-        wal_status: r.get(4),
-        active_pid: r.get(5),
+        wal_status: r.get(3),
+        active_pid: r.get(4),
     }))
 }
 
 /// The server's current WAL insert position.
-pub async fn current_wal_lsn(client: &Client) -> Result<Lsn, SourceError> {
+pub(crate) async fn current_wal_lsn(client: &Client) -> Result<Lsn, SourceError> {
     let text: String = client
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
@@ -307,11 +311,11 @@ pub async fn current_wal_lsn(client: &Client) -> Result<Lsn, SourceError> {
 }
 
 /// The comment on a publication replytime created.
-pub const CREATED_BY_REPLYTIME: &str = "created by replytime";
+pub(crate) const CREATED_BY_REPLYTIME: &str = "created by replytime";
 
 /// What `teardown` did.
 #[derive(Debug, Default)]
-pub struct Teardown {
+pub(crate) struct Teardown {
     pub slot_dropped: bool,
     /// A slot of the name that is not replytime's (another plugin or database),
     /// described; kept.
@@ -322,7 +326,7 @@ pub struct Teardown {
 }
 
 /// Whether the publication exists, and whether replytime created it.
-pub async fn publication_origin(
+pub(crate) async fn publication_origin(
     client: &Client,
     publication: &str,
 ) -> Result<Option<bool>, SourceError> {
@@ -340,7 +344,7 @@ pub async fn publication_origin(
 /// Drops the slot (if present and a pgoutput slot of this database) and the
 /// publication if replytime created it; a publication an admin created
 /// (deploy/postgres/grants.sql) and a slot of another tool are left in place.
-pub async fn teardown(
+pub(crate) async fn teardown(
     client: &Client,
     slot: &str,
     publication: &str,
@@ -384,7 +388,7 @@ pub async fn teardown(
 }
 
 /// Emits a non-transactional heartbeat message into the WAL.
-pub async fn emit_heartbeat(
+pub(crate) async fn emit_heartbeat(
     client: &Client,
     prefix: &str,
     payload: &str,
@@ -404,7 +408,7 @@ pub async fn emit_heartbeat(
 }
 
 /// Drops the slot if it exists (and is not in use).
-pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceError> {
+pub(crate) async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceError> {
     client
         .execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
@@ -417,7 +421,7 @@ pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceError> {
 
 /// Drops the slot once no connection holds it (a replication connection that just
 /// closed leaves its walsender for a moment); gives up after `wait`.
-pub async fn drop_inactive_slot(
+pub(crate) async fn drop_inactive_slot(
     client: &Client,
     slot: &str,
     wait: std::time::Duration,
@@ -451,7 +455,7 @@ pub async fn drop_inactive_slot(
 
 /// Tables of the mapping the connecting role may not SELECT (the initial load and
 /// `backfill` read them), as `schema.table`.
-pub async fn tables_without_select(
+pub(crate) async fn tables_without_select(
     client: &Client,
     mapping: &TableMapping,
 ) -> Result<Vec<String>, SourceError> {
@@ -475,7 +479,7 @@ pub async fn tables_without_select(
 }
 
 /// The role may SELECT every mapped table: checked before a slot is created.
-pub async fn check_select_privileges(
+pub(crate) async fn check_select_privileges(
     client: &Client,
     mapping: &TableMapping,
 ) -> Result<(), SourceError> {
@@ -495,7 +499,7 @@ pub async fn check_select_privileges(
 }
 
 /// Retained WAL of the slot in bytes, and its wal_status.
-pub async fn slot_retention(
+pub(crate) async fn slot_retention(
     client: &Client,
     slot: &str,
 ) -> Result<Option<(i64, Option<String>)>, SourceError> {

@@ -35,7 +35,7 @@ use crate::tables::{LogicalColumn, TableMapping, Value, ValueKind};
 
 /// One decoded pgoutput message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     Begin {
         final_lsn: Lsn,
         commit_time: Timestamp,
@@ -62,7 +62,7 @@ pub enum Decoded {
 
 /// A change of a row that cannot be placed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Quarantined {
+pub(crate) struct Quarantined {
     pub table: Table,
     /// Which columns were wrong; names, never values.
     pub reason: String,
@@ -210,7 +210,7 @@ struct ColumnSlot {
 
 /// Decodes a session's pgoutput messages, following its Relation messages.
 #[derive(Debug)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     mapping: TableMapping,
     /// Relation id → its mapped table, or `None` for a table replytime does not read.
     relations: HashMap<u32, Option<MappedRelation>>,
@@ -229,19 +229,15 @@ impl From<DecodeError> for Reject {
 }
 
 impl Decoder {
-    pub fn new(mapping: TableMapping) -> Self {
+    pub(crate) fn new(mapping: TableMapping) -> Self {
         Decoder {
             mapping,
             relations: HashMap::new(),
         }
     }
 
-    pub fn mapping(&self) -> &TableMapping {
-        &self.mapping
-    }
-
     /// Decodes one pgoutput message (one `XLogData` payload).
-    pub fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
         let change = match pgoutput::decode(bytes)? {
             PgOutputMessage::Begin(b) => {
                 return Ok(Decoded::Begin {
@@ -422,12 +418,12 @@ fn inserted_row(
 /// through the stream's own decoding ([`inserted_row`]), so a value is derived,
 /// quarantined or refused the same way whichever path it took.
 #[derive(Debug)]
-pub struct LoadShape {
+pub(crate) struct LoadShape {
     rel: MappedRelation,
 }
 
 impl LoadShape {
-    pub fn new(mapping: &TableMapping, table: Table) -> LoadShape {
+    pub(crate) fn new(mapping: &TableMapping, table: Table) -> LoadShape {
         let mut columns = table
             .logical_columns()
             .iter()
@@ -455,7 +451,7 @@ impl LoadShape {
     /// reads at `position`: every value as its text output, timestamps as
     /// `timestamptz` (the load's session is in UTC with `DateStyle = ISO`, so a
     /// `timestamp` column reads as UTC, as in the stream).
-    pub fn select_text(&self, position: usize, column: &str) -> String {
+    pub(crate) fn select_text(&self, position: usize, column: &str) -> String {
         let kind = match position {
             0 => ValueKind::Text,
             _ => self.rel.columns[position - 1].logical.kind,
@@ -467,7 +463,7 @@ impl LoadShape {
     }
 
     /// Decodes one loaded row: the change to apply, or the row to quarantine.
-    pub fn decode(&self, values: Vec<Option<&str>>) -> Result<Decoded, DecodeError> {
+    pub(crate) fn decode(&self, values: Vec<Option<&str>>) -> Result<Decoded, DecodeError> {
         let tuple = TupleData(
             values
                 .into_iter()

@@ -39,13 +39,13 @@ pub enum ProtocolError {
 /// Where the stream is: between transactions, or inside the one whose Begin
 /// announced its commit LSN.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Framing {
+pub(crate) struct Framing {
     open: Option<Lsn>,
 }
 
 impl Framing {
     /// A Begin announcing the commit LSN `final_lsn`.
-    pub fn begin(&mut self, final_lsn: Lsn) -> Result<(), ProtocolError> {
+    pub(crate) fn begin(&mut self, final_lsn: Lsn) -> Result<(), ProtocolError> {
         if let Some(open) = self.open {
             return Err(ProtocolError::NestedBegin {
                 open,
@@ -58,13 +58,13 @@ impl Framing {
 
     /// A row change (insert, update, delete, truncate, quarantined row) at `at`:
     /// the commit LSN of its transaction.
-    pub fn change(&self, at: Lsn) -> Result<Lsn, ProtocolError> {
+    pub(crate) fn change(&self, at: Lsn) -> Result<Lsn, ProtocolError> {
         self.open
             .ok_or(ProtocolError::ChangeOutsideTransaction { at })
     }
 
     /// A Commit: ends the open transaction, which must be the one it commits.
-    pub fn commit(&mut self, commit_lsn: Lsn, end_lsn: Lsn) -> Result<Lsn, ProtocolError> {
+    pub(crate) fn commit(&mut self, commit_lsn: Lsn, end_lsn: Lsn) -> Result<Lsn, ProtocolError> {
         let announced = self
             .open
             .take()
@@ -79,7 +79,8 @@ impl Framing {
     }
 
     /// Whether a transaction is open.
-    pub fn is_open(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_open(&self) -> bool {
         self.open.is_some()
     }
 }

@@ -13,7 +13,7 @@ use crate::change::{Change, Table};
 use crate::tables::TableMapping;
 
 /// `SELECT` of one keyset page: `$1` is the last id of the previous page (or NULL).
-pub fn page_sql(
+pub(crate) fn page_sql(
     mapping: &TableMapping,
     table: Table,
     limit: usize,
@@ -40,7 +40,7 @@ pub fn page_sql(
 
 /// Counts the rows without an id, which keyset pages cannot reach: each is
 /// quarantined ("null id"), as the stream quarantines such a change.
-pub fn null_ids_sql(
+pub(crate) fn null_ids_sql(
     mapping: &TableMapping,
     table: Table,
     shard: Option<crate::shard::Shard>,
@@ -59,14 +59,14 @@ pub fn null_ids_sql(
 
 /// One page of a table, decoded: the inserts to apply and the rows to quarantine.
 #[derive(Debug, Default)]
-pub struct Page {
+pub(crate) struct Page {
     pub changes: Vec<Change>,
     pub quarantined: Vec<Quarantined>,
 }
 
 /// Reads one page after `after`; returns the page and the last id seen (`None`
 /// once the table is done).
-pub async fn read_page(
+pub(crate) async fn read_page(
     client: &Client,
     sql: &tokio_postgres::Statement,
     shape: &LoadShape,
@@ -93,7 +93,7 @@ pub async fn read_page(
 
 /// Tables in load order: leads and campaigns first, so that jobs loaded later see
 /// them (the delay bounds recorded for a job come from its lead's campaign).
-pub const LOAD_ORDER: [Table; 5] = [
+pub(crate) const LOAD_ORDER: [Table; 5] = [
     Table::EmailCampaign,
     Table::Lead,
     Table::AiDraft,
@@ -102,7 +102,10 @@ pub const LOAD_ORDER: [Table; 5] = [
 ];
 
 /// Planner estimates of the mapped tables' row counts, for the ETA.
-pub async fn estimate_rows(client: &tokio_postgres::Client, mapping: &TableMapping) -> Option<u64> {
+pub(crate) async fn estimate_rows(
+    client: &tokio_postgres::Client,
+    mapping: &TableMapping,
+) -> Option<u64> {
     let mut total = 0u64;
     for table in Table::ALL {
         let row = client

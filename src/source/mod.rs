@@ -9,13 +9,13 @@
 //!  framing.rs  Begin … changes … Commit, or a protocol anomaly (pure)
 //! ```
 
-pub mod admin;
-pub mod decode;
-pub mod framing;
-pub mod load;
-pub mod pgoutput;
-pub mod relay;
-pub mod sent_columns;
+pub(crate) mod admin;
+pub(crate) mod decode;
+pub(crate) mod framing;
+pub(crate) mod load;
+pub(crate) mod pgoutput;
+pub(crate) mod relay;
+pub(crate) mod sent_columns;
 pub mod stream;
 
 use crate::lsn::Lsn;

@@ -26,7 +26,7 @@ use crate::lsn::Lsn;
 
 /// One pgoutput (proto_version 1) message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PgOutputMessage {
+pub(crate) enum PgOutputMessage {
     Begin(BeginBody),
     Commit(CommitBody),
     Origin(OriginBody),
@@ -41,7 +41,7 @@ pub enum PgOutputMessage {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BeginBody {
+pub(crate) struct BeginBody {
     /// LSN of the transaction's commit record.
     pub final_lsn: Lsn,
     pub commit_time: Timestamp,
@@ -49,7 +49,7 @@ pub struct BeginBody {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommitBody {
+pub(crate) struct CommitBody {
     /// Unused by Postgres 15 (always 0).
     pub flags: u8,
     pub commit_lsn: Lsn,
@@ -60,7 +60,7 @@ pub struct CommitBody {
 
 /// The replication origin a transaction came from (sent after its Begin).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OriginBody {
+pub(crate) struct OriginBody {
     pub commit_lsn: Lsn,
     pub name: String,
 }
@@ -68,7 +68,7 @@ pub struct OriginBody {
 /// The shape of a relation, sent before its first change in a session and again
 /// after every schema change.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RelationBody {
+pub(crate) struct RelationBody {
     pub id: u32,
     /// Empty for `pg_catalog`.
     pub namespace: String,
@@ -79,7 +79,7 @@ pub struct RelationBody {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RelationColumn {
+pub(crate) struct RelationColumn {
     /// Bit 1: the column is part of the replica identity key.
     pub flags: u8,
     pub name: String,
@@ -88,27 +88,27 @@ pub struct RelationColumn {
 }
 
 impl RelationColumn {
-    pub fn is_key(&self) -> bool {
+    pub(crate) fn is_key(&self) -> bool {
         self.flags & 1 != 0
     }
 }
 
 /// A non-built-in type used by a following Relation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TypeBody {
+pub(crate) struct TypeBody {
     pub oid: u32,
     pub namespace: String,
     pub name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InsertBody {
+pub(crate) struct InsertBody {
     pub relation_id: u32,
     pub new: TupleData,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpdateBody {
+pub(crate) struct UpdateBody {
     pub relation_id: u32,
     /// Sent when the key changed (`K`) or with `REPLICA IDENTITY FULL` (`O`).
     pub old: Option<OldTuple>,
@@ -116,14 +116,14 @@ pub struct UpdateBody {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeleteBody {
+pub(crate) struct DeleteBody {
     pub relation_id: u32,
     pub old: OldTuple,
 }
 
 /// The old row of an update or delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OldTuple {
+pub(crate) enum OldTuple {
     /// `K`: only the replica identity columns hold values, the others are null.
     Key(TupleData),
     /// `O`: the whole old row (`REPLICA IDENTITY FULL`).
@@ -131,7 +131,7 @@ pub enum OldTuple {
 }
 
 impl OldTuple {
-    pub fn tuple(&self) -> &TupleData {
+    pub(crate) fn tuple(&self) -> &TupleData {
         match self {
             OldTuple::Key(tuple) | OldTuple::Full(tuple) => tuple,
         }
@@ -139,24 +139,25 @@ impl OldTuple {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TruncateBody {
+pub(crate) struct TruncateBody {
     /// Bit 1: `CASCADE`, bit 2: `RESTART IDENTITY`.
     pub options: u8,
     pub relation_ids: Vec<u32>,
 }
 
+#[cfg(test)]
 impl TruncateBody {
-    pub fn cascade(&self) -> bool {
+    pub(crate) fn cascade(&self) -> bool {
         self.options & 1 != 0
     }
 
-    pub fn restart_identity(&self) -> bool {
+    pub(crate) fn restart_identity(&self) -> bool {
         self.options & 2 != 0
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogicalMessageBody {
+pub(crate) struct LogicalMessageBody {
     /// Sent inside its transaction (between Begin and Commit) when true.
     pub transactional: bool,
     pub lsn: Lsn,
@@ -166,12 +167,12 @@ pub struct LogicalMessageBody {
 
 /// The column values of one row, in the order of the relation's columns.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TupleData(pub Vec<ColumnValue>);
+pub(crate) struct TupleData(pub Vec<ColumnValue>);
 
 /// One column value. Text values stay bytes: decode.rs checks UTF-8 only for the
 /// columns it reads.
 #[derive(Clone, PartialEq, Eq)]
-pub enum ColumnValue {
+pub(crate) enum ColumnValue {
     Null,
     /// `u`: an unchanged value stored out of line (TOAST), not sent.
     UnchangedToast,
@@ -236,7 +237,7 @@ pub enum Problem {
 
 /// Decodes one pgoutput v1 message. Never panics; every error names the message
 /// type, the byte offset and what was wrong.
-pub fn decode(bytes: &[u8]) -> Result<PgOutputMessage, PgOutputError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<PgOutputMessage, PgOutputError> {
     let Some((&tag, _)) = bytes.split_first() else {
         return Err(PgOutputError {
             message: "empty",

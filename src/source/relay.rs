@@ -28,11 +28,11 @@ use super::SourceError;
 use crate::lsn::Lsn;
 
 /// Events queued before the relay waits for the loop.
-pub const RELAY_CAPACITY: usize = 1024;
+pub(crate) const RELAY_CAPACITY: usize = 1024;
 
 /// What one `recv()` of the connection returned: an event, the end of the stream
 /// (`None`), or the error that ended it.
-pub type Received = Result<Option<ReplicationEvent>, SourceError>;
+pub(crate) type Received = Result<Option<ReplicationEvent>, SourceError>;
 
 struct Queue {
     items: Mutex<Vec<Received>>,
@@ -43,7 +43,7 @@ struct Queue {
 }
 
 /// The loop's end of the relay.
-pub struct Relay {
+pub(crate) struct Relay {
     queue: Arc<Queue>,
     applied: watch::Sender<Lsn>,
     stop: Option<oneshot::Sender<()>>,
@@ -53,7 +53,7 @@ pub struct Relay {
 impl Relay {
     /// Starts relaying `client`'s events; `ack` is what the connection may report
     /// as applied until the loop confirms more.
-    pub fn spawn(client: ReplicationClient, ack: Lsn) -> Relay {
+    pub(crate) fn spawn(client: ReplicationClient, ack: Lsn) -> Relay {
         let queue = Arc::new(Queue {
             items: Mutex::new(Vec::with_capacity(RELAY_CAPACITY)),
             filled: Notify::new(),
@@ -72,7 +72,7 @@ impl Relay {
 
     /// Moves every queued event into `out` (which must be empty), waiting for one
     /// if none is queued. Cancel-safe: nothing is taken until it is returned.
-    pub async fn next_batch(&self, out: &mut Vec<Received>) {
+    pub(crate) async fn next_batch(&self, out: &mut Vec<Received>) {
         debug_assert!(out.is_empty(), "the previous batch was not consumed");
         loop {
             {
@@ -94,7 +94,7 @@ impl Relay {
 
     /// Reports `lsn` as applied to the server (see
     /// `ReplicationClient::update_applied_lsn`).
-    pub fn update_applied_lsn(&self, lsn: Lsn) {
+    pub(crate) fn update_applied_lsn(&self, lsn: Lsn) {
         self.applied.send_if_modified(|current| {
             let raised = lsn > *current;
             if raised {
@@ -106,7 +106,7 @@ impl Relay {
 
     /// Stops relaying and closes the stream cleanly (CopyDone); queued events are
     /// dropped.
-    pub async fn shutdown(&mut self) -> Result<(), SourceError> {
+    pub(crate) async fn shutdown(&mut self) -> Result<(), SourceError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

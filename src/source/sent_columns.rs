@@ -11,7 +11,11 @@ use crate::tables::TableMapping;
 
 /// Logs a warning per table of `publication` that sends columns replytime does
 /// not read. Advice only: a failure to read the catalog is logged, never fatal.
-pub async fn warn_unread_columns(client: &Client, publication: &str, mapping: &TableMapping) {
+pub(crate) async fn warn_unread_columns(
+    client: &Client,
+    publication: &str,
+    mapping: &TableMapping,
+) {
     if let Err(e) = check(client, publication, mapping).await {
         tracing::debug!(publication, error = %e, "could not read the publication's columns");
     }

@@ -126,13 +126,15 @@ pub async fn start_stream(
 
 /// A slot created with an exported snapshot: copy the tables at `snapshot` while
 /// `session` stays open, then drop the session and stream from `consistent_point`.
-pub struct NewSlot {
+pub(crate) struct NewSlot {
+    /// Never read: held open, since the snapshot lives as long as the session.
+    #[allow(dead_code)]
     pub session: ReplicationClient,
     pub consistent_point: Lsn,
     pub snapshot: String,
 }
 
-pub async fn create_slot_with_snapshot(
+pub(crate) async fn create_slot_with_snapshot(
     params: &ConnParams,
     options: &StreamOptions,
 ) -> Result<NewSlot, SourceError> {

@@ -29,9 +29,9 @@ use crate::lsn::Lsn;
 /// Changes [`Store::logged_transactions`] reads at most at once (past its first
 /// transaction, which comes whole).
 #[cfg(not(test))]
-pub const CHANGES_PER_READ: usize = 100_000;
+pub(super) const CHANGES_PER_READ: usize = 100_000;
 #[cfg(test)]
-pub const CHANGES_PER_READ: usize = 8;
+pub(crate) const CHANGES_PER_READ: usize = 8;
 
 /// Change number of a transaction's meta entry.
 const META_SEQ: u32 = u32::MAX;
@@ -41,7 +41,7 @@ const META_SEQ: u32 = u32::MAX;
 const CHUNK: u8 = 0xFF;
 
 /// Event log key: commit LSN then change number, both big-endian.
-pub fn event_key(commit_lsn: Lsn, seq: u32) -> [u8; 12] {
+pub(crate) fn event_key(commit_lsn: Lsn, seq: u32) -> [u8; 12] {
     let mut key = [0u8; 12];
     key[..8].copy_from_slice(&commit_lsn.to_be_bytes());
     key[8..].copy_from_slice(&seq.to_be_bytes());
@@ -85,7 +85,7 @@ fn assemble(commit_lsn: Lsn, pieces: Vec<(u32, Vec<Change>)>) -> Result<Vec<Chan
 
 impl StoreTxn<'_> {
     /// Logs changes of a transaction, numbered from `first_seq`.
-    pub fn log_changes(
+    pub(crate) fn log_changes(
         &self,
         commit_lsn: Lsn,
         first_seq: u32,
@@ -100,7 +100,7 @@ impl StoreTxn<'_> {
     }
 
     /// Logs a transaction's meta, which completes it in the log.
-    pub fn log_transaction(&self, meta: &TxnMeta) -> Result<(), StoreError> {
+    pub(crate) fn log_transaction(&self, meta: &TxnMeta) -> Result<(), StoreError> {
         self.put_record(Cf::EventLog, &event_key(meta.commit_lsn, META_SEQ), meta)
     }
 }
@@ -177,7 +177,7 @@ impl Store {
     }
 
     /// Commit LSN of the first logged transaction committed at or after `time`.
-    pub fn first_logged_at(&self, time: Timestamp) -> Result<Option<Lsn>, StoreError> {
+    pub(crate) fn first_logged_at(&self, time: Timestamp) -> Result<Option<Lsn>, StoreError> {
         let tx = self.begin();
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -204,7 +204,7 @@ impl Store {
     /// span it covers bounds its size). Deletes at most about 50,000 entries per
     /// call, so the caller (the streaming loop) never stalls on it; returns entries
     /// deleted. Starts after what earlier calls deleted, not over their tombstones.
-    pub fn trim_event_log(
+    pub(crate) fn trim_event_log(
         &self,
         older_than: Timestamp,
         newest: Lsn,
@@ -252,10 +252,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::event_key;
     use super::*;
     use crate::change::{MessageRow, Row};
     use crate::store::StoreOptions;
-    use crate::store::event_key;
 
     fn change(id: &str) -> Change {
         Change::Insert(Row::Message(MessageRow {

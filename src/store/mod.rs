@@ -32,15 +32,16 @@ use rocksdb::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use event_log::{LoggedTxn, event_key};
+pub use event_log::LoggedTxn;
 pub use outbox::OutboxEntry;
 pub use quarantine::QuarantineRecord;
-pub use txn::{PendingWrites, StoreTxn};
+pub(crate) use txn::PendingWrites;
+pub use txn::StoreTxn;
 
 use crate::lsn::Lsn;
 
 /// Version of the key layout and record formats. A mismatch is refused at open.
-pub const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_VERSION: u32 = 1;
 
 pub(crate) type Db = DBWithThreadMode<SingleThreaded>;
 
@@ -74,19 +75,19 @@ pub enum Cf {
 /// The RocksDB column families the logical families live in. Few physical families
 /// keep memtable memory bounded and opening cheap; each logical family owns a
 /// one-byte key prefix (its tag) inside its physical one.
-pub const PHYSICAL: [&str; 4] = ["state", "outbox", "event_log", "meta"];
+pub(crate) const PHYSICAL: [&str; 4] = ["state", "outbox", "event_log", "meta"];
 
 /// Index in [`PHYSICAL`] of the engine's family, the one the read cache serves.
 pub(crate) const STATE: usize = 0;
 
 impl Cf {
     /// (physical column family, tag byte prefixed to every key).
-    pub fn physical(self) -> (&'static str, u8) {
+    pub(crate) fn physical(self) -> (&'static str, u8) {
         (PHYSICAL[self.physical_index()], self as u8)
     }
 
     /// Index of the physical column family in [`PHYSICAL`].
-    pub fn physical_index(self) -> usize {
+    pub(crate) fn physical_index(self) -> usize {
         match self {
             Cf::Outbox => 1,
             Cf::EventLog => 2,
@@ -145,23 +146,23 @@ impl Cf {
 }
 
 /// Meta keys.
-pub mod meta {
-    pub const VERSION: &[u8] = b"state_version";
-    pub const APPLIED_LSN: &[u8] = b"applied_lsn";
-    pub const HELD_ANCHORS: &[u8] = b"held_anchors";
+pub(crate) mod meta {
+    pub(crate) const VERSION: &[u8] = b"state_version";
+    pub(crate) const APPLIED_LSN: &[u8] = b"applied_lsn";
+    pub(crate) const HELD_ANCHORS: &[u8] = b"held_anchors";
     /// Of the held anchors, those whose lead exists with a NULL `clientId`.
-    pub const HELD_NO_CLIENT: &[u8] = b"held_no_client";
-    pub const SYSTEM_ID: &[u8] = b"system_id";
-    pub const INITIAL_LOAD_DONE: &[u8] = b"initial_load_done";
+    pub(crate) const HELD_NO_CLIENT: &[u8] = b"held_no_client";
+    pub(crate) const SYSTEM_ID: &[u8] = b"system_id";
+    pub(crate) const INITIAL_LOAD_DONE: &[u8] = b"initial_load_done";
     /// An initial load let the sink task deliver while it derived, and has not
     /// finished: the sink may hold rows of that load's snapshot.
-    pub const LOAD_WROTE_SINK: &[u8] = b"load_wrote_sink";
+    pub(crate) const LOAD_WROTE_SINK: &[u8] = b"load_wrote_sink";
     /// This state's random identity: the same id is the same writer (a restarted
     /// pod on the same volume), another id is another writer.
-    pub const STATE_ID: &[u8] = b"state_id";
+    pub(crate) const STATE_ID: &[u8] = b"state_id";
     /// The replication slot this state created (`pipeline::ownership::SlotOwner`),
     /// written and synced before the slot is created.
-    pub const SLOT_OWNER: &[u8] = b"slot_owner";
+    pub(crate) const SLOT_OWNER: &[u8] = b"slot_owner";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -366,12 +367,12 @@ impl Store {
         }
     }
 
-    pub fn begin(&self) -> StoreTxn<'_> {
+    pub(crate) fn begin(&self) -> StoreTxn<'_> {
         StoreTxn::new(self, PendingWrites::default())
     }
 
     /// Continues a unit of work whose writes were kept by [`StoreTxn::into_pending`].
-    pub fn begin_with(&self, pending: PendingWrites) -> StoreTxn<'_> {
+    pub(crate) fn begin_with(&self, pending: PendingWrites) -> StoreTxn<'_> {
         StoreTxn::new(self, pending)
     }
 
@@ -417,7 +418,7 @@ impl Store {
     /// Bulk work (an initial load, deriving every anchor) reads each row about
     /// once: meanwhile the read cache keeps no rows and only a few threads, so
     /// it neither costs inserts nor holds memory for nothing.
-    pub fn set_bulk_reads(&self, on: bool) {
+    pub(crate) fn set_bulk_reads(&self, on: bool) {
         let bytes = if on {
             cache::BULK_BYTES.min(self.read_cache_bytes)
         } else {
@@ -462,11 +463,14 @@ impl Store {
         Ok((held.saturating_sub(no_client), no_client))
     }
 
-    pub fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub(crate) fn get_meta<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         self.begin().get_record(Cf::Meta, key)
     }
 
-    pub fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StoreError> {
+    pub(crate) fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StoreError> {
         let tx = self.begin();
         tx.put_record(Cf::Meta, key, value)?;
         tx.commit()
@@ -508,7 +512,7 @@ impl Store {
     }
 
     /// Approximate bytes on disk of all column families.
-    pub fn approximate_size(&self) -> u64 {
+    pub(crate) fn approximate_size(&self) -> u64 {
         PHYSICAL
             .iter()
             .filter_map(|name| {
@@ -577,7 +581,7 @@ impl Store {
 /// What `status` reads from a state directory, also while the daemon holds it
 /// (a read-only open takes no lock).
 #[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct StateSummary {
+pub(crate) struct StateSummary {
     pub applied_lsn: Lsn,
     pub outbox_entries: u64,
     pub held_anchors: u64,
@@ -590,7 +594,7 @@ pub struct StateSummary {
 }
 
 impl StateSummary {
-    pub fn read(path: &Path) -> Result<StateSummary, StoreError> {
+    pub(crate) fn read(path: &Path) -> Result<StateSummary, StoreError> {
         let db = rocksdb::DB::open_cf_for_read_only(&Options::default(), path, PHYSICAL, false)
             .map_err(|source| StoreError::RocksDb {
                 path: path.to_path_buf(),

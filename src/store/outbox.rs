@@ -25,7 +25,7 @@ pub struct OutboxEntry {
 
 impl StoreTxn<'_> {
     /// Appends an entry; returns its sequence number.
-    pub fn push_outbox(&self, entry: &OutboxEntry) -> Result<u64, StoreError> {
+    pub(crate) fn push_outbox(&self, entry: &OutboxEntry) -> Result<u64, StoreError> {
         let seq = self.store().next_outbox_seq.fetch_add(1, Ordering::SeqCst);
         self.put_record(Cf::Outbox, &seq.to_be_bytes(), entry)?;
         Ok(seq)
@@ -90,7 +90,7 @@ impl Store {
     /// range [head, next). A number reserved by a transaction that has not committed
     /// yet counts too, which only ever delays an idle advance. (Counting keys would
     /// step over the tombstones of every removed entry, on every status tick.)
-    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+    pub(crate) fn outbox_len(&self) -> Result<u64, StoreError> {
         let next = self.next_outbox_seq.load(Ordering::SeqCst);
         let head = self.outbox_head.load(Ordering::SeqCst);
         Ok(next.saturating_sub(head))

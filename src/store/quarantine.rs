@@ -16,7 +16,11 @@ pub struct QuarantineRecord {
 }
 
 impl StoreTxn<'_> {
-    pub fn put_quarantine(&self, seq: u32, record: &QuarantineRecord) -> Result<(), StoreError> {
+    pub(crate) fn put_quarantine(
+        &self,
+        seq: u32,
+        record: &QuarantineRecord,
+    ) -> Result<(), StoreError> {
         let mut key = record.commit_lsn.to_be_bytes().to_vec();
         key.extend_from_slice(&seq.to_be_bytes());
         self.put_record(Cf::Quarantine, &key, record)

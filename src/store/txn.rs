@@ -20,7 +20,7 @@ use super::cache::{self, LOAD_KEYS, Look, Range};
 use super::{Cf, Db, PHYSICAL, STATE, Store, StoreError, decode, encode};
 
 /// A key and its value.
-pub type KeyValue = (Vec<u8>, Vec<u8>);
+pub(super) type KeyValue = (Vec<u8>, Vec<u8>);
 
 type RawIter<'a> = DBRawIteratorWithThreadMode<'a, Db>;
 
@@ -32,13 +32,7 @@ type PendingWrite<'w> = (&'w Vec<u8>, &'w Option<Vec<u8>>);
 /// continued later ([`Store::begin_with`]): several source transactions can share
 /// one commit.
 #[derive(Default)]
-pub struct PendingWrites([Writes; PHYSICAL.len()]);
-
-impl PendingWrites {
-    pub fn is_empty(&self) -> bool {
-        self.0.iter().all(BTreeMap::is_empty)
-    }
-}
+pub(crate) struct PendingWrites([Writes; PHYSICAL.len()]);
 
 /// A unit of work: reads (walks too) see its own writes, and everything commits at
 /// once or not at all.
@@ -74,7 +68,7 @@ impl<'a> StoreTxn<'a> {
     }
 
     /// Ends the unit of work without committing, keeping its writes.
-    pub fn into_pending(self) -> PendingWrites {
+    pub(crate) fn into_pending(self) -> PendingWrites {
         PendingWrites(self.writes.take())
     }
 
@@ -155,7 +149,7 @@ impl<'a> StoreTxn<'a> {
         Ok(())
     }
 
-    pub fn get_record<T: DeserializeOwned>(
+    pub(crate) fn get_record<T: DeserializeOwned>(
         &self,
         cf: Cf,
         key: &[u8],
@@ -166,7 +160,7 @@ impl<'a> StoreTxn<'a> {
         }
     }
 
-    pub fn put_record<T: Serialize>(
+    pub(crate) fn put_record<T: Serialize>(
         &self,
         cf: Cf,
         key: &[u8],
@@ -274,7 +268,7 @@ impl<'a> StoreTxn<'a> {
 
     /// The smallest key that starts with `prefix` and is strictly greater than `after`
     /// (or any key with the prefix when `after` is `None`).
-    pub fn next_key(
+    pub(crate) fn next_key(
         &self,
         cf: Cf,
         prefix: &[u8],
@@ -285,7 +279,7 @@ impl<'a> StoreTxn<'a> {
 
     /// The greatest key that starts with `prefix` and is strictly less than `before`
     /// (or the last key with the prefix when `before` is `None`).
-    pub fn prev_key(
+    pub(crate) fn prev_key(
         &self,
         cf: Cf,
         prefix: &[u8],
@@ -295,7 +289,7 @@ impl<'a> StoreTxn<'a> {
     }
 
     /// [`StoreTxn::next_key`] with the key's value.
-    pub fn next_entry(
+    pub(crate) fn next_entry(
         &self,
         cf: Cf,
         prefix: &[u8],
@@ -311,7 +305,7 @@ impl<'a> StoreTxn<'a> {
     }
 
     /// [`StoreTxn::prev_key`] with the key's value.
-    pub fn prev_entry(
+    pub(crate) fn prev_entry(
         &self,
         cf: Cf,
         prefix: &[u8],
@@ -398,7 +392,7 @@ impl<'a> StoreTxn<'a> {
     }
 
     /// Up to `limit` keys with `prefix`, in order, starting after `after`.
-    pub fn keys_with_prefix(
+    pub(crate) fn keys_with_prefix(
         &self,
         cf: Cf,
         prefix: &[u8],
@@ -429,7 +423,12 @@ impl<'a> StoreTxn<'a> {
     }
 
     /// Up to `limit` (key, value) pairs of a column family from `from` (inclusive).
-    pub fn scan(&self, cf: Cf, from: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+    pub(crate) fn scan(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let tag = cf.physical().1;
         let mut out = Vec::new();
         if limit == 0 {

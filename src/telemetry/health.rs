@@ -61,12 +61,12 @@ pub struct Fatal {
 }
 
 /// The `kind` label values of `replytime_fatal_error`, all present from the start.
-pub const FATAL_KINDS: &[&str] = &[
+pub(crate) const FATAL_KINDS: &[&str] = &[
     "slot", "failover", "config", "decode", "sink", "state", "other",
 ];
 
 impl Health {
-    pub fn set_poll(&self, view: PollView) {
+    pub(crate) fn set_poll(&self, view: PollView) {
         *self.poll.lock().expect("health lock") = Some(view);
     }
 
@@ -74,7 +74,7 @@ impl Health {
         self.poll.lock().expect("health lock").clone()
     }
 
-    pub fn set_fatal(&self, fatal: Fatal) {
+    pub(crate) fn set_fatal(&self, fatal: Fatal) {
         *self.fatal.lock().expect("health lock") = Some(fatal);
     }
 

@@ -19,7 +19,7 @@ use super::metrics::METRICS;
 use super::health::Health;
 
 /// Binds the address (a clear error when it is in use) and serves until dropped.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -28,7 +28,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     })
 }
 
-pub async fn serve(listener: TcpListener, health: Arc<Health>) {
+pub(crate) async fn serve(listener: TcpListener, health: Arc<Health>) {
     loop {
         let Ok((mut socket, _)) = listener.accept().await else {
             continue;

@@ -36,7 +36,7 @@ impl ApplyStats {
 }
 
 /// The `reason` labels of `replytime_held_anchors`.
-pub const HELD_REASONS: [&str; 2] = ["lead_missing", "no_client"];
+pub(crate) const HELD_REASONS: [&str; 2] = ["lead_missing", "no_client"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -70,7 +70,7 @@ pub struct Metrics {
 }
 
 /// The `kind` label values of `replytime_errors_total`, all present from the start.
-pub const ERROR_KINDS: &[&str] = &["source", "sink"];
+pub(crate) const ERROR_KINDS: &[&str] = &["source", "sink"];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help)
@@ -345,7 +345,7 @@ impl Metrics {
         self
     }
 
-    pub fn record_apply(&self, stats: &ApplyStats) {
+    pub(crate) fn record_apply(&self, stats: &ApplyStats) {
         for ((table, op), n) in &stats.changes {
             self.changes.with_label_values(&[*table, *op]).inc_by(*n);
         }
@@ -361,7 +361,7 @@ impl Metrics {
         }
     }
 
-    pub fn set_lsn(&self, kind: &str, lsn: crate::lsn::Lsn) {
+    pub(crate) fn set_lsn(&self, kind: &str, lsn: crate::lsn::Lsn) {
         self.lsn.with_label_values(&[kind]).set(lsn.0 as i64);
     }
 

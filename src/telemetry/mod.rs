@@ -3,7 +3,7 @@
 //! and `/readyz`. A leaf: every layer may report here, and nothing here imports the
 //! layers that report.
 
-pub mod health;
-pub mod http;
+pub(crate) mod health;
+pub(crate) mod http;
 pub mod metrics;
-pub mod progress;
+pub(crate) mod progress;

@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-pub struct Progress {
+pub(crate) struct Progress {
     what: &'static str,
     total: Option<u64>,
     done: u64,
@@ -14,7 +14,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(what: &'static str, total: Option<u64>) -> Self {
+    pub(crate) fn new(what: &'static str, total: Option<u64>) -> Self {
         let now = Instant::now();
         Progress {
             what,
@@ -26,7 +26,7 @@ impl Progress {
         }
     }
 
-    pub fn advance(&mut self, n: u64) {
+    pub(crate) fn advance(&mut self, n: u64) {
         self.done += n;
         let every = if self.terminal {
             Duration::from_millis(200)
@@ -71,7 +71,7 @@ impl Progress {
         }
     }
 
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.report();
         if self.terminal {
             eprintln!();

@@ -220,6 +220,6 @@ impl HistoryConfig {
 }
 
 /// `sms`, `email`, `linkedin`.
-pub fn default_channels() -> Vec<String> {
+pub(super) fn default_channels() -> Vec<String> {
     ["sms", "email", "linkedin"].map(String::from).to_vec()
 }

@@ -33,7 +33,7 @@ use crate::change::Change;
 
 /// The environment variable that pins the seed of the property tests, to replay a
 /// failure: `REPLYTIME_PROPTEST_SEED=1234 cargo test …`.
-pub const PROPTEST_SEED_ENV: &str = "REPLYTIME_PROPTEST_SEED";
+pub(crate) const PROPTEST_SEED_ENV: &str = "REPLYTIME_PROPTEST_SEED";
 
 /// The seed pinned by `REPLYTIME_PROPTEST_SEED`, if set (decimal or `0x` hex).
 ///

@@ -13,7 +13,7 @@ use super::rng::Rng;
 
 /// The rows of one table, with O(1) insert, remove, lookup and uniform pick.
 #[derive(Debug)]
-pub struct Pool<R> {
+pub(crate) struct Pool<R> {
     ids: Vec<String>,
     rows: HashMap<String, (usize, R)>,
 }
@@ -28,24 +28,24 @@ impl<R> Default for Pool<R> {
 }
 
 impl<R> Pool<R> {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ids.len()
     }
 
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.rows.contains_key(id)
     }
 
-    pub fn get(&self, id: &str) -> Option<&R> {
+    pub(crate) fn get(&self, id: &str) -> Option<&R> {
         self.rows.get(id).map(|(_, row)| row)
     }
 
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut R> {
+    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut R> {
         self.rows.get_mut(id).map(|(_, row)| row)
     }
 
     /// Inserts or replaces the row of `id`.
-    pub fn put(&mut self, id: String, row: R) {
+    pub(crate) fn put(&mut self, id: String, row: R) {
         if let Some(slot) = self.rows.get_mut(&id) {
             slot.1 = row;
             return;
@@ -54,7 +54,7 @@ impl<R> Pool<R> {
         self.rows.insert(id, (self.ids.len() - 1, row));
     }
 
-    pub fn remove(&mut self, id: &str) -> Option<R> {
+    pub(crate) fn remove(&mut self, id: &str) -> Option<R> {
         let (index, row) = self.rows.remove(id)?;
         self.ids.swap_remove(index);
         if let Some(moved) = self.ids.get(index) {
@@ -63,13 +63,13 @@ impl<R> Pool<R> {
         Some(row)
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.ids.clear();
         self.rows.clear();
     }
 
     /// A uniformly chosen row.
-    pub fn pick(&self, rng: &mut Rng) -> Option<&R> {
+    pub(super) fn pick(&self, rng: &mut Rng) -> Option<&R> {
         let id = rng.pick(&self.ids)?;
         self.get(id)
     }
@@ -78,7 +78,7 @@ impl<R> Pool<R> {
 /// The current rows of the five tables, and AIDraft's unique
 /// (`triggerMessageId`, `channel`) index.
 #[derive(Debug, Default)]
-pub struct Model {
+pub(crate) struct Model {
     pub leads: Pool<LeadRow>,
     pub campaigns: Pool<CampaignRow>,
     pub messages: Pool<MessageRow>,
@@ -94,13 +94,13 @@ fn draft_key(draft: &DraftRow) -> Option<(String, String)> {
 impl Model {
     /// Whether a draft `draft_id` may have (`trigger`, `channel`) without breaking
     /// the unique index.
-    pub fn draft_key_free(&self, trigger: &str, channel: &str, draft_id: &str) -> bool {
+    pub(crate) fn draft_key_free(&self, trigger: &str, channel: &str, draft_id: &str) -> bool {
         self.draft_for(trigger, channel)
             .is_none_or(|owner| owner == draft_id)
     }
 
     /// The draft holding (`trigger`, `channel`) in the unique index, if any.
-    pub fn draft_for(&self, trigger: &str, channel: &str) -> Option<&str> {
+    pub(crate) fn draft_for(&self, trigger: &str, channel: &str) -> Option<&str> {
         self.draft_keys
             .get(&(trigger.to_string(), channel.to_string()))
             .map(String::as_str)
@@ -108,7 +108,7 @@ impl Model {
 
     /// Writes the true new contents of a row, replacing the row `old_id` (or its own
     /// id) if present.
-    pub fn write(&mut self, row: Row, old_id: Option<&str>) {
+    pub(crate) fn write(&mut self, row: Row, old_id: Option<&str>) {
         let key = old_id.unwrap_or(row.id()).to_string();
         self.delete(row.table(), &key);
         match row {
@@ -126,7 +126,7 @@ impl Model {
         }
     }
 
-    pub fn delete(&mut self, table: Table, id: &str) {
+    pub(crate) fn delete(&mut self, table: Table, id: &str) {
         match table {
             Table::Lead => _ = self.leads.remove(id),
             Table::EmailCampaign => _ = self.campaigns.remove(id),
@@ -140,7 +140,7 @@ impl Model {
         }
     }
 
-    pub fn truncate(&mut self, table: Table) {
+    pub(crate) fn truncate(&mut self, table: Table) {
         match table {
             Table::Lead => self.leads.clear(),
             Table::EmailCampaign => self.campaigns.clear(),

@@ -3,16 +3,16 @@
 
 /// SplitMix64 (Steele, Lea and Flood), with the few draws the generator needs.
 #[derive(Clone, Debug)]
-pub struct Rng {
+pub(super) struct Rng {
     state: u64,
 }
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(super) fn new(seed: u64) -> Self {
         Rng { state: seed }
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(super) fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -21,26 +21,26 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (`n > 0`); the modulo bias is irrelevant for test data.
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         debug_assert!(n > 0);
         (self.next_u64() % n as u64) as usize
     }
 
     /// Uniform in `low..=high`.
-    pub fn between(&mut self, low: i64, high: i64) -> i64 {
+    pub(super) fn between(&mut self, low: i64, high: i64) -> i64 {
         debug_assert!(low <= high);
         let span = (high - low) as u64 + 1;
         low + (self.next_u64() % span) as i64
     }
 
     /// True with probability `p` (clamped to 0..=1).
-    pub fn chance(&mut self, p: f64) -> bool {
+    pub(super) fn chance(&mut self, p: f64) -> bool {
         // 53 random bits give a uniform float in [0, 1).
         let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         unit < p
     }
 
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+    pub(super) fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
         if items.is_empty() {
             None
         } else {
@@ -50,7 +50,7 @@ impl Rng {
 
     /// An index drawn with probability proportional to its weight; `None` when all
     /// weights are zero.
-    pub fn weighted(&mut self, weights: &[u32]) -> Option<usize> {
+    pub(super) fn weighted(&mut self, weights: &[u32]) -> Option<usize> {
         let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
         if total == 0 {
             return None;

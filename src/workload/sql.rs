@@ -17,7 +17,7 @@ use crate::change::{
 /// `unchanged` ones (keeping the stored value, as an unchanged TOAST value does) and
 /// finds the row by its old id; a truncate lists all its tables in one statement.
 /// A message insert also fills the reference schema's `body`, which replytime drops.
-pub fn change_to_sql(change: &Change) -> String {
+pub(crate) fn change_to_sql(change: &Change) -> String {
     match change {
         Change::Insert(row) => insert_sql(row),
         Change::Update {

@@ -22,7 +22,7 @@ macro_rules! blank {
 /// Blanks (sets to NULL) a random subset of the non-NULL columns that `new` shares
 /// with `old`, and returns their logical names as the update's `unchanged` list.
 /// Leads and campaigns are left whole: their columns are never toasted in practice.
-pub fn blank_unchanged(new: Row, old: &Row, rng: &mut Rng) -> (Row, Vec<String>) {
+pub(super) fn blank_unchanged(new: Row, old: &Row, rng: &mut Rng) -> (Row, Vec<String>) {
     let mut unchanged = Vec::new();
     let row = match (new, old) {
         (Row::Message(mut m), Row::Message(o)) => {

@@ -29,7 +29,7 @@ const TREND_HEIGHT: f64 = PLOT_TOP + PLOT_HEIGHT + 20.0;
 
 /// One bar of a booking chart: a bucket's booking rate and its interval.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BookingBar {
+pub(super) struct BookingBar {
     pub label: String,
     pub booked: u64,
     pub eligible: u64,
@@ -37,7 +37,7 @@ pub struct BookingBar {
 
 /// A named line of a trend chart (`None` = no value that period).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Series {
+pub(super) struct Series {
     pub name: String,
     /// CSS class giving its colour (`s1`, `s2`).
     pub class: &'static str,
@@ -45,7 +45,7 @@ pub struct Series {
 }
 
 /// `&`, `<`, `>`, `"` escaped for text and attribute values.
-pub fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -81,7 +81,7 @@ fn rate_scale(bars: &[BookingBar]) -> f64 {
 
 /// Horizontal bars of booking rate per bucket, each with its 95% Wilson
 /// interval as a whisker and `rate · interval · n` beside its label.
-pub fn booking_bars(title: &str, bars: &[BookingBar]) -> String {
+pub(super) fn booking_bars(title: &str, bars: &[BookingBar]) -> String {
     let scale = rate_scale(bars);
     let x = |rate: f64| (rate / scale * WIDTH).clamp(0.0, WIDTH);
     let height = bars.len() as f64 * ROW_HEIGHT + 22.0;
@@ -203,7 +203,12 @@ fn y_axis(svg: &mut String, top_label: &str, mid_label: &str) {
 
 /// Columns per period: the whole column is `total` (anchors), its darker lower
 /// part `part` (answered).
-pub fn stacked_columns(title: &str, labels: &[String], total: &[u64], part: &[u64]) -> String {
+pub(super) fn stacked_columns(
+    title: &str,
+    labels: &[String],
+    total: &[u64],
+    part: &[u64],
+) -> String {
     let mut svg = open_svg(TREND_HEIGHT, title);
     let max = nice_ceiling(total.iter().copied().max().unwrap_or(0) as f64);
     y_axis(&mut svg, &format!("{max}"), &format!("{}", max / 2.0));
@@ -229,7 +234,7 @@ pub fn stacked_columns(title: &str, labels: &[String], total: &[u64], part: &[u6
 
 /// Lines of durations (milliseconds) per period, one per series, broken where a
 /// period has no value, with a dot on every value.
-pub fn duration_lines(title: &str, labels: &[String], series: &[Series]) -> String {
+pub(super) fn duration_lines(title: &str, labels: &[String], series: &[Series]) -> String {
     let mut svg = open_svg(TREND_HEIGHT, title);
     let max = series
         .iter()

@@ -56,7 +56,7 @@ th{font-weight:600;color:#38414d}td.n{text-align:right;white-space:nowrap}\
 table{font-size:8pt}section{break-inside:avoid-page}figure{max-width:16cm}\
 .warning{border:1px solid #c2410c}}";
 
-pub fn render(report: &Report) -> String {
+pub(super) fn render(report: &Report) -> String {
     let mut page = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",

@@ -19,7 +19,7 @@ const WEEKDAYS: [&str; 7] = [
 /// Business hours: ISO weekdays and local times [start, end), wrapping past
 /// midnight when start > end.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BusinessHours {
+pub(super) struct BusinessHours {
     pub enabled: bool,
     pub days: Vec<i32>,
     pub start: NaiveTime,
@@ -27,7 +27,7 @@ pub struct BusinessHours {
 }
 
 /// The checked `[from, to)` of whole local days.
-pub fn check_window(from: NaiveDate, to: NaiveDate) -> Result<(), String> {
+pub(super) fn check_window(from: NaiveDate, to: NaiveDate) -> Result<(), String> {
     if from >= to {
         return Err(format!(
             "--from {from} must be before --to {to} (--to is exclusive: --from 2024-03-01 --to 2024-04-01 is March)"
@@ -38,7 +38,7 @@ pub fn check_window(from: NaiveDate, to: NaiveDate) -> Result<(), String> {
 
 /// Weekdays like `mon-fri`, `sat,sun`, `mon,wed-fri`, `fri-mon` (wraps) or ISO
 /// numbers `1-5`; sorted, without duplicates.
-pub fn parse_days(spec: &str) -> Result<Vec<i32>, String> {
+pub(super) fn parse_days(spec: &str) -> Result<Vec<i32>, String> {
     let mut days = Vec::new();
     for item in spec.split(',').map(str::trim) {
         let (first, last) = match item.split_once('-') {
@@ -78,7 +78,7 @@ fn parse_day(token: &str) -> Result<i32, String> {
 
 /// `09:00-17:00` (or with seconds); start > end wraps past midnight
 /// (`22:00-06:00`), `18:00-00:00` runs to midnight.
-pub fn parse_time_range(spec: &str) -> Result<(NaiveTime, NaiveTime), String> {
+pub(super) fn parse_time_range(spec: &str) -> Result<(NaiveTime, NaiveTime), String> {
     let bad = || format!("--business-time: {spec:?} is not a range like 09:00-17:00");
     let (start, end) = spec.split_once('-').ok_or_else(bad)?;
     let parse = |t: &str| {

@@ -27,7 +27,7 @@ pub enum Format {
 
 /// What the report ran with and what it found.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Report {
+pub(super) struct Report {
     pub parameters: Vec<(String, Value)>,
     /// What the reader should know before trusting the numbers (an unknown
     /// client, an empty window).
@@ -37,7 +37,7 @@ pub struct Report {
 
 impl Report {
     /// A parameter's value, if the report has it.
-    pub fn parameter(&self, key: &str) -> Option<&Value> {
+    pub(super) fn parameter(&self, key: &str) -> Option<&Value> {
         self.parameters
             .iter()
             .find(|(k, _)| k == key)
@@ -45,7 +45,7 @@ impl Report {
     }
 }
 
-pub fn render(report: &Report, format: Format) -> String {
+pub(super) fn render(report: &Report, format: Format) -> String {
     match format {
         Format::Table => text::render(report),
         Format::Html => html::render(report),
@@ -129,7 +129,7 @@ impl Serialize for JsonRow<'_> {
 }
 
 /// The 95% Wilson interval of a row's booking rate (booked of eligible).
-pub fn booking_interval(columns: &[String], values: &[Value]) -> Option<(f64, f64)> {
+pub(super) fn booking_interval(columns: &[String], values: &[Value]) -> Option<(f64, f64)> {
     let count = |name: &str| {
         columns
             .iter()

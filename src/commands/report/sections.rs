@@ -14,7 +14,7 @@ use super::params::BusinessHours;
 
 /// One result set: a section of the report.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Table {
+pub(super) struct Table {
     /// JSON key and CSV `section` value.
     pub key: &'static str,
     pub title: &'static str,
@@ -24,7 +24,7 @@ pub struct Table {
 
 /// Everything the window sections are called with.
 #[derive(Clone, Debug)]
-pub struct WindowParams {
+pub(super) struct WindowParams {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub client: Option<String>,
@@ -88,7 +88,7 @@ impl Arg {
 
 /// A section of the window report: an analytics function and the arguments it takes.
 #[derive(Debug)]
-pub struct Section {
+pub(super) struct Section {
     /// The `--section` value.
     pub flag: &'static str,
     /// JSON key and CSV `section` value.
@@ -141,7 +141,7 @@ const TOP_SETTER_ARGS: &[Arg] = &[
 ];
 
 /// The window report's sections, in print order.
-pub const SECTIONS: [Section; 8] = [
+pub(super) const SECTIONS: [Section; 8] = [
     Section {
         flag: "setter",
         key: "setterResponseTime",
@@ -201,7 +201,7 @@ pub const SECTIONS: [Section; 8] = [
 ];
 
 /// The `--section` values, in print order.
-pub fn section_flags() -> Vec<&'static str> {
+pub(super) fn section_flags() -> Vec<&'static str> {
     SECTIONS.iter().map(|s| s.flag).collect()
 }
 
@@ -217,7 +217,11 @@ impl Section {
         format!("SELECT * FROM {}({})", self.function, args.join(", "))
     }
 
-    pub async fn fetch(&self, client: &Client, params: &WindowParams) -> anyhow::Result<Table> {
+    pub(super) async fn fetch(
+        &self,
+        client: &Client,
+        params: &WindowParams,
+    ) -> anyhow::Result<Table> {
         let values: Vec<&(dyn ToSql + Sync)> =
             self.args.iter().map(|arg| arg.value(params)).collect();
         fetch(client, self.key, self.title, &self.select(), &values).await
@@ -225,13 +229,13 @@ impl Section {
 }
 
 /// One lead's booking columns (through the mapped lead table).
-pub async fn fetch_lead(client: &Client, lead_id: &str) -> anyhow::Result<Table> {
+pub(super) async fn fetch_lead(client: &Client, lead_id: &str) -> anyhow::Result<Table> {
     let select = "SELECT * FROM replytime_source_leads() WHERE id = $1";
     fetch(client, "lead", "Lead", select, &[&lead_id]).await
 }
 
 /// One lead's anchors, oldest first: the most recent `limit` inside the optional window.
-pub async fn fetch_lead_anchors(
+pub(super) async fn fetch_lead_anchors(
     client: &Client,
     lead_id: &str,
     window: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
@@ -292,7 +296,7 @@ fn json_row(columns: &[String], text: &str) -> anyhow::Result<Vec<Value>> {
 /// Adds a `partial` column to a table with a `weekStart` column: true for a week
 /// that starts before `from` or ends after `to` (exclusive), whose counts hold
 /// only its days inside the window.
-pub fn mark_partial_weeks(table: &mut Table, from: NaiveDate, to: NaiveDate) {
+pub(super) fn mark_partial_weeks(table: &mut Table, from: NaiveDate, to: NaiveDate) {
     let Some(week) = table.columns.iter().position(|c| c == "weekStart") else {
         return;
     };
@@ -305,7 +309,7 @@ pub fn mark_partial_weeks(table: &mut Table, from: NaiveDate, to: NaiveDate) {
 }
 
 /// `HH:MM` of a business-hours bound, for the report header.
-pub fn hhmm(t: NaiveTime) -> String {
+pub(super) fn hhmm(t: NaiveTime) -> String {
     t.format("%H:%M").to_string()
 }
 

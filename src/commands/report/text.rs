@@ -15,11 +15,11 @@ use super::sections::Table;
 use super::units::{self, ColumnKind};
 
 /// Columns for machines (JSON, CSV), not for readers.
-pub const HIDDEN_COLUMNS: [&str; 2] = ["bucketOrder", "partial"];
+pub(super) const HIDDEN_COLUMNS: [&str; 2] = ["bucketOrder", "partial"];
 /// Shown only when `businessHours` is true.
 const BUSINESS_PARAMETERS: [&str; 2] = ["businessDays", "businessTime"];
 /// The outcome columns of a booking section, in the order they add up.
-pub const OUTCOME_COLUMNS: [&str; 5] = [
+pub(super) const OUTCOME_COLUMNS: [&str; 5] = [
     "booked",
     "notBooked",
     "bookedNoTimestamp",
@@ -27,13 +27,13 @@ pub const OUTCOME_COLUMNS: [&str; 5] = [
     "excluded",
 ];
 /// What `canceled` and `excluded` mean, under each booking section.
-pub const OUTCOME_NOTE: &str = "canceled = booked within the attribution window, then canceled: a subset of notBooked. \
+pub(super) const OUTCOME_NOTE: &str = "canceled = booked within the attribution window, then canceled: a subset of notBooked. \
      excluded = booked at or before the response: in no other column. \
      eligible = booked + notBooked.";
 /// Under a table with a partial week.
-pub const PARTIAL_NOTE: &str = "(partial) = the week starts before --from or ends after --to: only its days inside the window count.";
+pub(super) const PARTIAL_NOTE: &str = "(partial) = the week starts before --from or ends after --to: only its days inside the window count.";
 
-pub fn render(report: &Report) -> String {
+pub(super) fn render(report: &Report) -> String {
     let mut out = String::from("replytime report\n");
     let parameters = visible_parameters(report);
     let width = parameters.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -66,7 +66,7 @@ pub fn render(report: &Report) -> String {
 }
 
 /// The parameters a reader needs: business days and hours only when they apply.
-pub fn visible_parameters(report: &Report) -> Vec<(String, Value)> {
+pub(super) fn visible_parameters(report: &Report) -> Vec<(String, Value)> {
     let business_on = report.parameter("businessHours") != Some(&Value::Bool(false));
     report
         .parameters
@@ -77,7 +77,7 @@ pub fn visible_parameters(report: &Report) -> Vec<(String, Value)> {
 }
 
 /// A header value: weekdays by name, everything else as a cell.
-pub fn parameter_text(key: &str, value: &Value) -> String {
+pub(super) fn parameter_text(key: &str, value: &Value) -> String {
     const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
     match (key, value) {
         ("businessDays", Value::Array(days)) => days
@@ -93,29 +93,29 @@ pub fn parameter_text(key: &str, value: &Value) -> String {
 }
 
 /// Whether a table is a booking section (bucket or cell counts).
-pub fn is_booking_table(table: &Table) -> bool {
+pub(super) fn is_booking_table(table: &Table) -> bool {
     ["booked", "eligible", "bookingRate"]
         .iter()
         .all(|c| table.columns.iter().any(|col| col == c))
 }
 
-pub fn has_partial_week(table: &Table) -> bool {
+pub(super) fn has_partial_week(table: &Table) -> bool {
     column_index(table, "partial")
         .is_some_and(|i| table.rows.iter().any(|row| row[i] == Value::Bool(true)))
 }
 
-pub fn column_index(table: &Table, name: &str) -> Option<usize> {
+pub(super) fn column_index(table: &Table, name: &str) -> Option<usize> {
     table.columns.iter().position(|c| c == name)
 }
 
 /// The sum of an integer column over the table's rows.
-pub fn column_sum(table: &Table, name: &str) -> Option<u64> {
+pub(super) fn column_sum(table: &Table, name: &str) -> Option<u64> {
     let i = column_index(table, name)?;
     Some(table.rows.iter().filter_map(|row| row[i].as_u64()).sum())
 }
 
 /// `leads with a response: 23 = booked 4 + notBooked 9 + … (canceled 2)`.
-pub fn outcome_summary(table: &Table) -> Option<String> {
+pub(super) fn outcome_summary(table: &Table) -> Option<String> {
     if !is_booking_table(table) {
         return None;
     }
@@ -229,7 +229,7 @@ fn pad(value: &str, width: usize, right: bool) -> String {
 
 /// A value as a reader sees it, by its column: durations in human units, shares
 /// in percent, `-` for NULL.
-pub fn cell(column: &str, value: &Value) -> String {
+pub(super) fn cell(column: &str, value: &Value) -> String {
     let Some(x) = value.as_f64() else {
         return plain(value);
     };
@@ -242,7 +242,7 @@ pub fn cell(column: &str, value: &Value) -> String {
 }
 
 /// A value as text: `-` for NULL, at most three decimals for fractions.
-pub fn plain(value: &Value) -> String {
+pub(super) fn plain(value: &Value) -> String {
     match value {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),

@@ -9,7 +9,7 @@ const Z95: f64 = 1.959_963_984_540_054;
 
 /// What a column holds, by its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ColumnKind {
+pub(super) enum ColumnKind {
     Milliseconds,
     Seconds,
     /// A fraction in [0, 1] (`bookingRate`, `answeredShare`).
@@ -17,7 +17,7 @@ pub enum ColumnKind {
     Other,
 }
 
-pub fn column_kind(column: &str) -> ColumnKind {
+pub(super) fn column_kind(column: &str) -> ColumnKind {
     if column.ends_with("Ms") {
         ColumnKind::Milliseconds
     } else if column.ends_with("Seconds") {
@@ -30,20 +30,20 @@ pub fn column_kind(column: &str) -> ColumnKind {
 }
 
 /// `setterP50Ms` → `setterP50Seconds`: the JSON key added beside a `…Ms` one.
-pub fn seconds_key(ms_column: &str) -> Option<String> {
+pub(super) fn seconds_key(ms_column: &str) -> Option<String> {
     ms_column
         .strip_suffix("Ms")
         .map(|base| format!("{base}Seconds"))
 }
 
 /// Milliseconds as seconds, rounded to the millisecond (percentiles interpolate).
-pub fn ms_to_seconds(ms: f64) -> f64 {
+pub(super) fn ms_to_seconds(ms: f64) -> f64 {
     ms.round() / 1000.0
 }
 
 /// A duration in the two largest units that matter: `850ms`, `4.2s`, `42s`,
 /// `4m 12s`, `3h 5m`, `13d 3h`; rounded at the smallest unit shown.
-pub fn human_duration_ms(ms: f64) -> String {
+pub(super) fn human_duration_ms(ms: f64) -> String {
     if !ms.is_finite() {
         return "-".to_string();
     }
@@ -96,14 +96,14 @@ fn trim_decimals(fixed: String) -> String {
 }
 
 /// A share as a percentage with one decimal: `30.8%`.
-pub fn percent(share: f64) -> String {
+pub(super) fn percent(share: f64) -> String {
     format!("{}%", trim_decimals(format!("{:.1}", share * 100.0)))
 }
 
 /// The 95% Wilson score interval of `successes` out of `trials`; `None` for
 /// no trials. Unlike the normal approximation it stays inside [0, 1] and is
 /// honest for small counts (a bucket of 3 leads, 3 booked: 44%–100%).
-pub fn wilson_95(successes: u64, trials: u64) -> Option<(f64, f64)> {
+pub(super) fn wilson_95(successes: u64, trials: u64) -> Option<(f64, f64)> {
     if trials == 0 {
         return None;
     }

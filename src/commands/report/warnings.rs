@@ -9,7 +9,7 @@ use super::sections::WindowParams;
 
 /// Warnings for the window and client of a report, in the order a reader
 /// should fix them.
-pub async fn window_warnings(
+pub(super) async fn window_warnings(
     client: &Client,
     params: &WindowParams,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
