@@ -640,6 +640,23 @@ async fn replay_and_rebuild_repair_a_damaged_sink() {
         String::from_utf8_lossy(&out.stderr)
     );
     converge(&db.client, Duration::from_secs(1)).await;
+    // Default chunks: every transaction of the history is small, so the replay
+    // stages them and commits them together (group commit), as the daemon does.
+    db.client
+        .batch_execute(
+            r#"DELETE FROM "ResponseTimingEvent" WHERE ctid IN (SELECT ctid FROM "ResponseTimingEvent" LIMIT 10);
+               UPDATE "ResponseTimingEvent" SET "aiResponseMs" = -7
+                 WHERE ctid IN (SELECT ctid FROM "ResponseTimingEvent" LIMIT 10)"#,
+        )
+        .await
+        .unwrap();
+    let out = cli(&db.url, &state, &["replay", "--from-lsn", &from]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    converge(&db.client, Duration::from_secs(1)).await;
     // Below what the log holds: refused, naming the oldest LSN it holds.
     let out = cli(&db.url, &state, &["replay", "--from-lsn", "0/1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
