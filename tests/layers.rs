@@ -22,8 +22,9 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
     // The Postgres client (URL grammar, TLS, connect) that the settings check URLs
     // with and the Postgres-facing adapters connect through.
     ("pgconn", &["pgconn"], false),
-    // The vocabulary: typed row changes, each source table's columns, the derived
-    // row, settings, shards. Its modules may use each other (without circles).
+    // The vocabulary: typed row changes, each source table's columns, the timestamp
+    // reader, the derived row, settings, shards. Its modules may use each other
+    // (without circles).
     (
         "vocabulary",
         &[
