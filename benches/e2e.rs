@@ -165,6 +165,8 @@ async fn bench() {
                 None
             };
             let mut env = env.clone();
+            let metrics_addr = format!("127.0.0.1:{}", support::free_port());
+            env.push(("REPLYTIME_METRICS_ADDR", metrics_addr.as_str()));
             if let Some(sink) = &sink {
                 env.push(("REPLYTIME_SINK_URL", sink.url.as_str()));
             }
@@ -172,8 +174,16 @@ async fn bench() {
             let state = dir.path().join("state");
             let mut generator = Generator::new(2024, HistoryConfig::realistic());
             let sink_client = sink.as_ref().map_or(&db.client, |s| &s.client);
-            let (figures, daemon) =
-                throughput::run(&db, sink_client, &state, &mut generator, changes, &env).await;
+            let (figures, daemon) = throughput::run(
+                &db,
+                sink_client,
+                &state,
+                &mut generator,
+                changes,
+                &env,
+                &metrics_addr,
+            )
+            .await;
             per_change_us = Some(throughput_lines(&figures, &mut lines));
             last = Some(Drained {
                 changes: figures.changes,
@@ -367,6 +377,23 @@ fn throughput_lines(f: &throughput::Figures, lines: &mut Vec<Line>) -> f64 {
         ),
         "",
     ));
+    let c = &f.counters;
+    let sink_rows = c.upserted + c.deleted;
+    lines.push(line(
+        "  anchors refreshed by the daemon; sink rows it wrote",
+        format!(
+            "{:.0} derived, {:.0} relabelled; {:.0} upserted, {:.0} deleted, {:.0} unchanged",
+            c.derived, c.relabelled, c.upserted, c.deleted, c.unchanged
+        ),
+        format!(
+            "per change: {:.2} derived, {:.2} relabelled, {:.2} sink rows written",
+            c.derived / changes,
+            c.relabelled / changes,
+            sink_rows / changes
+        ),
+        String::new(),
+        "",
+    ));
     f.replytime_seconds / changes * 1e6
 }
 
@@ -402,6 +429,35 @@ fn growth_lines(small: &throughput::Figures, large: &throughput::Figures, lines:
             format!("{at_small:.1} µs"),
             format!("{:.2}", at_large / at_small),
             target,
+        ));
+    }
+    // The work behind each change: anchors derived and sink rows written grow with
+    // the history of each lead when leads move between clients or go and return.
+    let work = |f: &throughput::Figures| {
+        let changes = f.changes as f64;
+        let c = &f.counters;
+        (
+            c.derived / changes,
+            (c.upserted + c.deleted) / changes,
+            f.drain_wal_bytes as f64 / changes,
+        )
+    };
+    let (large_work, small_work) = (work(large), work(small));
+    for (what, at_large, at_small) in [
+        ("anchors derived per change", large_work.0, small_work.0),
+        ("sink rows written per change", large_work.1, small_work.1),
+        (
+            "WAL bytes written while draining, per change",
+            large_work.2,
+            small_work.2,
+        ),
+    ] {
+        lines.push(line(
+            &format!("{what}, backlog {sizes}"),
+            format!("{at_large:.2}"),
+            format!("{at_small:.2}"),
+            format!("{:.2}", at_large / at_small),
+            "",
         ));
     }
     lines.push(line(

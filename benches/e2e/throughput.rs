@@ -42,6 +42,45 @@ pub struct Figures {
     /// WAL written from the end of the backlog to the moment the drain ended: the
     /// sink's writes (when it is in this cluster), the heartbeats, autovacuum.
     pub drain_wal_bytes: u64,
+    /// The daemon's counters at the end of the drain.
+    pub counters: DaemonCounters,
+}
+
+/// Counters read from the daemon's `/metrics` when the drain ended.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DaemonCounters {
+    /// Anchors derived in full, and relabelled (their lead's new clientId only).
+    pub derived: f64,
+    pub relabelled: f64,
+    /// Sink rows by result.
+    pub upserted: f64,
+    pub deleted: f64,
+    pub unchanged: f64,
+}
+
+impl DaemonCounters {
+    /// Scrapes `http://addr/metrics`; zeros when the daemon does not answer.
+    pub fn scrape(addr: &str) -> DaemonCounters {
+        use std::io::{Read, Write};
+        let mut text = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            let _ = stream.read_to_string(&mut text);
+        }
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        DaemonCounters {
+            derived: value("replytime_anchors_refreshed_total{how=\"derived\"}"),
+            relabelled: value("replytime_anchors_refreshed_total{how=\"relabelled\"}"),
+            upserted: value("replytime_sink_rows_total{result=\"upserted\"}"),
+            deleted: value("replytime_sink_rows_total{result=\"deleted\"}"),
+            unchanged: value("replytime_sink_rows_total{result=\"unchanged\"}"),
+        }
+    }
 }
 
 /// What the sink table saw, from `pg_stat_user_tables` (flushed by the server at
@@ -81,6 +120,7 @@ pub async fn run(
     generator: &mut Generator,
     target_changes: u64,
     daemon_env: &[(&str, &str)],
+    metrics_addr: &str,
 ) -> (Figures, Daemon) {
     let slot = slot_for(&db.url);
     let mut daemon = Daemon::spawn(&db.url, state, daemon_env);
@@ -134,6 +174,7 @@ pub async fn run(
     }
     let replytime_seconds = started.elapsed().as_secs_f64();
     let drained_at = current_lsn(&db.client).await;
+    let counters = DaemonCounters::scrape(metrics_addr);
     let replytime_daemon_cpu = machine::cpu_seconds(daemon.child.id()).unwrap_or(f64::NAN);
     if let Some(cpu) = walsender_cpu_of(&db.client, &slot).await {
         walsender_cpu = cpu;
@@ -153,6 +194,7 @@ pub async fn run(
         replytime_daemon_cpu,
         replytime_sink_session_cpu: sink_session_cpu,
         drain_wal_bytes: drained_at.saturating_bytes_since(end),
+        counters,
     };
     (figures, daemon)
 }
