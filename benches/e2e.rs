@@ -26,6 +26,12 @@
 //! - `REPLYTIME_BENCH_SEED_RUNS` [3]: runs of the seed query (the median is shown);
 //! - `REPLYTIME_BENCH_STAGES` [throughput,freshness,load]: which stages to run
 //!   (freshness needs throughput's daemon);
+//! - `REPLYTIME_BENCH_LEADS` [scaled]: the generator's lead pool. `scaled` gives
+//!   each backlog one lead per `CHANGES_PER_LEAD` changes (at least the realistic
+//!   2,000), so a lead's history is the same length at every backlog size, as in a
+//!   CRM where new leads keep arriving; `fixed` keeps 2,000 leads at every size, so
+//!   each lead's history grows with the backlog (the adversarial case: a lead moving
+//!   to another client relabels ever more anchors);
 //! - `REPLYTIME_BENCH_SINK` [source]: `separate` puts the sink in a database of
 //!   its own in the same cluster (`REPLYTIME_SINK_URL`) for the throughput and
 //!   freshness stages: logical decoding skips another database's WAL records
@@ -67,6 +73,22 @@ struct Settings {
     seed_runs: usize,
     stages: Vec<String>,
     separate_sink: bool,
+    scaled_leads: bool,
+}
+
+/// Changes of backlog per generated lead when the lead pool is scaled: the
+/// realistic generator's 2,000 leads over the 300,000-change default backlog, so
+/// that backlog is the same WAL in both modes and larger ones keep its shape.
+const CHANGES_PER_LEAD: u64 = 150;
+
+/// The generator's settings for a backlog of `changes` row changes.
+fn history_config(changes: u64, scaled_leads: bool) -> HistoryConfig {
+    let mut config = HistoryConfig::realistic();
+    if scaled_leads {
+        let scaled = usize::try_from(changes / CHANGES_PER_LEAD).unwrap_or(usize::MAX);
+        config.leads = config.leads.max(scaled);
+    }
+    config
 }
 
 impl Settings {
@@ -104,6 +126,11 @@ impl Settings {
                 "source" => false,
                 "separate" => true,
                 other => panic!("REPLYTIME_BENCH_SINK={other:?}: source or separate"),
+            },
+            scaled_leads: match var("REPLYTIME_BENCH_LEADS", "scaled".to_string()).as_str() {
+                "scaled" => true,
+                "fixed" => false,
+                other => panic!("REPLYTIME_BENCH_LEADS={other:?}: scaled or fixed"),
             },
         }
     }
@@ -172,7 +199,10 @@ async fn bench() {
             }
             let dir = tempfile::tempdir().expect("state tempdir");
             let state = dir.path().join("state");
-            let mut generator = Generator::new(2024, HistoryConfig::realistic());
+            // Each backlog its own generator and config, from the same seed.
+            let config = history_config(changes, settings.scaled_leads);
+            let leads = config.leads;
+            let mut generator = Generator::new(2024, config);
             let sink_client = sink.as_ref().map_or(&db.client, |s| &s.client);
             let (figures, daemon) = throughput::run(
                 &db,
@@ -184,7 +214,7 @@ async fn bench() {
                 &metrics_addr,
             )
             .await;
-            per_change_us = Some(throughput_lines(&figures, &mut lines));
+            per_change_us = Some(throughput_lines(&figures, leads, &mut lines));
             last = Some(Drained {
                 changes: figures.changes,
                 db,
@@ -329,16 +359,17 @@ async fn fresh_source() -> common::TestDb {
 }
 
 /// Adds the throughput lines; returns replytime's wall time per change in µs.
-fn throughput_lines(f: &throughput::Figures, lines: &mut Vec<Line>) -> f64 {
+fn throughput_lines(f: &throughput::Figures, leads: usize, lines: &mut Vec<Line>) -> f64 {
     let changes = f.changes as f64;
     let recv = changes / f.recv_seconds;
     let ours = changes / f.replytime_seconds;
     lines.push(line(
         "WAL drained",
         format!(
-            "{} row changes, {} txns, {:.0} MB WAL",
+            "{} row changes, {} txns, {} leads, {:.0} MB WAL",
             f.changes,
             f.transactions,
+            leads,
             f.wal_bytes as f64 / 1e6
         ),
         format!("written at {:.0} changes/s", changes / f.write_seconds),
@@ -431,27 +462,29 @@ fn growth_lines(small: &throughput::Figures, large: &throughput::Figures, lines:
             target,
         ));
     }
-    // The work behind each change: anchors derived and sink rows written grow with
-    // the history of each lead when leads move between clients or go and return.
+    // The work behind each change: anchors relabelled and sink rows written grow
+    // with the history of each lead when leads move between clients (a fixed lead
+    // pool lets that history grow with the backlog).
     let work = |f: &throughput::Figures| {
         let changes = f.changes as f64;
         let c = &f.counters;
-        (
+        [
             c.derived / changes,
+            c.relabelled / changes,
             (c.upserted + c.deleted) / changes,
             f.drain_wal_bytes as f64 / changes,
-        )
+        ]
     };
-    let (large_work, small_work) = (work(large), work(small));
-    for (what, at_large, at_small) in [
-        ("anchors derived per change", large_work.0, small_work.0),
-        ("sink rows written per change", large_work.1, small_work.1),
-        (
-            "WAL bytes written while draining, per change",
-            large_work.2,
-            small_work.2,
-        ),
-    ] {
+    let names = [
+        "anchors derived per change",
+        "anchors relabelled per change",
+        "sink rows written per change",
+        "WAL bytes written while draining, per change",
+    ];
+    for (what, (at_large, at_small)) in names
+        .into_iter()
+        .zip(work(large).into_iter().zip(work(small)))
+    {
         lines.push(line(
             &format!("{what}, backlog {sizes}"),
             format!("{at_large:.2}"),
@@ -643,8 +676,13 @@ fn print_report(
     }
     println!("- load average at end: {}", machine::load_average());
     println!(
-        "- settings: {:?} changes, rates {:?}/s for {} s each, {} messages, {} seed runs; took {:.0} s\n",
+        "- settings: {:?} changes ({} lead pool), rates {:?}/s for {} s each, {} messages, {} seed runs; took {:.0} s\n",
         settings.changes,
+        if settings.scaled_leads {
+            "scaled"
+        } else {
+            "fixed"
+        },
         settings.rates,
         settings.freshness.as_secs(),
         settings.messages,
