@@ -26,6 +26,16 @@
 //! - `REPLYTIME_BENCH_SEED_RUNS` [3]: runs of the seed query (the median is shown);
 //! - `REPLYTIME_BENCH_STAGES` [throughput,freshness,load]: which stages to run
 //!   (freshness needs throughput's daemon);
+//! - `REPLYTIME_BENCH_LEADS` [scaled]: the generator's lead pool. `scaled` gives
+//!   each backlog one lead per `CHANGES_PER_LEAD` changes (at least the realistic
+//!   2,000), so a lead's history is the same length at every backlog size, as in a
+//!   CRM where new leads keep arriving; `fixed` keeps 2,000 leads at every size, so
+//!   each lead's history grows with the backlog (the adversarial case: a lead moving
+//!   to another client relabels ever more anchors);
+//! - `REPLYTIME_BENCH_SINK` [source]: `separate` puts the sink in a database of
+//!   its own in the same cluster (`REPLYTIME_SINK_URL`) for the throughput and
+//!   freshness stages: logical decoding skips another database's WAL records
+//!   without decoding them;
 //! - `REPLYTIME_BENCH_DAEMON_LOG` [info]: the daemon's `RUST_LOG`.
 
 #[path = "../tests/common/mod.rs"]
@@ -62,6 +72,23 @@ struct Settings {
     messages: u64,
     seed_runs: usize,
     stages: Vec<String>,
+    separate_sink: bool,
+    scaled_leads: bool,
+}
+
+/// Changes of backlog per generated lead when the lead pool is scaled: the
+/// realistic generator's 2,000 leads over the 300,000-change default backlog, so
+/// that backlog is the same WAL in both modes and larger ones keep its shape.
+const CHANGES_PER_LEAD: u64 = 150;
+
+/// The generator's settings for a backlog of `changes` row changes.
+fn history_config(changes: u64, scaled_leads: bool) -> HistoryConfig {
+    let mut config = HistoryConfig::realistic();
+    if scaled_leads {
+        let scaled = usize::try_from(changes / CHANGES_PER_LEAD).unwrap_or(usize::MAX);
+        config.leads = config.leads.max(scaled);
+    }
+    config
 }
 
 impl Settings {
@@ -95,6 +122,16 @@ impl Settings {
             messages: var("REPLYTIME_BENCH_MESSAGES", 1_000_000),
             seed_runs: var("REPLYTIME_BENCH_SEED_RUNS", 3),
             stages: list("REPLYTIME_BENCH_STAGES", "throughput,freshness,load"),
+            separate_sink: match var("REPLYTIME_BENCH_SINK", "source".to_string()).as_str() {
+                "source" => false,
+                "separate" => true,
+                other => panic!("REPLYTIME_BENCH_SINK={other:?}: source or separate"),
+            },
+            scaled_leads: match var("REPLYTIME_BENCH_LEADS", "scaled".to_string()).as_str() {
+                "scaled" => true,
+                "fixed" => false,
+                other => panic!("REPLYTIME_BENCH_LEADS={other:?}: scaled or fixed"),
+            },
         }
     }
 
@@ -142,40 +179,67 @@ async fn bench() {
 
     if settings.runs("throughput") {
         let mut drained = Vec::new();
-        let mut last = None;
+        let mut last: Option<Drained> = None;
         for &changes in &settings.changes {
             // The daemon of the smaller backlog stops before the next one starts.
-            drop(last.take());
+            if let Some(done) = last.take() {
+                sink_table_lines(&done, &mut lines).await;
+            }
             let db = fresh_source().await;
+            let sink = if settings.separate_sink {
+                Some(common::fresh_database().await)
+            } else {
+                None
+            };
+            let mut env = env.clone();
+            let metrics_addr = format!("127.0.0.1:{}", support::free_port());
+            env.push(("REPLYTIME_METRICS_ADDR", metrics_addr.as_str()));
+            if let Some(sink) = &sink {
+                env.push(("REPLYTIME_SINK_URL", sink.url.as_str()));
+            }
             let dir = tempfile::tempdir().expect("state tempdir");
             let state = dir.path().join("state");
-            let mut generator = Generator::new(2024, HistoryConfig::realistic());
-            let (figures, daemon) =
-                throughput::run(&db, &state, &mut generator, changes, &env).await;
-            per_change_us = Some(throughput_lines(&figures, &mut lines));
+            // Each backlog its own generator and config, from the same seed.
+            let config = history_config(changes, settings.scaled_leads);
+            let leads = config.leads;
+            let mut generator = Generator::new(2024, config);
+            let sink_client = sink.as_ref().map_or(&db.client, |s| &s.client);
+            let (figures, daemon) = throughput::run(
+                &db,
+                sink_client,
+                &state,
+                &mut generator,
+                changes,
+                &env,
+                &metrics_addr,
+            )
+            .await;
+            per_change_us = Some(throughput_lines(&figures, leads, &mut lines));
+            last = Some(Drained {
+                changes: figures.changes,
+                db,
+                sink,
+                _dir: dir,
+                generator: Some(generator),
+                daemon,
+            });
             drained.push(figures);
-            last = Some((db, dir, generator, daemon));
         }
         if let [first, .., largest] = drained.as_slice() {
             growth_lines(first, largest, &mut lines);
         }
-        let (db, _dir, mut generator, daemon) = last.expect("at least one backlog size");
+        let mut done = last.expect("at least one backlog size");
         if settings.runs("freshness") {
-            for &rate in &settings.rates {
-                let (figures, back) =
-                    freshness::run(&db.url, generator, rate, settings.freshness).await;
-                generator = back;
-                freshness_lines(&figures, &mut lines);
-            }
+            freshness_stages(&settings, &mut done, &mut lines).await;
         }
+        sink_table_lines(&done, &mut lines).await;
         lines.push(line(
             "peak RSS of the daemon after throughput + freshness (VmHWM)",
-            mib(machine::peak_rss_bytes(daemon.child.id())),
+            mib(machine::peak_rss_bytes(done.daemon.child.id())),
             String::new(),
             String::new(),
             "bounded",
         ));
-        drop(daemon);
     }
 
     if settings.runs("load") {
@@ -183,6 +247,94 @@ async fn bench() {
     }
 
     print_report(&machine, &settings, &lines, started.elapsed());
+}
+
+/// A drained backlog: its databases and daemon, still streaming, caught up.
+struct Drained {
+    /// First, so it stops before its state directory goes.
+    daemon: support::Daemon,
+    changes: u64,
+    db: common::TestDb,
+    /// The sink's own database (`REPLYTIME_BENCH_SINK=separate`).
+    sink: Option<common::TestDb>,
+    _dir: tempfile::TempDir,
+    generator: Option<Generator>,
+}
+
+impl Drained {
+    fn sink_url(&self) -> &str {
+        self.sink.as_ref().map_or(&self.db.url, |s| &s.url)
+    }
+}
+
+/// Freshness at the first rate right after the drain, then, once the slot's
+/// `confirmed_flush_lsn` reached the WAL tip (the walsender read everything the
+/// drain left behind it, the sink's own writes included), at every rate.
+async fn freshness_stages(settings: &Settings, done: &mut Drained, lines: &mut Vec<Line>) {
+    let slot = support::slot_for(&done.db.url);
+    let sink_url = done.sink_url().to_string();
+    let mut generator = done.generator.take().expect("the backlog's generator");
+    if let Some(&first) = settings.rates.first() {
+        let (figures, back) = freshness::run(
+            &done.db.url,
+            &sink_url,
+            generator,
+            first,
+            settings.freshness,
+        )
+        .await;
+        generator = back;
+        freshness_lines(&figures, "right after the drain", lines);
+    }
+    let waited = Instant::now();
+    let tip = support::current_lsn(&done.db.client).await;
+    while support::confirmed_lsn(&done.db.client, &slot)
+        .await
+        .is_none_or(|c| c < tip)
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(600),
+            "the slot did not reach the WAL tip {tip} within 10 min"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "freshness: slot at the WAL tip {:.1} s after the first stage",
+        waited.elapsed().as_secs_f64()
+    );
+    for &rate in &settings.rates {
+        let (figures, back) =
+            freshness::run(&done.db.url, &sink_url, generator, rate, settings.freshness).await;
+        generator = back;
+        freshness_lines(&figures, "walsender caught up", lines);
+    }
+    done.generator = Some(generator);
+}
+
+/// What the sink's writes cost Postgres for one backlog: rows by kind (updates
+/// that were HOT apart) and WAL per change, from `pg_stat_user_tables` (which also
+/// counts what freshness stages after the drain wrote).
+async fn sink_table_lines(done: &Drained, lines: &mut Vec<Line>) {
+    // The sink session's counters reach pg_stat_user_tables at most once a second.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let sink = done.sink.as_ref().map_or(&done.db.client, |s| &s.client);
+    let stats = throughput::SinkTableStats::read(sink).await;
+    let per_change = |n: i64| n as f64 / done.changes as f64;
+    lines.push(line(
+        &format!("sink table rows written, backlog {}", done.changes),
+        format!(
+            "{} inserted, {} updated ({} HOT), {} deleted",
+            stats.inserted, stats.updated, stats.hot_updated, stats.deleted
+        ),
+        format!(
+            "per change: {:.2} inserted, {:.2} updated, {:.2} deleted",
+            per_change(stats.inserted),
+            per_change(stats.updated),
+            per_change(stats.deleted)
+        ),
+        String::new(),
+        "",
+    ));
 }
 
 /// A database with the reference schema. The harness runs the cluster with
@@ -207,16 +359,17 @@ async fn fresh_source() -> common::TestDb {
 }
 
 /// Adds the throughput lines; returns replytime's wall time per change in µs.
-fn throughput_lines(f: &throughput::Figures, lines: &mut Vec<Line>) -> f64 {
+fn throughput_lines(f: &throughput::Figures, leads: usize, lines: &mut Vec<Line>) -> f64 {
     let changes = f.changes as f64;
     let recv = changes / f.recv_seconds;
     let ours = changes / f.replytime_seconds;
     lines.push(line(
         "WAL drained",
         format!(
-            "{} row changes, {} txns, {:.0} MB WAL",
+            "{} row changes, {} txns, {} leads, {:.0} MB WAL",
             f.changes,
             f.transactions,
+            leads,
             f.wal_bytes as f64 / 1e6
         ),
         format!("written at {:.0} changes/s", changes / f.write_seconds),
@@ -244,6 +397,33 @@ fn throughput_lines(f: &throughput::Figures, lines: &mut Vec<Line>) -> f64 {
         ),
         pct(ours / recv),
         "≥ 50 %",
+    ));
+    lines.push(line(
+        "  WAL written while draining (the sink's writes, heartbeats, autovacuum)",
+        format!("{:.0} MB", f.drain_wal_bytes as f64 / 1e6),
+        format!("{:.0} bytes per change", f.drain_wal_bytes as f64 / changes),
+        format!(
+            "{:.2} of the backlog's WAL",
+            f.drain_wal_bytes as f64 / f.wal_bytes as f64
+        ),
+        "",
+    ));
+    let c = &f.counters;
+    let sink_rows = c.upserted + c.deleted;
+    lines.push(line(
+        "  anchors refreshed by the daemon; sink rows it wrote",
+        format!(
+            "{:.0} derived, {:.0} relabelled; {:.0} upserted, {:.0} deleted, {:.0} unchanged",
+            c.derived, c.relabelled, c.upserted, c.deleted, c.unchanged
+        ),
+        format!(
+            "per change: {:.2} derived, {:.2} relabelled, {:.2} sink rows written",
+            c.derived / changes,
+            c.relabelled / changes,
+            sink_rows / changes
+        ),
+        String::new(),
+        "",
     ));
     f.replytime_seconds / changes * 1e6
 }
@@ -282,6 +462,37 @@ fn growth_lines(small: &throughput::Figures, large: &throughput::Figures, lines:
             target,
         ));
     }
+    // The work behind each change: anchors relabelled and sink rows written grow
+    // with the history of each lead when leads move between clients (a fixed lead
+    // pool lets that history grow with the backlog).
+    let work = |f: &throughput::Figures| {
+        let changes = f.changes as f64;
+        let c = &f.counters;
+        [
+            c.derived / changes,
+            c.relabelled / changes,
+            (c.upserted + c.deleted) / changes,
+            f.drain_wal_bytes as f64 / changes,
+        ]
+    };
+    let names = [
+        "anchors derived per change",
+        "anchors relabelled per change",
+        "sink rows written per change",
+        "WAL bytes written while draining, per change",
+    ];
+    for (what, (at_large, at_small)) in names
+        .into_iter()
+        .zip(work(large).into_iter().zip(work(small)))
+    {
+        lines.push(line(
+            &format!("{what}, backlog {sizes}"),
+            format!("{at_large:.2}"),
+            format!("{at_small:.2}"),
+            format!("{:.2}", at_large / at_small),
+            "",
+        ));
+    }
     lines.push(line(
         &format!("drain rate relative to pg_recvlogical, backlog {sizes}"),
         pct(rate(large)),
@@ -291,7 +502,7 @@ fn growth_lines(small: &throughput::Figures, large: &throughput::Figures, lines:
     ));
 }
 
-fn freshness_lines(f: &freshness::Figures, lines: &mut Vec<Line>) {
+fn freshness_lines(f: &freshness::Figures, when: &str, lines: &mut Vec<Line>) {
     let slowest: Vec<String> = f
         .slowest
         .iter()
@@ -303,7 +514,10 @@ fn freshness_lines(f: &freshness::Figures, lines: &mut Vec<Line>) {
         slowest.join(", ")
     );
     lines.push(line(
-        &format!("freshness at {} changes/s: commit → row in sink", f.rate),
+        &format!(
+            "freshness at {} changes/s, {when}: commit → row in sink",
+            f.rate
+        ),
         format!(
             "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             f.quantile_ms(0.5),
@@ -462,8 +676,13 @@ fn print_report(
     }
     println!("- load average at end: {}", machine::load_average());
     println!(
-        "- settings: {:?} changes, rates {:?}/s for {} s each, {} messages, {} seed runs; took {:.0} s\n",
+        "- settings: {:?} changes ({} lead pool), rates {:?}/s for {} s each, {} messages, {} seed runs; took {:.0} s\n",
         settings.changes,
+        if settings.scaled_leads {
+            "scaled"
+        } else {
+            "fixed"
+        },
         settings.rates,
         settings.freshness.as_secs(),
         settings.messages,

@@ -301,6 +301,26 @@ fn client_id_comes_from_the_lead_and_follows_it() {
 }
 
 #[test]
+fn a_lead_moving_client_relabels_its_anchors_without_deriving_them() {
+    let mut h = Harness::new();
+    conversation(&mut h);
+    h.txn(vec![
+        inbound("in2", "L", 100.0),
+        setter("out2", "L", "u1", 130.0),
+    ]);
+    let before = h.engine.take_stats();
+    assert!(before.derived >= 2, "new anchors are derived");
+    h.txn(vec![update(Row::Lead(LeadRow {
+        id: "L".into(),
+        client_id: Some("C2".into()),
+        email_campaign_id: None,
+    }))]);
+    let stats = h.engine.take_stats();
+    assert_eq!((stats.derived, stats.relabelled), (0, 2));
+    assert_eq!(h.row("in2").client_id, "C2");
+}
+
+#[test]
 fn anchor_of_unknown_lead_is_held_until_the_lead_arrives() {
     let mut h = Harness::new();
     h.txn(vec![inbound("in1", "L", 0.0), outbound("o", "L", 1.0)]);

@@ -62,9 +62,11 @@ type Pending = Arc<Mutex<HashMap<String, Instant>>>;
 type Seen = Vec<(Instant, Duration)>;
 
 /// Writes traffic at `rate` row changes per second for `duration` while a daemon
-/// streams `url`; returns the generator (its model follows the database).
+/// streams `url` into the sink at `sink_url`; returns the generator (its model
+/// follows the database).
 pub async fn run(
     url: &str,
+    sink_url: &str,
     generator: Generator,
     rate: u64,
     duration: Duration,
@@ -89,7 +91,7 @@ pub async fn run(
     ));
     let probes_done = Arc::new(AtomicBool::new(false));
     let poller = tokio::spawn(poll_sink(
-        common::connect(url).await,
+        common::connect(sink_url).await,
         pending.clone(),
         probes_done.clone(),
     ));
@@ -110,7 +112,7 @@ pub async fn run(
         missed: probe_count - seen.len(),
         latencies: seen.iter().map(|(_, latency)| *latency).collect(),
         slowest,
-        server_p50_p99_ms: server_side(url, stage).await,
+        server_p50_p99_ms: server_side(sink_url, stage).await,
     };
     (figures, generator)
 }

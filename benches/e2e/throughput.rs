@@ -39,15 +39,88 @@ pub struct Figures {
     pub replytime_walsender_cpu: f64,
     pub replytime_daemon_cpu: f64,
     pub replytime_sink_session_cpu: f64,
+    /// WAL written from the end of the backlog to the moment the drain ended: the
+    /// sink's writes (when it is in this cluster), the heartbeats, autovacuum.
+    pub drain_wal_bytes: u64,
+    /// The daemon's counters at the end of the drain.
+    pub counters: DaemonCounters,
+}
+
+/// Counters read from the daemon's `/metrics` when the drain ended.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DaemonCounters {
+    /// Anchors derived in full, and relabelled (their lead's new clientId only).
+    pub derived: f64,
+    pub relabelled: f64,
+    /// Sink rows by result.
+    pub upserted: f64,
+    pub deleted: f64,
+    pub unchanged: f64,
+}
+
+impl DaemonCounters {
+    /// Scrapes `http://addr/metrics`; zeros when the daemon does not answer.
+    pub fn scrape(addr: &str) -> DaemonCounters {
+        use std::io::{Read, Write};
+        let mut text = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            let _ = stream.read_to_string(&mut text);
+        }
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        DaemonCounters {
+            derived: value("replytime_anchors_refreshed_total{how=\"derived\"}"),
+            relabelled: value("replytime_anchors_refreshed_total{how=\"relabelled\"}"),
+            upserted: value("replytime_sink_rows_total{result=\"upserted\"}"),
+            deleted: value("replytime_sink_rows_total{result=\"deleted\"}"),
+            unchanged: value("replytime_sink_rows_total{result=\"unchanged\"}"),
+        }
+    }
+}
+
+/// What the sink table saw, from `pg_stat_user_tables` (flushed by the server at
+/// most once a second).
+#[derive(Clone, Copy, Default)]
+pub struct SinkTableStats {
+    pub inserted: i64,
+    pub updated: i64,
+    pub hot_updated: i64,
+    pub deleted: i64,
+}
+
+impl SinkTableStats {
+    pub async fn read(sink: &tokio_postgres::Client) -> SinkTableStats {
+        let row = sink
+            .query_one(
+                "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables \
+                 WHERE relname = 'ResponseTimingEvent'",
+                &[],
+            )
+            .await
+            .expect("sink table statistics");
+        SinkTableStats {
+            inserted: row.get(0),
+            updated: row.get(1),
+            hot_updated: row.get(2),
+            deleted: row.get(3),
+        }
+    }
 }
 
 /// Runs the stage; returns the figures and the daemon, still streaming, caught up.
 pub async fn run(
     db: &common::TestDb,
+    sink: &tokio_postgres::Client,
     state: &std::path::Path,
     generator: &mut Generator,
     target_changes: u64,
     daemon_env: &[(&str, &str)],
+    metrics_addr: &str,
 ) -> (Figures, Daemon) {
     let slot = slot_for(&db.url);
     let mut daemon = Daemon::spawn(&db.url, state, daemon_env);
@@ -100,12 +173,14 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let replytime_seconds = started.elapsed().as_secs_f64();
+    let drained_at = current_lsn(&db.client).await;
+    let counters = DaemonCounters::scrape(metrics_addr);
     let replytime_daemon_cpu = machine::cpu_seconds(daemon.child.id()).unwrap_or(f64::NAN);
     if let Some(cpu) = walsender_cpu_of(&db.client, &slot).await {
         walsender_cpu = cpu;
     }
     // The sink session lives as long as the daemon: read once, at the end.
-    let sink_session_cpu = sink_session_cpu_of(&db.client).await.unwrap_or(f64::NAN);
+    let sink_session_cpu = sink_session_cpu_of(sink).await.unwrap_or(f64::NAN);
     eprintln!("throughput: replytime drained it in {replytime_seconds:.2} s");
     let figures = Figures {
         changes,
@@ -118,6 +193,8 @@ pub async fn run(
         replytime_walsender_cpu: walsender_cpu,
         replytime_daemon_cpu,
         replytime_sink_session_cpu: sink_session_cpu,
+        drain_wal_bytes: drained_at.saturating_bytes_since(end),
+        counters,
     };
     (figures, daemon)
 }

@@ -75,6 +75,7 @@ impl Engine {
         end_lsn: Lsn,
     ) -> Result<Option<SinkOp>, EngineError> {
         let derived = anchor::derive(tx, inbound_id)?;
+        self.stats.derived += 1;
         self.settle(tx, inbound_id, derived, end_lsn)
     }
 

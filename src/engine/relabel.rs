@@ -57,6 +57,7 @@ impl Engine {
             }) if !self.options.force_upsert => (lead_id, row),
             _ => return self.refresh(tx, inbound_id, end_lsn),
         };
+        self.stats.relabelled += 1;
         let derived = match tx.get_record::<LeadRow>(Cf::Leads, lead_id.as_bytes())? {
             Some(LeadRow {
                 client_id: Some(client_id),

@@ -17,6 +17,10 @@ pub struct ApplyStats {
     pub unknown_direction: u64,
     pub upserts: u64,
     pub deletes: u64,
+    /// Anchors derived in full from the state (their thread, draft, sends, job).
+    pub derived: u64,
+    /// Anchors that took their lead's new `clientId` without a derivation.
+    pub relabelled: u64,
     pub delay_mismatch: u64,
     /// Rows upserted with a new setter or AI response time: (channel, is_ai, seconds).
     pub response_seconds: Vec<(String, bool, f64)>,
@@ -30,6 +34,8 @@ impl ApplyStats {
         self.unknown_direction += other.unknown_direction;
         self.upserts += other.upserts;
         self.deletes += other.deletes;
+        self.derived += other.derived;
+        self.relabelled += other.relabelled;
         self.delay_mismatch += other.delay_mismatch;
         self.response_seconds.extend(other.response_seconds);
     }
@@ -48,6 +54,7 @@ pub struct Metrics {
     pub changes: IntCounterVec,
     pub anchors_upserted: IntCounter,
     pub anchors_deleted: IntCounter,
+    pub anchors_refreshed: IntCounterVec,
     pub sink_batch_seconds: Histogram,
     pub sink_rows_written: IntCounterVec,
     pub outbox_pending: IntGauge,
@@ -158,6 +165,17 @@ impl Metrics {
                     "replytime_anchors_deleted_total",
                     "Anchor rows deleted (no longer anchors)"
                 ))
+            ),
+            anchors_refreshed: register!(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "replytime_anchors_refreshed_total",
+                        "Anchors brought up to date, by how: derived (from the state) or \
+                         relabelled (their lead's new clientId only)"
+                    ),
+                    &["how"]
+                )
             ),
             sink_batch_seconds: register!(
                 r,
@@ -351,6 +369,12 @@ impl Metrics {
         }
         self.anchors_upserted.inc_by(stats.upserts);
         self.anchors_deleted.inc_by(stats.deletes);
+        self.anchors_refreshed
+            .with_label_values(&["derived"])
+            .inc_by(stats.derived);
+        self.anchors_refreshed
+            .with_label_values(&["relabelled"])
+            .inc_by(stats.relabelled);
         self.unknown_direction.inc_by(stats.unknown_direction);
         self.delay_mismatch.inc_by(stats.delay_mismatch);
         for (channel, is_ai, seconds) in &stats.response_seconds {
