@@ -207,7 +207,13 @@ impl CommonArgs {
 
 /// Loads the settings and runs the subcommand; tracing is set up here for the
 /// subcommands that log.
-pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+///
+/// `shutdown` is the process's one cancellation token: the daemon (and the
+/// long-running commands) stop when it is cancelled.
+pub async fn dispatch(
+    cli: Cli,
+    shutdown: crate::pipeline::shutdown::CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let settings = cli.common.settings()?;
     if matches!(
         cli.command,
@@ -226,7 +232,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for name in crate::config::unknown_env_names(std::env::vars().map(|(k, _)| k)) {
                 tracing::warn!(variable = %name, "unknown REPLYTIME_* variable: not read");
             }
-            crate::commands::run::run(settings).await
+            crate::commands::run::run(settings, shutdown).await
         }
         Command::Status { json } => crate::commands::status::print(&settings, json).await,
         Command::Check => {

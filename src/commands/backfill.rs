@@ -194,6 +194,7 @@ pub async fn backfill(
         store: store.clone(),
         health: Arc::new(Health::default()),
         sink: Arc::new(SinkShared::default()),
+        shutdown: crate::pipeline::shutdown::CancellationToken::new(),
     });
     let engine_options = EngineOptions {
         emit_since: cutoff,

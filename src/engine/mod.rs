@@ -54,9 +54,9 @@ mod toast;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::change::{Change, Table, Timestamp, TxnMeta};
 use crate::lsn::Lsn;
@@ -121,9 +121,10 @@ pub struct EngineOptions {
     /// but not upserted into the sink (`backfill --lookback-days`); later changes
     /// emit them in full.
     pub emit_since: Option<Timestamp>,
-    /// Once raised, [`Engine::derive_all`] returns [`EngineError::Interrupted`] at
-    /// its next batch (what it committed stays committed).
-    pub interrupt: Option<Arc<AtomicBool>>,
+    /// Once cancelled (the daemon's shutdown), [`Engine::derive_all`] returns
+    /// [`EngineError::Interrupted`] at its next batch (what it committed stays
+    /// committed).
+    pub interrupt: CancellationToken,
 }
 
 impl Default for EngineOptions {
@@ -136,7 +137,7 @@ impl Default for EngineOptions {
             bulk: false,
             force_upsert: false,
             emit_since: None,
-            interrupt: None,
+            interrupt: CancellationToken::new(),
         }
     }
 }
@@ -835,12 +836,7 @@ impl Engine {
             scope.spawn(move || derive_batches(store, batch, &derived_tx));
             let mut outcome = TxnOutcome::default();
             loop {
-                if self
-                    .options
-                    .interrupt
-                    .as_ref()
-                    .is_some_and(|flag| flag.load(Ordering::SeqCst))
-                {
+                if self.options.interrupt.is_cancelled() {
                     return Err(EngineError::Interrupted);
                 }
                 let derived: DerivedBatch = derived_rx.recv().map_err(|_| {
