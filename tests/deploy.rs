@@ -21,7 +21,7 @@ use std::process::{Command, Output, Stdio};
 mod common;
 
 use replytime::change::Table;
-use replytime::config::{ENV_KEYS, Overrides, Settings};
+use replytime::config::{CONFIG_ENV, KEYS, Overrides, Settings};
 use replytime::pipeline::shutdown::SHUTDOWN_BUDGET;
 use replytime::telemetry::metrics::METRICS;
 
@@ -578,10 +578,10 @@ fn example_config_loads_with_only_real_keys() {
 
 #[test]
 fn manifests_name_only_environment_variables_replytime_reads() {
-    let mut known: BTreeSet<String> = ["REPLYTIME_CONFIG".to_string()].into();
-    for (var, _) in ENV_KEYS {
-        known.insert(var.to_string());
-        known.insert(format!("{var}_FILE"));
+    let mut known: BTreeSet<String> = [CONFIG_ENV.to_string()].into();
+    for key in KEYS {
+        known.insert(key.env.to_string());
+        known.insert(format!("{}_FILE", key.env));
     }
     let mut unknown = Vec::new();
     for file in MANIFESTS {
