@@ -285,7 +285,8 @@ pub async fn dispatch(
                 }
                 (None, None) => anyhow::bail!("give --from-lsn or --from-time"),
             };
-            let n = crate::commands::repair::replay(&settings, from).await?;
+            crate::pipeline::shutdown::cancel_on_signal(&shutdown)?;
+            let n = crate::commands::repair::replay(&settings, from, &shutdown).await?;
             println!("replayed {n} transactions");
             Ok(ExitCode::SUCCESS)
         }
@@ -302,13 +303,16 @@ pub async fn dispatch(
                 dry_run,
                 recreate_slot,
             };
-            let summary = crate::commands::backfill::backfill(&settings, &options).await?;
+            crate::pipeline::shutdown::cancel_on_signal(&shutdown)?;
+            let summary =
+                crate::commands::backfill::backfill(&settings, &options, &shutdown).await?;
             summary.print(&options);
             Ok(ExitCode::SUCCESS)
         }
         Command::Rebuild => {
             init_tracing(settings.log_format, &settings.log_level);
-            let n = crate::commands::repair::rebuild(&settings).await?;
+            crate::pipeline::shutdown::cancel_on_signal(&shutdown)?;
+            let n = crate::commands::repair::rebuild(&settings, &shutdown).await?;
             println!("rebuilt: {n} rows upserted");
             Ok(ExitCode::SUCCESS)
         }

@@ -626,6 +626,31 @@ async fn replay_and_rebuild_repair_a_damaged_sink() {
         )
         .await
         .unwrap();
+    // A stop already requested: replay stops after its first batch (delivered)
+    // and names where to continue; rebuild stops before it derives anything.
+    let env = |key: &str| match key {
+        "REPLYTIME_SOURCE_URL" => Some(db.url.clone()),
+        "REPLYTIME_STATE_DIR" => Some(state.display().to_string()),
+        "REPLYTIME_SLOT" => Some(slot_for(&db.url)),
+        _ => None,
+    };
+    let settings = replytime::config::Settings::load(None, &env, &Default::default()).unwrap();
+    let stopped = replytime::pipeline::shutdown::CancellationToken::new();
+    stopped.cancel();
+    let from_lsn = replytime::commands::repair::ReplayFrom::Lsn(from.parse().unwrap());
+    let err = replytime::commands::repair::replay(&settings, from_lsn, &stopped)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("stopped on request") && err.contains("replytime replay --from-lsn"),
+        "{err}"
+    );
+    let err = replytime::commands::repair::rebuild(&settings, &stopped)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stopped on request"), "{err}");
     // Chunks of two changes: the larger transactions are replayed chunk by chunk,
     // as the daemon applies a transaction larger than `chunk_changes`.
     let out = cli_with(

@@ -24,7 +24,7 @@ pub async fn run(
     settings: crate::config::Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    cancel_on_signal(&shutdown)?;
+    pipeline::shutdown::cancel_on_signal(&shutdown)?;
     let health = Arc::new(Health::new(shutdown.clone()));
     let listener = http::bind(settings.metrics_addr).await?;
     tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");
@@ -82,22 +82,4 @@ fn fatal_kind(error: &pipeline::PipelineError) -> &'static str {
         P::Store(_) | P::Engine(_) => "state",
         P::Other(_) => "other",
     }
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT. The handlers are installed at once,
-/// before the work starts: a signal during start-up or the initial load stops it
-/// cleanly instead of killing the process.
-pub fn cancel_on_signal(shutdown: &CancellationToken) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-        shutdown.cancel();
-    });
-    Ok(())
 }

@@ -875,6 +875,10 @@ impl Engine {
         let store = self.store.clone();
         let mut after: Option<Vec<u8>> = None;
         loop {
+            // Between batches, as a crash would: what is marked stays to refresh.
+            if self.options.interrupt.is_cancelled() {
+                return Err(EngineError::Interrupted);
+            }
             let tx = store.begin();
             let keys = tx.keys_with_prefix(Cf::Messages, &[], after.as_deref(), 10_000)?;
             let Some(last) = keys.last().cloned() else {

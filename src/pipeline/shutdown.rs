@@ -2,8 +2,10 @@
 //! and one time budget for what a stop still does.
 //!
 //! ```text
-//!  SIGTERM / SIGINT ──▶ token.cancel() ─┬─▶ start-up, initial load: dropped at its next await;
-//!  (commands::run)                      │     Engine::derive_all stops at its next batch
+//!  SIGTERM / SIGINT ──▶ token.cancel() ─┬─▶ start-up, initial load: dropped at its next await,
+//!  (cancel_on_signal)                   │     the copy at its next page, Engine::derive_all at
+//!                                       │     its next batch (`backfill`, `rebuild` too);
+//!                                       │     `replay` between its batches
 //!                                       ├─▶ backoff sleeps, waits for a busy slot: end at once
 //!                                       └─▶ streaming: commit what is staged, let the sink
 //!                                             drain the outbox, confirm what is durable, close
@@ -33,6 +35,24 @@ pub const CLOSE_RESERVE: Duration = Duration::from_secs(2);
 
 /// How often a drain looks at the outbox.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Cancels `shutdown` on SIGTERM or SIGINT. Commands install it before their work
+/// starts: a signal during start-up or a load stops it cleanly (at its next page or
+/// batch) instead of killing the process.
+pub fn cancel_on_signal(shutdown: &CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
 
 /// The moment a stop must be done by: [`SHUTDOWN_BUDGET`] from now.
 pub fn deadline() -> Instant {
