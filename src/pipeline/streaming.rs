@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use pgwire_replication::ReplicationEvent;
+
 use super::policy::{Backoff, Next, classify};
 use super::shutdown;
 use super::{Context, PipelineError};
@@ -20,7 +22,6 @@ use crate::source::relay::{Received, Relay};
 use crate::source::stream::{StreamOptions, start_stream};
 use crate::store::{QuarantineRecord, meta};
 use crate::telemetry::metrics::METRICS;
-use pgwire_replication::ReplicationEvent;
 
 /// Prefix of replytime's heartbeat messages in the WAL.
 pub const HEARTBEAT_PREFIX: &str = "replytime.heartbeat";
