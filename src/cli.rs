@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{LogFormat, Overrides, Settings};
+use crate::config::{CONFIG_ENV, KEYS, LogFormat, Overrides, Settings};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,32 +22,69 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Args, Debug, Clone, Default)]
+/// The flags every subcommand takes: `--config`, and one per key of
+/// [`crate::config::KEYS`] that has a flag (`--source-url`, …), each overriding its
+/// `REPLYTIME_*` variable. Built from that table, not declared again here.
+#[derive(Debug, Clone, Default)]
 pub struct CommonArgs {
     /// TOML config file (default: $REPLYTIME_CONFIG).
-    #[arg(long, global = true)]
     pub config: Option<PathBuf>,
-    /// Source database URL (overrides REPLYTIME_SOURCE_URL).
-    #[arg(long, global = true)]
-    pub source_url: Option<String>,
-    /// Sink database URL (overrides REPLYTIME_SINK_URL; default: the source).
-    #[arg(long, global = true)]
-    pub sink_url: Option<String>,
-    /// RocksDB state directory (overrides REPLYTIME_STATE_DIR).
-    #[arg(long, global = true)]
-    pub state_dir: Option<PathBuf>,
-    /// Replication slot name (overrides REPLYTIME_SLOT).
-    #[arg(long, global = true)]
-    pub slot: Option<String>,
-    /// Publication name (overrides REPLYTIME_PUBLICATION).
-    #[arg(long, global = true)]
-    pub publication: Option<String>,
-    /// Metrics listen address (overrides REPLYTIME_METRICS_ADDR).
-    #[arg(long, global = true)]
-    pub metrics_addr: Option<String>,
-    /// Log format: pretty or json (overrides REPLYTIME_LOG_FORMAT).
-    #[arg(long, global = true)]
-    pub log_format: Option<String>,
+    /// `(key, value)` of each setting flag given.
+    pub flags: Vec<(String, String)>,
+}
+
+const CONFIG_FLAG: &str = "config";
+
+impl clap::FromArgMatches for CommonArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let flags = KEYS
+            .iter()
+            .filter(|key| key.flag.is_some())
+            .filter_map(|key| {
+                let value = matches.get_one::<String>(key.name)?;
+                Some((key.name.to_string(), value.clone()))
+            })
+            .collect();
+        Ok(CommonArgs {
+            config: matches.get_one::<PathBuf>(CONFIG_FLAG).cloned(),
+            flags,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for CommonArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        let config = clap::Arg::new(CONFIG_FLAG)
+            .long(CONFIG_FLAG)
+            .global(true)
+            .value_parser(clap::value_parser!(PathBuf))
+            .help(format!("TOML config file (default: ${CONFIG_ENV})."));
+        KEYS.iter().fold(command.arg(config), |command, key| {
+            let Some(flag) = key.flag else {
+                return command;
+            };
+            command.arg(
+                clap::Arg::new(key.name)
+                    .long(flag)
+                    .global(true)
+                    .value_name(key.name.to_ascii_uppercase())
+                    .help(format!(
+                        "{} (overrides {}).",
+                        key.help.trim().trim_end_matches('.'),
+                        key.env
+                    )),
+            )
+        })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,23 +218,9 @@ pub enum Command {
 
 impl CommonArgs {
     pub fn overrides(&self) -> Overrides {
-        let mut pairs = Vec::new();
-        let mut push = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                pairs.push((k.to_string(), v));
-            }
-        };
-        push("source_url", self.source_url.clone());
-        push("sink_url", self.sink_url.clone());
-        push(
-            "state_dir",
-            self.state_dir.as_ref().map(|p| p.display().to_string()),
-        );
-        push("slot", self.slot.clone());
-        push("publication", self.publication.clone());
-        push("metrics_addr", self.metrics_addr.clone());
-        push("log_format", self.log_format.clone());
-        Overrides { pairs }
+        Overrides {
+            pairs: self.flags.clone(),
+        }
     }
 
     pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
@@ -207,7 +230,13 @@ impl CommonArgs {
 
 /// Loads the settings and runs the subcommand; tracing is set up here for the
 /// subcommands that log.
-pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+///
+/// `shutdown` is the process's one cancellation token: the daemon (and the
+/// long-running commands) stop when it is cancelled.
+pub async fn dispatch(
+    cli: Cli,
+    shutdown: crate::pipeline::shutdown::CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let settings = cli.common.settings()?;
     if matches!(
         cli.command,
@@ -226,7 +255,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for name in crate::config::unknown_env_names(std::env::vars().map(|(k, _)| k)) {
                 tracing::warn!(variable = %name, "unknown REPLYTIME_* variable: not read");
             }
-            crate::commands::run::run(settings).await
+            crate::commands::run::run(settings, shutdown).await
         }
         Command::Status { json } => crate::commands::status::print(&settings, json).await,
         Command::Check => {
@@ -256,7 +285,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => anyhow::bail!("give --from-lsn or --from-time"),
             };
-            let n = crate::commands::repair::replay(&settings, from).await?;
+            crate::pipeline::shutdown::cancel_on_signal(&shutdown)?;
+            let n = crate::commands::repair::replay(&settings, from, &shutdown).await?;
             println!("replayed {n} transactions");
             Ok(ExitCode::SUCCESS)
         }
@@ -273,13 +303,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 dry_run,
                 recreate_slot,
             };
-            let summary = crate::commands::backfill::backfill(&settings, &options).await?;
+            crate::pipeline::shutdown::cancel_on_signal(&shutdown)?;
+            let summary =
+                crate::commands::backfill::backfill(&settings, &options, &shutdown).await?;
             summary.print(&options);
             Ok(ExitCode::SUCCESS)
         }
         Command::Rebuild => {
             init_tracing(settings.log_format, &settings.log_level);
-            let n = crate::commands::repair::rebuild(&settings).await?;
+            crate::pipeline::shutdown::cancel_on_signal(&shutdown)?;
+            let n = crate::commands::repair::rebuild(&settings, &shutdown).await?;
             println!("rebuilt: {n} rows upserted");
             Ok(ExitCode::SUCCESS)
         }

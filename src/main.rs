@@ -15,7 +15,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match replytime::cli::dispatch(cli).await {
+    // The one shutdown token of the process: commands that run until stopped
+    // cancel it on SIGTERM or SIGINT and hand it down to their loops.
+    let shutdown = replytime::pipeline::shutdown::CancellationToken::new();
+    match replytime::cli::dispatch(cli, shutdown).await {
         Ok(code) => code,
         Err(e) if replytime::cli::json_logs() => {
             // Log collectors read one JSON object per line: the fatal error is one.

@@ -21,12 +21,14 @@ use std::process::{Command, Output, Stdio};
 mod common;
 
 use replytime::change::Table;
-use replytime::config::{ENV_KEYS, Overrides, Settings};
+use replytime::config::{CONFIG_ENV, KEYS, Overrides, Settings};
+use replytime::pipeline::shutdown::SHUTDOWN_BUDGET;
 use replytime::telemetry::metrics::METRICS;
 
 const ALERTS: &str = "deploy/prometheus/alerts.yml";
 const DASHBOARD: &str = "deploy/grafana/replytime.json";
 const SYSTEMD_CONFIG: &str = "deploy/systemd/replytime.toml";
+const SYSTEMD_UNIT: &str = "deploy/systemd/replytime.service";
 const MANIFESTS: &[&str] = &[
     "deploy/kubernetes/statefulset.yaml",
     "deploy/kubernetes/maintenance-job.yaml",
@@ -576,10 +578,10 @@ fn example_config_loads_with_only_real_keys() {
 
 #[test]
 fn manifests_name_only_environment_variables_replytime_reads() {
-    let mut known: BTreeSet<String> = ["REPLYTIME_CONFIG".to_string()].into();
-    for (var, _) in ENV_KEYS {
-        known.insert(var.to_string());
-        known.insert(format!("{var}_FILE"));
+    let mut known: BTreeSet<String> = [CONFIG_ENV.to_string()].into();
+    for key in KEYS {
+        known.insert(key.env.to_string());
+        known.insert(format!("{}_FILE", key.env));
     }
     let mut unknown = Vec::new();
     for file in MANIFESTS {
@@ -975,9 +977,64 @@ fn yaml_documents(relative: &str) -> Vec<Yaml> {
         .collect()
 }
 
-/// The longest a graceful stop takes: the outbox drain (30 s), one status interval
-/// and the final confirmation, the sink task's wait (30 s); see `pipeline::run`.
-const DRAIN_SECONDS: i64 = 30 + 1 + 30;
+/// The longest a graceful stop takes: replytime's shutdown budget (the drain, the
+/// final confirmation and closing the stream, see `pipeline::shutdown`) and time
+/// for the process to exit (closing RocksDB, the runtime).
+const STOP_SECONDS: i64 = SHUTDOWN_BUDGET.as_secs() as i64 + EXIT_SECONDS;
+
+/// Left to the process after the budget, before a supervisor may kill it.
+const EXIT_SECONDS: i64 = 10;
+
+/// `Key=` of a systemd unit file (the last one wins, as in systemd).
+fn unit_value(unit: &str, key: &str) -> Option<String> {
+    unit.lines()
+        .rev()
+        .filter_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(|value| value.trim().to_string())
+        .next()
+}
+
+#[test]
+fn the_shutdown_budget_fits_the_stop_timeouts_of_the_unit_and_the_pods() {
+    let unit = read(SYSTEMD_UNIT);
+    let timeout = unit_value(&unit, "TimeoutStopSec").unwrap_or_else(|| {
+        panic!("{SYSTEMD_UNIT}: no TimeoutStopSec (the default 90 s is implicit)")
+    });
+    let timeout: i64 = timeout
+        .strip_suffix('s')
+        .unwrap_or(&timeout)
+        .parse()
+        .unwrap_or_else(|e| panic!("{SYSTEMD_UNIT}: TimeoutStopSec={timeout}: {e}"));
+    assert!(
+        STOP_SECONDS <= timeout,
+        "{SYSTEMD_UNIT}: TimeoutStopSec={timeout} is shorter than the shutdown budget \
+         ({SHUTDOWN_BUDGET:?}) and {EXIT_SECONDS} s to exit"
+    );
+    assert_eq!(unit_value(&unit, "KillSignal").as_deref(), Some("SIGTERM"));
+    for file in [
+        "deploy/kubernetes/statefulset.yaml",
+        "deploy/kubernetes/sidecar-deployment.yaml",
+        "deploy/kubernetes/sharded-statefulset.yaml",
+    ] {
+        for doc in yaml_documents(file) {
+            let pod = &doc["spec"]["template"]["spec"];
+            if pod.is_null() || doc["kind"].as_str() == Some("Job") {
+                continue;
+            }
+            // Kubernetes' default grace period is 30 s.
+            let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
+            assert!(
+                STOP_SECONDS <= grace,
+                "{file}: terminationGracePeriodSeconds {grace} is shorter than the shutdown \
+                 budget ({SHUTDOWN_BUDGET:?}) and {EXIT_SECONDS} s to exit"
+            );
+        }
+    }
+    for file in [SYSTEMD_UNIT, "deploy/kubernetes/statefulset.yaml"] {
+        let budget = format!("{} s shutdown budget", SHUTDOWN_BUDGET.as_secs());
+        assert!(read(file).contains(&budget), "{file}: names the {budget}");
+    }
+}
 
 /// One replytime container (in `containers` or `initContainers`) of a pod spec.
 fn replytime_container<'a>(pod: &'a Yaml, origin: &str) -> (&'a Yaml, bool) {
@@ -1061,8 +1118,8 @@ fn check_pod(origin: &str, pod: &Yaml, claim_templates: &[String], daemon: bool)
         return problems;
     }
     need(
-        pod["terminationGracePeriodSeconds"].as_i64().unwrap_or(30) > DRAIN_SECONDS,
-        &format!("terminationGracePeriodSeconds > the drain ({DRAIN_SECONDS} s)"),
+        pod["terminationGracePeriodSeconds"].as_i64().unwrap_or(30) >= STOP_SECONDS,
+        &format!("terminationGracePeriodSeconds >= the stop ({STOP_SECONDS} s)"),
     );
     let port = container["ports"]
         .as_sequence()

@@ -548,11 +548,11 @@ fn large_transactions_apply_in_chunks_with_bounded_memory() {
 
 #[test]
 fn deriving_every_anchor_stops_between_batches_when_interrupted() {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = replytime::pipeline::shutdown::CancellationToken::new();
     let mut h = Harness::with_options(EngineOptions {
         refresh_batch: 2,
         bulk: true,
-        interrupt: Some(stop.clone()),
+        interrupt: stop.clone(),
         ..EngineOptions::default()
     });
     let mut changes = vec![lead("L", "C")];
@@ -571,7 +571,7 @@ fn deriving_every_anchor_stops_between_batches_when_interrupted() {
     let mut batches = 0;
     let stopped = h.engine.derive_all(&meta, &mut |_| {
         batches += 1;
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        stop.cancel();
     });
     assert!(
         matches!(stopped, Err(EngineError::Interrupted)),
@@ -579,7 +579,15 @@ fn deriving_every_anchor_stops_between_batches_when_interrupted() {
     );
     assert_eq!(batches, 1, "it stops at the batch after the flag went up");
 
-    stop.store(false, std::sync::atomic::Ordering::SeqCst);
+    // The next start: a new engine over the same state, with a new token.
+    h.engine = replytime::engine::Engine::new(
+        h.store.clone(),
+        EngineOptions {
+            refresh_batch: 2,
+            bulk: true,
+            ..EngineOptions::default()
+        },
+    );
     h.engine.derive_all(&meta, &mut |_| {}).unwrap();
     h.drain_outbox();
     assert_eq!(

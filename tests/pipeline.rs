@@ -498,6 +498,63 @@ async fn pending_work_is_never_confirmed_while_the_sink_is_blocked() {
     .await;
 }
 
+/// A stop while the sink cannot commit ends within the shutdown budget (the
+/// systemd unit and the pods allow it that long, see tests/deploy.rs), cleanly,
+/// without confirming the pending work; the next start delivers it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_with_the_sink_blocked_ends_within_the_budget_and_confirms_nothing_pending() {
+    use replytime::pipeline::shutdown::SHUTDOWN_BUDGET;
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
+    wait_streaming(&db.client, &db.url).await;
+    db.client
+        .batch_execute(r#"INSERT INTO "Lead" (id, "clientId") VALUES ('L', 'C')"#)
+        .await
+        .unwrap();
+    converge(&db.client, CONVERGE).await;
+    let locker = common::connect(&db.url).await;
+    locker
+        .batch_execute(r#"BEGIN; LOCK TABLE "ResponseTimingEvent" IN ACCESS EXCLUSIVE MODE"#)
+        .await
+        .unwrap();
+    db.client
+        .batch_execute(
+            r#"BEGIN; INSERT INTO "Message" (id, "leadId", channel, direction, "sentAt") VALUES
+               ('i', 'L', 'sms', 'inbound', now()), ('o', 'L', 'sms', 'outbound', now() + interval '1 s')"#,
+        )
+        .await
+        .unwrap();
+    let inside = current_lsn(&db.client).await;
+    db.client.batch_execute("COMMIT").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let stopping = Instant::now();
+    let status = daemon.stop();
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status}\n{}", daemon.log_text());
+    assert!(
+        took < SHUTDOWN_BUDGET + Duration::from_secs(5),
+        "the stop took {took:?}, more than the {SHUTDOWN_BUDGET:?} budget"
+    );
+    let confirmed = confirmed_lsn(&db.client, &slot_for(&db.url)).await.unwrap();
+    assert!(
+        confirmed <= inside,
+        "confirmed {confirmed} reached pending work committed after {inside}"
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("not drained within the shutdown budget"),
+        "{}",
+        daemon.log_text()
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+    let _daemon = Daemon::spawn(&db.url, &state, &[]);
+    converge(&db.client, CONVERGE).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn initial_load_of_existing_rows_converges_while_writes_go_on() {
     let db = database().await;
@@ -626,6 +683,31 @@ async fn replay_and_rebuild_repair_a_damaged_sink() {
         )
         .await
         .unwrap();
+    // A stop already requested: replay stops after its first batch (delivered)
+    // and names where to continue; rebuild stops before it derives anything.
+    let env = |key: &str| match key {
+        "REPLYTIME_SOURCE_URL" => Some(db.url.clone()),
+        "REPLYTIME_STATE_DIR" => Some(state.display().to_string()),
+        "REPLYTIME_SLOT" => Some(slot_for(&db.url)),
+        _ => None,
+    };
+    let settings = replytime::config::Settings::load(None, &env, &Default::default()).unwrap();
+    let stopped = replytime::pipeline::shutdown::CancellationToken::new();
+    stopped.cancel();
+    let from_lsn = replytime::commands::repair::ReplayFrom::Lsn(from.parse().unwrap());
+    let err = replytime::commands::repair::replay(&settings, from_lsn, &stopped)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("stopped on request") && err.contains("replytime replay --from-lsn"),
+        "{err}"
+    );
+    let err = replytime::commands::repair::rebuild(&settings, &stopped)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stopped on request"), "{err}");
     // Chunks of two changes: the larger transactions are replayed chunk by chunk,
     // as the daemon applies a transaction larger than `chunk_changes`.
     let out = cli_with(

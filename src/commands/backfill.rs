@@ -26,6 +26,7 @@ use std::sync::Arc;
 use crate::change::Timestamp;
 use crate::config::Settings;
 use crate::engine::{AnchorRecord, EngineOptions};
+use crate::pipeline::shutdown::CancellationToken;
 use crate::pipeline::{
     Context, SinkShared, flush_batch, load_tables, open_store, prepare_sink_and_publication,
 };
@@ -111,9 +112,13 @@ impl BackfillSummary {
     }
 }
 
+/// Copies and derives until done or until `shutdown` is cancelled (at the next
+/// page or derivation batch: the slot it created is dropped again, and a later
+/// backfill starts over).
 pub(crate) async fn backfill(
     settings: &Settings,
     options: &BackfillOptions,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<BackfillSummary> {
     let mut settings = settings.clone();
     if let Some(n) = options.batch_size {
@@ -194,9 +199,11 @@ pub(crate) async fn backfill(
         store: store.clone(),
         health: Arc::new(Health::default()),
         sink: Arc::new(SinkShared::default()),
+        shutdown: shutdown.clone(),
     });
     let engine_options = EngineOptions {
         emit_since: cutoff,
+        interrupt: shutdown.clone(),
         ..EngineOptions::default()
     };
     let snapshot_lsn = load_tables(&ctx, &engine_options, !options.dry_run).await?;

@@ -5,7 +5,7 @@
 pub(crate) mod backfill;
 pub(crate) mod check;
 pub(crate) mod ownership;
-pub(crate) mod repair;
+pub mod repair;
 pub mod report;
 pub(crate) mod run;
 pub(crate) mod simulate;

@@ -14,6 +14,7 @@ use crate::change::{Timestamp, TxnMeta};
 use crate::config::Settings;
 use crate::engine::{Engine, EngineOptions};
 use crate::lsn::Lsn;
+use crate::pipeline::shutdown::CancellationToken;
 use crate::pipeline::strays::prune_strays;
 use crate::pipeline::{flush_batch, open_store};
 use crate::sink::Sink;
@@ -22,7 +23,7 @@ use crate::telemetry::progress::Progress;
 
 /// Where a replay starts.
 #[derive(Clone, Debug)]
-pub(crate) enum ReplayFrom {
+pub enum ReplayFrom {
     Lsn(Lsn),
     Time(Timestamp),
 }
@@ -50,8 +51,14 @@ async fn drain(store: &Store, sink: &mut Sink, settings: &Settings) -> anyhow::R
     Ok(())
 }
 
-/// Re-applies the event log from `from`; returns transactions replayed.
-pub(crate) async fn replay(settings: &Settings, from: ReplayFrom) -> anyhow::Result<u64> {
+/// Re-applies the event log from `from`; returns transactions replayed. A
+/// cancelled `shutdown` stops it between batches (everything before was delivered)
+/// with the LSN to continue from.
+pub async fn replay(
+    settings: &Settings,
+    from: ReplayFrom,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<u64> {
     let (store, mut sink) = open(settings).await?;
     let start = match from {
         ReplayFrom::Lsn(lsn) => {
@@ -105,13 +112,20 @@ pub(crate) async fn replay(settings: &Settings, from: ReplayFrom) -> anyhow::Res
         engine.flush()?;
         drain(&store, &mut sink, settings).await?;
         next = Lsn(last.0 + 1);
+        if shutdown.is_cancelled() {
+            anyhow::bail!(
+                "stopped on request after {replayed} transactions, all delivered: continue with \
+                 `replytime replay --from-lsn {next}`"
+            );
+        }
     }
     progress.finish();
     Ok(replayed)
 }
 
-/// Re-derives every anchor and upserts every row; returns rows written.
-pub(crate) async fn rebuild(settings: &Settings) -> anyhow::Result<usize> {
+/// Re-derives every anchor and upserts every row; returns rows written. A
+/// cancelled `shutdown` stops the derivation at its next batch (run it again).
+pub async fn rebuild(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<usize> {
     let (store, mut sink) = open(settings).await?;
     drain(&store, &mut sink, settings).await?;
     let applied = store.applied_lsn()?;
@@ -125,6 +139,7 @@ pub(crate) async fn rebuild(settings: &Settings) -> anyhow::Result<usize> {
         EngineOptions {
             log_events: false,
             force_upsert: true,
+            interrupt: shutdown.clone(),
             ..EngineOptions::default()
         },
     );

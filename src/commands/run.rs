@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::pipeline;
+use crate::pipeline::shutdown::CancellationToken;
 use crate::telemetry::health::Fatal;
 use crate::telemetry::health::Health;
 use crate::telemetry::http;
@@ -16,8 +17,15 @@ use crate::telemetry::metrics::METRICS;
 /// retry cannot fix, SPEC 5) stops the pipeline but not the process: it keeps
 /// serving `/metrics` and `/readyz` with the reason, so alerts fire, until it is
 /// stopped, and then exits non-zero with the error.
-pub(crate) async fn run(settings: crate::config::Settings) -> anyhow::Result<ExitCode> {
-    let health = Arc::new(Health::default());
+///
+/// `shutdown` is the one token every part of the daemon stops on; SIGTERM and
+/// SIGINT cancel it.
+pub(crate) async fn run(
+    settings: crate::config::Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    pipeline::shutdown::cancel_on_signal(&shutdown)?;
+    let health = Arc::new(Health::new(shutdown.clone()));
     let listener = http::bind(settings.metrics_addr).await?;
     tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");
     health.live.store(true, Ordering::SeqCst);
@@ -26,29 +34,14 @@ pub(crate) async fn run(settings: crate::config::Settings) -> anyhow::Result<Exi
         settings.clone(),
         health.clone(),
     ));
-    // The signal raises `stopping` at once (for work that cannot await) and ends
-    // the future the daemon waits on.
-    let signal = shutdown_signal()?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let stopping = health.stopping.clone();
-    tokio::spawn(async move {
-        signal.await;
-        stopping.store(true, Ordering::SeqCst);
-        let _ = stop.send(true);
-    });
-    let mut until_stopped = stopped.clone();
-    let shutdown = async move {
-        let mut stopped = stopped;
-        let _ = stopped.wait_for(|stopped| *stopped).await;
-    };
-    let Err(error) = pipeline::run(settings, health.clone(), shutdown).await else {
+    let Err(error) = pipeline::run(settings, health.clone(), shutdown.clone()).await else {
         return Ok(ExitCode::SUCCESS);
     };
     // A setting to fix (wrong password or database, missing privilege, table or
     // wal_level) ends the process at once with the message, as bad configuration
     // does (SPEC 8); every other definite error keeps it up and visible.
     let kind = fatal_kind(&error);
-    if is_definite(&error) && kind != "config" && !health.stopping.load(Ordering::SeqCst) {
+    if is_definite(&error) && kind != "config" && !shutdown.is_cancelled() {
         let message = crate::pgconn::error_chain(&error);
         tracing::error!(
             kind,
@@ -57,7 +50,7 @@ pub(crate) async fn run(settings: crate::config::Settings) -> anyhow::Result<Exi
         );
         METRICS.fatal_error.with_label_values(&[kind]).set(1);
         health.set_fatal(Fatal { kind, message });
-        let _ = until_stopped.wait_for(|stopped| *stopped).await;
+        shutdown.cancelled().await;
     }
     Err(anyhow::Error::new(error).context("replytime run stopped"))
 }
@@ -89,19 +82,4 @@ fn fatal_kind(error: &pipeline::PipelineError) -> &'static str {
         P::Store(_) | P::Engine(_) => "state",
         P::Other(_) => "other",
     }
-}
-
-/// Resolves on SIGTERM or SIGINT. The handlers are installed here, before the
-/// daemon starts: a signal during start-up or the initial load stops it cleanly
-/// instead of killing it.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-    })
 }

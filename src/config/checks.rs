@@ -1,7 +1,7 @@
 //! Checks of setting values beyond their syntax: the log filter, unknown
 //! `REPLYTIME_*` variables (with a did-you-mean) and the state directory.
 
-use super::{ConfigError, ENV_KEYS, Settings};
+use super::{CONFIG_ENV, ConfigError, KEYS, Settings};
 
 /// Log levels, for `log_level` and its directives.
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
@@ -70,10 +70,10 @@ const TOOL_PREFIXES: [&str; 4] = [
 /// `REPLYTIME_*` variables replytime does not read (a typo silently ignored would
 /// leave a setting at its default), each with the likely intended name.
 pub fn unknown_env_names(names: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut known: Vec<String> = vec!["REPLYTIME_CONFIG".into(), "REPLYTIME_FAULT".into()];
-    for (var, _) in ENV_KEYS {
-        known.push(var.to_string());
-        known.push(format!("{var}_FILE"));
+    let mut known: Vec<String> = vec![CONFIG_ENV.into(), "REPLYTIME_FAULT".into()];
+    for key in KEYS {
+        known.push(key.env.to_string());
+        known.push(format!("{}_FILE", key.env));
     }
     let mut unknown: Vec<String> = names
         .into_iter()
@@ -99,7 +99,7 @@ impl Settings {
         let Some(dir) = &self.state_dir else {
             return Ok(());
         };
-        let key = "state_dir (REPLYTIME_STATE_DIR)";
+        let key = super::with_env_var("state_dir");
         let mut existing = dir.as_path();
         while !existing.exists() {
             match existing.parent() {
@@ -109,13 +109,13 @@ impl Settings {
         }
         if !existing.is_dir() {
             return Err(ConfigError::new(
-                key,
+                &key,
                 format!("{} exists and is not a directory", existing.display()),
             ));
         }
         tempfile::tempfile_in(existing).map_err(|e| {
             ConfigError::new(
-                key,
+                &key,
                 format!("{} is not writable for this user: {e}", existing.display()),
             )
         })?;

@@ -2,8 +2,6 @@
 //! anchor of every inbound message, in thread order, derived by a helper thread
 //! while this one records) and for `rebuild` (every message's anchor again).
 
-use std::sync::atomic::Ordering;
-
 use super::txn::record_applied;
 use super::{DerivedAnchor, Engine, EngineError, TxnOutcome, anchor, keys};
 use crate::change::TxnMeta;
@@ -48,12 +46,7 @@ impl Engine {
             scope.spawn(move || derive_batches(store, batch, &derived_tx));
             let mut outcome = TxnOutcome::default();
             loop {
-                if self
-                    .options
-                    .interrupt
-                    .as_ref()
-                    .is_some_and(|flag| flag.load(Ordering::SeqCst))
-                {
+                if self.options.interrupt.is_cancelled() {
                     return Err(EngineError::Interrupted);
                 }
                 let derived: DerivedBatch = derived_rx.recv().map_err(|_| {
@@ -92,6 +85,10 @@ impl Engine {
         let store = self.store.clone();
         let mut after: Option<Vec<u8>> = None;
         loop {
+            // Between batches, as a crash would: what is marked stays to refresh.
+            if self.options.interrupt.is_cancelled() {
+                return Err(EngineError::Interrupted);
+            }
             let tx = store.begin();
             let keys = tx.keys_with_prefix(Cf::Messages, &[], after.as_deref(), 10_000)?;
             let Some(last) = keys.last().cloned() else {

@@ -63,9 +63,9 @@ mod txn;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::change::{Timestamp, TxnMeta};
 use crate::lsn::Lsn;
@@ -131,9 +131,10 @@ pub struct EngineOptions {
     /// but not upserted into the sink (`backfill --lookback-days`); later changes
     /// emit them in full.
     pub emit_since: Option<Timestamp>,
-    /// Once raised, [`Engine::derive_all`] returns [`EngineError::Interrupted`] at
-    /// its next batch (what it committed stays committed).
-    pub interrupt: Option<Arc<AtomicBool>>,
+    /// Once cancelled (the daemon's shutdown), [`Engine::derive_all`] returns
+    /// [`EngineError::Interrupted`] at its next batch (what it committed stays
+    /// committed).
+    pub interrupt: CancellationToken,
 }
 
 impl Default for EngineOptions {
@@ -146,7 +147,7 @@ impl Default for EngineOptions {
             bulk: false,
             force_upsert: false,
             emit_since: None,
-            interrupt: None,
+            interrupt: CancellationToken::new(),
         }
     }
 }

@@ -257,6 +257,9 @@ async fn copy_tables(
     let reader = tokio::spawn(read_pages(ctx.clone(), client.clone(), pages));
     let mut quarantined: u32 = 0;
     while let Some(page) = received.recv().await {
+        if ctx.shutdown.is_cancelled() {
+            return Err(crate::engine::EngineError::Interrupted.into());
+        }
         let Page {
             changes,
             quarantined: rows,

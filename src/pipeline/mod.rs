@@ -19,17 +19,15 @@ mod initial_load;
 mod kept_delays;
 pub(crate) mod ownership;
 pub mod policy;
-pub(crate) mod poller;
+pub mod poller;
+pub mod shutdown;
 mod sink_task;
 pub(crate) mod strays;
 mod streaming;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::engine::{Engine, EngineError, EngineOptions};
@@ -41,6 +39,7 @@ use crate::source::stream::{ConnParams, conn_params};
 use crate::store::{Store, StoreError, StoreOptions, meta};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::METRICS;
+use shutdown::CancellationToken;
 
 pub use initial_load::load as load_tables;
 pub(crate) use sink_task::{SinkShared, flush_batch};
@@ -83,6 +82,8 @@ pub struct Context {
     pub params: ConnParams,
     pub health: Arc<Health>,
     pub sink: Arc<SinkShared>,
+    /// The daemon's shutdown (see `shutdown`): every loop and wait ends on it.
+    pub shutdown: CancellationToken,
 }
 
 impl Context {
@@ -109,21 +110,21 @@ pub(crate) fn open_store(settings: &Settings) -> Result<Arc<Store>, StoreError> 
     Ok(Arc::new(Store::open(settings.state_dir(), &options)?))
 }
 
-/// Runs the daemon until `shutdown` resolves (then drains, flushes and sends a final
-/// status update) or a fatal error.
+/// Runs the daemon until `shutdown` is cancelled (then drains, flushes and sends a
+/// final status update, all within [`shutdown::SHUTDOWN_BUDGET`]) or a fatal error.
 pub async fn run(
     settings: Settings,
     health: Arc<Health>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) -> Result<(), PipelineError> {
-    tokio::pin!(shutdown);
     // A stop before streaming begins (during the checks or the initial load) ends
-    // the start-up at its next await: nothing was confirmed yet, and a load that
-    // did not finish starts over on the next start, as after a crash.
+    // the start-up at its next await (deriving every anchor, at its next batch):
+    // nothing was confirmed yet, and a load that did not finish starts over on the
+    // next start, as after a crash.
     let started = tokio::select! {
         biased;
-        () = &mut shutdown => None,
-        started = start(settings, &health) => match started {
+        () = shutdown.cancelled() => None,
+        started = start(settings, &health, &shutdown) => match started {
             Err(PipelineError::Engine(EngineError::Interrupted)) => None,
             started => Some(started?),
         },
@@ -142,10 +143,9 @@ pub async fn run(
         return Ok(());
     };
 
-    let (stop_stream, stream_stop) = watch::channel(false);
-    let stream = streaming::stream_forever(ctx.clone(), admin, engine, stream_stop);
+    let stream = streaming::stream_forever(ctx.clone(), admin, engine);
     tokio::pin!(stream);
-    let mut stopping = false;
+    let mut deadline = None;
     let result = loop {
         tokio::select! {
             r = &mut stream => break r,
@@ -154,19 +154,21 @@ pub async fn run(
                 Ok(Err(e)) => Err(e.into()),
                 Err(e) => Err(PipelineError::Other(format!("sink task failed: {e}"))),
             },
-            () = &mut shutdown, if !stopping => {
-                stopping = true;
-                let _ = stop_stream.send(true);
+            // The stream sees the token too and closes; this only starts the clock.
+            () = shutdown.cancelled(), if deadline.is_none() => {
+                deadline = Some(shutdown::deadline());
             }
         }
     };
     health.ready.store(false, Ordering::SeqCst);
-    let _ = stop_sink.send(true);
+    let stop_sink = stop_sink.disarm();
+    stop_sink.cancel();
     if result.is_ok() {
-        match tokio::time::timeout(Duration::from_secs(30), sink_handle).await {
-            Ok(Ok(Err(e))) => return Err(e.into()),
-            Err(_) => tracing::warn!(
-                "outbox not drained within 30 s; it is durable and resumes on restart"
+        let deadline = deadline.unwrap_or_else(shutdown::deadline);
+        match shutdown::join_by(&mut sink_handle, deadline).await {
+            Some(Ok(Err(e))) => return Err(e.into()),
+            None => tracing::warn!(
+                "outbox not drained within the shutdown budget; it is durable and resumes on restart"
             ),
             _ => {}
         }
@@ -182,12 +184,17 @@ struct Started {
     admin: tokio_postgres::Client,
     engine: Engine,
     sink_handle: tokio::task::JoinHandle<Result<(), crate::sink::SinkError>>,
-    stop_sink: watch::Sender<bool>,
+    /// Stops the sink task (also when a start-up that spawned it is dropped).
+    stop_sink: tokio_util::sync::DropGuard,
 }
 
 /// Opens the state, checks the source and the sink, starts the sink task and
 /// prepares the slot (the initial load when it is new).
-async fn start(settings: Settings, health: &Arc<Health>) -> Result<Started, PipelineError> {
+async fn start(
+    settings: Settings,
+    health: &Arc<Health>,
+    shutdown: &CancellationToken,
+) -> Result<Started, PipelineError> {
     let store = open_store(&settings)?;
     let params = conn_params(settings.source_url())?;
     let admin = crate::pgconn::connect(settings.source_url(), "replytime-admin").await?;
@@ -209,21 +216,27 @@ async fn start(settings: Settings, health: &Arc<Health>) -> Result<Started, Pipe
         // The sink task runs from here on, paused until the slot is ready: an
         // initial load lets it deliver while the load derives (see `initial_load`).
         sink: Arc::new(SinkShared::paused()),
+        shutdown: shutdown.clone(),
     });
-    let (stop_sink, stop_rx) = watch::channel(false);
+    let stop_sink = CancellationToken::new();
     let sink_task = sink_task::SinkTask {
         ctx: ctx.clone(),
-        stop: stop_rx,
+        stop: stop_sink.clone(),
     };
     let sink_handle = tokio::spawn(sink_task.run(Some(sink)));
+    let stop_sink = stop_sink.drop_guard();
     let options = EngineOptions {
         chunk_changes: ctx.settings.chunk_changes,
-        interrupt: Some(health.stopping.clone()),
+        interrupt: shutdown.clone(),
         ..EngineOptions::default()
     };
     let state_id = prepare_slot(&ctx, &admin, &registry, &options).await?;
     let engine = Engine::new(store.clone(), options);
-    tokio::spawn(ownership::keep_registration_fresh(registry, state_id));
+    tokio::spawn(ownership::keep_registration_fresh(
+        registry,
+        state_id,
+        shutdown.clone(),
+    ));
     ctx.sink.resume();
     Ok(Started {
         ctx,
@@ -324,7 +337,9 @@ async fn prepare_slot(
             // One writer per slot: the same state elsewhere (a restarted pod on the
             // same volume, a rolling update) waits.
             tracing::warn!(slot, pid, "slot is in use by another connection; waiting");
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            if !shutdown::sleep_unless_cancelled(&ctx.shutdown, Duration::from_secs(5)).await {
+                return Err(EngineError::Interrupted.into());
+            }
             continue;
         }
         if !loaded {

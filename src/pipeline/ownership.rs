@@ -179,10 +179,16 @@ pub(crate) async fn register_writer(
 const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Refreshes this writer's `last_seen` until the connection fails (a failure only
-/// ages the timestamp: the registration itself stays).
-pub(crate) async fn keep_registration_fresh(sink: tokio_postgres::Client, state_id: String) {
+/// ages the timestamp: the registration itself stays) or the daemon stops.
+pub(crate) async fn keep_registration_fresh(
+    sink: tokio_postgres::Client,
+    state_id: String,
+    shutdown: super::shutdown::CancellationToken,
+) {
     loop {
-        tokio::time::sleep(TOUCH_EVERY).await;
+        if !super::shutdown::sleep_unless_cancelled(&shutdown, TOUCH_EVERY).await {
+            return;
+        }
         if let Err(e) = registry::touch(&sink, &state_id).await {
             tracing::debug!(error = %e, "could not refresh the sink registration's last_seen");
             return;

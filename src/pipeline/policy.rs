@@ -18,12 +18,17 @@
 //! schema that no longer fits, malformed or out-of-order pgoutput, a client-side
 //! error that is not the network's, the local state store failing. Retrying those
 //! forever would hide them; stopping makes them visible (`/readyz` with the reason).
+//!
+//! A retry waits a [`Backoff`] delay first: it doubles from a first delay up to a
+//! cap, and a shutdown ends the wait at once.
 
 use std::error::Error;
+use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 
 use super::PipelineError;
+use super::shutdown::{CancellationToken, sleep_unless_cancelled};
 use crate::change::TimeError;
 use crate::pgconn::PgConnError;
 use crate::sink::SinkError;
@@ -149,6 +154,48 @@ fn replication(err: &pgwire_replication::PgWireError) -> Next {
     }
 }
 
+/// The wait before each retry: `first`, then twice the previous one, never more
+/// than `cap`; [`Backoff::reset`] starts over (a new incident).
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    first: Duration,
+    cap: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// The replication stream's reconnection: 250 ms, 500 ms, 1 s, … up to 30 s.
+    pub const STREAM: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    /// The sink task's reconnection: 200 ms, 400 ms, … up to 10 s.
+    pub const SINK: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+
+    pub const fn new(first: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            first,
+            cap,
+            next: first,
+        }
+    }
+
+    /// The delay the next [`Backoff::wait`] sleeps.
+    pub fn next_delay(&self) -> Duration {
+        self.next
+    }
+
+    /// Back to the first delay.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+
+    /// Sleeps the next delay and doubles it (up to the cap); `false`, at once, when
+    /// `shutdown` is cancelled first.
+    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let delay = self.next;
+        self.next = (delay * 2).min(self.cap);
+        sleep_unless_cancelled(shutdown, delay).await
+    }
+}
+
 /// SQLSTATE classes after which the same work may well succeed: connection
 /// exception, transaction rollback (serialization, deadlock), insufficient
 /// resources, operator intervention (shutdown, restart, cancel).
@@ -185,6 +232,53 @@ fn sqlstate_in(text: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_delays_double_up_to_the_cap_and_start_over_on_reset() {
+        let token = CancellationToken::new();
+        let mut backoff = Backoff::STREAM;
+        let mut waited = Vec::new();
+        for _ in 0..10 {
+            let started = tokio::time::Instant::now();
+            assert!(backoff.wait(&token).await);
+            waited.push(started.elapsed().as_millis());
+        }
+        assert_eq!(
+            waited,
+            [
+                250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000
+            ]
+        );
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(250));
+        let mut sink = Backoff::SINK;
+        let mut waited = Vec::new();
+        for _ in 0..8 {
+            let started = tokio::time::Instant::now();
+            assert!(sink.wait(&token).await);
+            waited.push(started.elapsed().as_millis());
+        }
+        assert_eq!(waited, [200, 400, 800, 1_600, 3_200, 6_400, 10_000, 10_000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_during_a_retry_wait_ends_it_at_once() {
+        let token = CancellationToken::new();
+        let mut backoff = Backoff::STREAM;
+        for _ in 0..8 {
+            assert!(backoff.wait(&token).await);
+        }
+        assert_eq!(backoff.next_delay(), Duration::from_secs(30));
+        let started = tokio::time::Instant::now();
+        let waiting = tokio::spawn({
+            let token = token.clone();
+            async move { backoff.wait(&token).await }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        token.cancel();
+        assert!(!waiting.await.unwrap(), "the wait was cut short");
+        assert_eq!(started.elapsed(), Duration::from_millis(5));
+    }
 
     #[test]
     fn sqlstates_split_by_what_a_retry_can_fix() {

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use super::Context;
-use super::policy::{Next, classify};
+use super::policy::{Backoff, Next, classify};
+use super::shutdown::CancellationToken;
 use crate::fault;
 use crate::lsn::Lsn;
 use crate::sink::{Sink, SinkError};
@@ -74,17 +75,19 @@ pub(super) struct SinkTask {
     /// The store, the settings (sink, shard, slot, batch size) and what the task
     /// shares with the rest of the daemon (`ctx.sink`).
     pub ctx: Arc<Context>,
-    /// true: drain what is left, then stop.
-    pub stop: watch::Receiver<bool>,
+    /// Cancelled once the stream has closed: drain what is left, then stop. Not
+    /// the daemon's shutdown token itself: the stream's close commits what it
+    /// staged after the signal, and the sink task must still deliver that.
+    pub stop: CancellationToken,
 }
 
 impl SinkTask {
     /// Runs until stopped (after draining the outbox) or a fatal sink error.
-    pub(super) async fn run(mut self, mut sink: Option<Sink>) -> Result<(), SinkError> {
-        let mut backoff = Duration::from_millis(200);
+    pub(super) async fn run(self, mut sink: Option<Sink>) -> Result<(), SinkError> {
+        let mut backoff = Backoff::SINK;
         loop {
             if self.ctx.sink.is_paused() {
-                if *self.stop.borrow() {
+                if self.stop.is_cancelled() {
                     return Ok(());
                 }
                 self.idle().await;
@@ -95,8 +98,7 @@ impl SinkTask {
                 None => match Sink::for_settings(&self.ctx.settings).await {
                     Ok(s) => sink.insert(s),
                     Err(e) if classify(&e) == Next::Retry => {
-                        self.unhealthy(&e, &mut backoff).await;
-                        if *self.stop.borrow() {
+                        if !self.unhealthy(&e, &mut backoff).await {
                             return Ok(());
                         }
                         continue;
@@ -105,17 +107,16 @@ impl SinkTask {
                 },
             };
             match self.flush_once(sink_ref).await {
-                Ok(true) => backoff = Duration::from_millis(200),
+                Ok(true) => backoff.reset(),
                 Ok(false) => {
-                    if *self.stop.borrow() {
+                    if self.stop.is_cancelled() {
                         return Ok(());
                     }
                     self.idle().await;
                 }
                 Err(e) if classify(&e) == Next::Retry => {
                     sink = None;
-                    self.unhealthy(&e, &mut backoff).await;
-                    if *self.stop.borrow() {
+                    if !self.unhealthy(&e, &mut backoff).await {
                         return Ok(());
                     }
                 }
@@ -125,20 +126,21 @@ impl SinkTask {
     }
 
     /// Until woken, stopped, or 50 ms passed.
-    async fn idle(&mut self) {
+    async fn idle(&self) {
         tokio::select! {
             _ = self.ctx.sink.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = self.stop.changed() => {}
+            _ = self.stop.cancelled() => {}
         }
     }
 
-    async fn unhealthy(&self, e: &SinkError, backoff: &mut Duration) {
+    /// Records the failure and waits before the retry; `false` when stopped
+    /// meanwhile (the outbox keeps what was not delivered).
+    async fn unhealthy(&self, e: &SinkError, backoff: &mut Backoff) -> bool {
         self.ctx.sink.healthy.store(false, Ordering::SeqCst);
         METRICS.errors.with_label_values(&["sink"]).inc();
-        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sink unavailable, retrying");
-        tokio::time::sleep(*backoff).await;
-        *backoff = (*backoff * 2).min(Duration::from_secs(10));
+        tracing::warn!(error = %e, retry_in_ms = backoff.next_delay().as_millis() as u64, "sink unavailable, retrying");
+        backoff.wait(&self.stop).await
     }
 
     /// Moves one batch; `Ok(false)` when the outbox was empty.

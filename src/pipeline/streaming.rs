@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pgwire_replication::ReplicationEvent;
-use tokio::sync::watch;
 
-use super::policy::{Next, classify};
+use super::policy::{Backoff, Next, classify};
+use super::shutdown;
 use super::{Context, PipelineError};
 use crate::change::{Change, Timestamp, TxnMeta};
 use crate::engine::Engine;
@@ -40,25 +40,25 @@ struct OpenTxn {
     changes: u32,
 }
 
-/// Streams until `shutdown` turns true (then drains the outbox, confirms what is
-/// durable and closes the session cleanly) or a fatal error.
+/// Streams until `ctx.shutdown` is cancelled (then drains the outbox within the
+/// shutdown budget, confirms what is durable and closes the session cleanly) or a
+/// fatal error.
 pub(super) async fn stream_forever(
     ctx: Arc<Context>,
     admin: tokio_postgres::Client,
     mut engine: Engine,
-    shutdown: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
-    const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-    let mut backoff = FIRST_BACKOFF;
+    let shutdown = ctx.shutdown.clone();
+    let mut backoff = Backoff::STREAM;
     let mut admin = Some(admin);
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return Ok(());
         }
         let started = Instant::now();
         let result = Session::open(&ctx, &mut engine, admin.take()).await;
         let err = match result {
-            Ok(mut session) => match session.run(shutdown.clone()).await {
+            Ok(mut session) => match session.run().await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     // A closed admin connection is replaced on the next attempt.
@@ -78,17 +78,14 @@ pub(super) async fn stream_forever(
         }
         if started.elapsed() > Duration::from_secs(60) {
             // The session worked for a while: this is a new incident.
-            backoff = FIRST_BACKOFF;
+            backoff.reset();
         }
         METRICS.errors.with_label_values(&["source"]).inc();
         ctx.health.ready.store(false, Ordering::SeqCst);
-        tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "replication connection lost, reconnecting");
-        let mut stop = shutdown.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return Ok(()),
+        tracing::warn!(error = %err, retry_in_ms = backoff.next_delay().as_millis() as u64, "replication connection lost, reconnecting");
+        if !backoff.wait(&shutdown).await {
+            return Ok(());
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -159,7 +156,8 @@ impl<'e> Session<'e> {
         })
     }
 
-    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+    async fn run(&mut self) -> Result<(), PipelineError> {
+        let stop = self.ctx.shutdown.clone();
         let mut status = tokio::time::interval(self.ctx.settings.status_interval());
         let heartbeat_every = Duration::from_millis(self.ctx.settings.heartbeat_interval_ms.max(1));
         let mut heartbeat = tokio::time::interval(heartbeat_every);
@@ -170,7 +168,7 @@ impl<'e> Session<'e> {
             // stream has nothing ready.
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return self.close().await,
+                () = stop.cancelled() => return self.close(shutdown::deadline()).await,
                 _ = status.tick() => self.confirm()?,
                 _ = heartbeat.tick(), if self.ctx.settings.heartbeat_interval_ms > 0 => self.heartbeat().await,
                 _ = slot_check.tick() => self.check_slot().await?,
@@ -180,21 +178,36 @@ impl<'e> Session<'e> {
         }
     }
 
-    /// Graceful end: drop the open transaction (it is re-sent on restart), let the
-    /// sink drain the outbox, send the final confirmation and close the stream.
-    async fn close(&mut self) -> Result<(), PipelineError> {
+    /// Graceful end, by `deadline`: drop the open transaction (it is re-sent on
+    /// restart), let the sink drain the outbox, send the final confirmation (what is
+    /// durable, never more) and close the stream. What the budget leaves undrained
+    /// stays in the outbox and is confirmed after the next start.
+    async fn close(&mut self, deadline: tokio::time::Instant) -> Result<(), PipelineError> {
         self.commit_staged()?;
         tracing::info!("shutting down: draining the outbox");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.ctx.store.outbox_len()? > 0 && tokio::time::Instant::now() < deadline {
-            self.ctx.sink.wake();
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        // The connection sends a raised position within one status interval.
+        let final_status = self.ctx.settings.status_interval() + Duration::from_millis(100);
+        let drain_by = deadline
+            .checked_sub(final_status + shutdown::CLOSE_RESERVE)
+            .unwrap_or(deadline);
+        let store = &self.ctx.store;
+        let drained =
+            shutdown::drain_until(|| store.outbox_len(), || self.ctx.sink.wake(), drain_by).await?;
+        if !drained {
+            tracing::warn!(
+                pending = self.ctx.store.outbox_len()?,
+                "outbox not drained within the shutdown budget; it is durable and resumes on restart"
+            );
         }
         self.confirm()?;
-        // The worker sends a raised position within one status interval.
-        tokio::time::sleep(self.ctx.settings.status_interval() + Duration::from_millis(100)).await;
-        if let Err(e) = self.relay.shutdown().await {
-            tracing::debug!(error = %e, "closing the replication stream");
+        let sent_by = deadline.min(tokio::time::Instant::now() + final_status);
+        tokio::time::sleep_until(sent_by).await;
+        match tokio::time::timeout_at(deadline, self.relay.shutdown()).await {
+            Ok(Err(e)) => tracing::debug!(error = %e, "closing the replication stream"),
+            Err(_) => {
+                tracing::warn!("the replication stream did not close within the shutdown budget")
+            }
+            Ok(Ok(())) => {}
         }
         tracing::info!(confirmed = %self.confirmed, "final status sent");
         Ok(())

@@ -15,6 +15,8 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::lsn::Lsn;
 
 /// Liveness and readiness as the daemon reports them.
@@ -24,9 +26,9 @@ pub struct Health {
     /// Set by the streaming loop: a replication session is open and the sink is
     /// healthy.
     pub ready: AtomicBool,
-    /// Raised by SIGTERM or SIGINT: long synchronous work (deriving every anchor
-    /// of an initial load) checks it between batches and stops.
-    pub stopping: std::sync::Arc<AtomicBool>,
+    /// The daemon's shutdown token, cancelled by SIGTERM or SIGINT: `/readyz`
+    /// says "shutting down" from then on.
+    stopping: CancellationToken,
     /// The last health poll, once there was one.
     poll: Mutex<Option<PollView>>,
     /// The definite error that stopped the pipeline (the process stays up).
@@ -66,7 +68,20 @@ pub(crate) const FATAL_KINDS: &[&str] = &[
 ];
 
 impl Health {
-    pub(crate) fn set_poll(&self, view: PollView) {
+    /// Health of a daemon that stops when `shutdown` is cancelled.
+    pub fn new(shutdown: CancellationToken) -> Health {
+        Health {
+            stopping: shutdown,
+            ..Health::default()
+        }
+    }
+
+    /// Whether the daemon was told to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
+    }
+
+    pub fn set_poll(&self, view: PollView) {
         *self.poll.lock().expect("health lock") = Some(view);
     }
 
@@ -91,7 +106,7 @@ impl Health {
                 fatal.kind, fatal.message
             ));
         }
-        if self.stopping.load(Ordering::SeqCst) {
+        if self.is_stopping() {
             reasons.push("shutting down".into());
         }
         if let Some(poll) = self.poll() {
@@ -171,6 +186,19 @@ mod tests {
         assert_eq!(
             health.readiness().unwrap_err(),
             vec!["source unreachable: timed out".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_shutdown_makes_it_unready() {
+        let token = CancellationToken::new();
+        let health = Health::new(token.clone());
+        health.ready.store(true, Ordering::SeqCst);
+        assert_eq!(health.readiness(), Ok(()));
+        token.cancel();
+        assert_eq!(
+            health.readiness().unwrap_err(),
+            vec!["shutting down".to_string()]
         );
     }
 
