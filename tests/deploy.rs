@@ -638,21 +638,6 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-fn run_ok(cmd: &mut Command, what: &str) -> Output {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// The builder stage's context assembled from exactly its COPY lines (nothing else
 /// of the repository), and its `RUN … cargo build …` run there as written, with a
 /// hard-linked copy of this build's target directory so that only what changed is
@@ -715,7 +700,7 @@ fn dockerfile_builds_from_exactly_its_copy_lines() {
             } else {
                 (from, dest.clone())
             };
-            run_ok(Command::new("cp").arg("-a").arg(&from).arg(&to), "cp");
+            common::run(Command::new("cp").arg("-a").arg(&from).arg(&to), "cp");
         }
     }
 
@@ -743,7 +728,7 @@ fn dockerfile_builds_from_exactly_its_copy_lines() {
     let target = target_dir().join("dockerfile-check");
     let _ = std::fs::remove_dir_all(&target);
     std::fs::create_dir_all(&target).unwrap();
-    run_ok(
+    common::run(
         Command::new("cp")
             .arg("-al")
             .arg(target_dir().join("release"))
@@ -767,7 +752,7 @@ fn dockerfile_builds_from_exactly_its_copy_lines() {
         out.status.success(),
         "the Dockerfile's build failed in a context of its COPY lines:\n{log}"
     );
-    let version = run_ok(
+    let version = common::run(
         Command::new(target.join("release/replytime")).arg("--version"),
         "the built binary",
     );
@@ -790,7 +775,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("replytime.service");
     std::fs::write(&path, unit).unwrap();
-    let out = run_ok(
+    let out = common::run(
         Command::new(analyze).arg("verify").arg(&path),
         "systemd-analyze verify",
     );
@@ -852,7 +837,7 @@ async fn systemd_unit_installed_as_documented_runs_as_a_dynamic_user() {
             dest.parent().unwrap()
         };
         std::fs::create_dir_all(dir).unwrap();
-        run_ok(Command::new(words[0]).args(&args), command);
+        common::run(Command::new(words[0]).args(&args), command);
     }
     std::fs::write(in_root("/etc/replytime/source-url"), &db.url).unwrap();
 

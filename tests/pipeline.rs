@@ -462,21 +462,9 @@ async fn pending_work_is_never_confirmed_while_the_sink_is_blocked() {
         .await
         .unwrap();
     converge(&db.client, CONVERGE).await;
-    let locker = common::connect(&db.url).await;
-    locker
-        .batch_execute(r#"BEGIN; LOCK TABLE "ResponseTimingEvent" IN ACCESS EXCLUSIVE MODE"#)
-        .await
-        .unwrap();
+    let locker = lock_sink(&db.url).await;
     // The commit record of the pending transaction lies after `inside`.
-    db.client
-        .batch_execute(
-            r#"BEGIN; INSERT INTO "Message" (id, "leadId", channel, direction, "sentAt") VALUES
-               ('i', 'L', 'sms', 'inbound', now()), ('o', 'L', 'sms', 'outbound', now() + interval '1 s')"#,
-        )
-        .await
-        .unwrap();
-    let inside = current_lsn(&db.client).await;
-    db.client.batch_execute("COMMIT").await.unwrap();
+    let inside = commit_reply_pair(&db.client).await;
     let pending = current_lsn(&db.client).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let confirmed = confirmed_lsn(&db.client, &slot_for(&db.url)).await.unwrap();
@@ -514,20 +502,8 @@ async fn a_stop_with_the_sink_blocked_ends_within_the_budget_and_confirms_nothin
         .await
         .unwrap();
     converge(&db.client, CONVERGE).await;
-    let locker = common::connect(&db.url).await;
-    locker
-        .batch_execute(r#"BEGIN; LOCK TABLE "ResponseTimingEvent" IN ACCESS EXCLUSIVE MODE"#)
-        .await
-        .unwrap();
-    db.client
-        .batch_execute(
-            r#"BEGIN; INSERT INTO "Message" (id, "leadId", channel, direction, "sentAt") VALUES
-               ('i', 'L', 'sms', 'inbound', now()), ('o', 'L', 'sms', 'outbound', now() + interval '1 s')"#,
-        )
-        .await
-        .unwrap();
-    let inside = current_lsn(&db.client).await;
-    db.client.batch_execute("COMMIT").await.unwrap();
+    let locker = lock_sink(&db.url).await;
+    let inside = commit_reply_pair(&db.client).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let stopping = Instant::now();

@@ -66,11 +66,7 @@ async fn a_slot_invalidated_while_running_stops_the_pipeline_with_the_start_erro
     wait_streaming(&db.client, &db.url).await;
 
     // Pending work the daemon cannot deliver holds the slot's position back...
-    let locker = common::connect(&db.url).await;
-    locker
-        .batch_execute(r#"BEGIN; LOCK TABLE "ResponseTimingEvent" IN ACCESS EXCLUSIVE MODE"#)
-        .await
-        .unwrap();
+    let locker = lock_sink(&db.url).await;
     db.client
         .batch_execute(
             r#"INSERT INTO "Lead" (id, "clientId") VALUES ('L', 'C');

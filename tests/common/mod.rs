@@ -509,7 +509,9 @@ fn make_tls_files(dir: &Path) -> Option<TlsFiles> {
     })
 }
 
-fn run(cmd: &mut Command, what: &str) {
+/// Runs `cmd` to completion (stdin closed) and returns its output; panics naming
+/// `what`, with its stdout and stderr, unless it succeeded.
+pub fn run(cmd: &mut Command, what: &str) -> std::process::Output {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -521,4 +523,5 @@ fn run(cmd: &mut Command, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }

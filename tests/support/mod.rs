@@ -277,35 +277,33 @@ pub async fn existing_history(
 /// Rewrites the oracle's delay records to the bounds in force now: what a load from
 /// a snapshot taken now records (SPEC 3.6), for tests that start on existing data.
 pub async fn delay_records_as_of_now(client: &tokio_postgres::Client) {
-    client
-        .batch_execute(
-            r#"UPDATE replytime_oracle_job_delay d SET
-                 min_seconds = coalesce(c."aiAutoSendDelayMinSeconds", 180),
-                 max_seconds = coalesce(c."aiAutoSendDelayMaxSeconds", 420)
-               FROM "BackgroundJob" j
-               LEFT JOIN "Lead" l ON l.id = j."leadId"
-               LEFT JOIN "EmailCampaign" c ON c.id = l."emailCampaignId"
-               WHERE d.job_id = j.id"#,
-        )
-        .await
-        .unwrap();
+    rewrite_delay_records(client, "").await;
 }
 
 /// Like [`delay_records_as_of_now`], but only for the jobs the sink does not hold:
 /// a backfill keeps the bounds the sink recorded for the others (SPEC 5).
 pub async fn delay_records_as_of_now_unless_in_sink(client: &tokio_postgres::Client) {
+    rewrite_delay_records(
+        client,
+        r#"AND NOT EXISTS (SELECT 1 FROM "ResponseTimingEvent" r
+                           WHERE r."aiBackgroundJobId" = j.id)"#,
+    )
+    .await;
+}
+
+/// Sets each recorded job's delay bounds to its lead's campaign's bounds now (or
+/// the defaults), for the jobs that also pass `and_where`.
+async fn rewrite_delay_records(client: &tokio_postgres::Client, and_where: &str) {
     client
-        .batch_execute(
+        .batch_execute(&format!(
             r#"UPDATE replytime_oracle_job_delay d SET
                  min_seconds = coalesce(c."aiAutoSendDelayMinSeconds", 180),
                  max_seconds = coalesce(c."aiAutoSendDelayMaxSeconds", 420)
                FROM "BackgroundJob" j
                LEFT JOIN "Lead" l ON l.id = j."leadId"
                LEFT JOIN "EmailCampaign" c ON c.id = l."emailCampaignId"
-               WHERE d.job_id = j.id
-                 AND NOT EXISTS (SELECT 1 FROM "ResponseTimingEvent" r
-                                 WHERE r."aiBackgroundJobId" = j.id)"#,
-        )
+               WHERE d.job_id = j.id {and_where}"#
+        ))
         .await
         .unwrap();
 }
@@ -316,4 +314,30 @@ pub fn freeze_campaigns(generator: &mut replytime::workload::Generator) {
     let mix = &mut generator.config_mut().mix;
     mix.campaign_change = 0;
     mix.lead_change = 0;
+}
+
+/// A session holding `"ResponseTimingEvent"` in ACCESS EXCLUSIVE mode, so that no
+/// sink write can commit until it runs `COMMIT`.
+pub async fn lock_sink(url: &str) -> tokio_postgres::Client {
+    let locker = crate::common::connect(url).await;
+    locker
+        .batch_execute(r#"BEGIN; LOCK TABLE "ResponseTimingEvent" IN ACCESS EXCLUSIVE MODE"#)
+        .await
+        .unwrap();
+    locker
+}
+
+/// Commits one transaction with an inbound and an outbound message of lead `L`
+/// (an anchor and its reply) and returns an LSN before its commit record.
+pub async fn commit_reply_pair(client: &tokio_postgres::Client) -> Lsn {
+    client
+        .batch_execute(
+            r#"BEGIN; INSERT INTO "Message" (id, "leadId", channel, direction, "sentAt") VALUES
+               ('i', 'L', 'sms', 'inbound', now()), ('o', 'L', 'sms', 'outbound', now() + interval '1 s')"#,
+        )
+        .await
+        .unwrap();
+    let inside = current_lsn(client).await;
+    client.batch_execute("COMMIT").await.unwrap();
+    inside
 }
