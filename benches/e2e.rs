@@ -36,7 +36,9 @@
 //!   its own in the same cluster (`REPLYTIME_SINK_URL`) for the throughput and
 //!   freshness stages: logical decoding skips another database's WAL records
 //!   without decoding them;
-//! - `REPLYTIME_BENCH_DAEMON_LOG` [info]: the daemon's `RUST_LOG`.
+//! - `REPLYTIME_BENCH_DAEMON_LOG` [info]: the daemon's `RUST_LOG`;
+//! - `REPLYTIME_BLOCK_CACHE_BYTES`, `REPLYTIME_READ_CACHE_BYTES` [the daemon's
+//!   defaults]: passed to the daemon when set (to compare cache splits).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -59,10 +61,16 @@ use replytime::workload::{Generator, HistoryConfig};
 
 /// Daemon settings of every stage: production logging (info unless
 /// `REPLYTIME_BENCH_DAEMON_LOG` says otherwise), JSON so the load's own timing can
-/// be read back.
+/// be read back; the cache sizes when the bench's environment sets them.
 fn daemon_env() -> Vec<(&'static str, String)> {
     let level = std::env::var("REPLYTIME_BENCH_DAEMON_LOG").unwrap_or_else(|_| "info".into());
-    vec![("RUST_LOG", level), ("REPLYTIME_LOG_FORMAT", "json".into())]
+    let mut env = vec![("RUST_LOG", level), ("REPLYTIME_LOG_FORMAT", "json".into())];
+    for name in ["REPLYTIME_BLOCK_CACHE_BYTES", "REPLYTIME_READ_CACHE_BYTES"] {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name, value));
+        }
+    }
+    env
 }
 
 struct Settings {
