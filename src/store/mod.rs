@@ -209,9 +209,9 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            block_cache_bytes: 32 << 20,
+            block_cache_bytes: 16 << 20,
             write_buffer_bytes: 16 << 20,
-            read_cache_bytes: 64 << 20,
+            read_cache_bytes: 80 << 20,
         }
     }
 }
