@@ -36,7 +36,9 @@
 //!   its own in the same cluster (`REPLYTIME_SINK_URL`) for the throughput and
 //!   freshness stages: logical decoding skips another database's WAL records
 //!   without decoding them;
-//! - `REPLYTIME_BENCH_DAEMON_LOG` [info]: the daemon's `RUST_LOG`.
+//! - `REPLYTIME_BENCH_DAEMON_LOG` [info]: the daemon's `RUST_LOG`;
+//! - `REPLYTIME_BLOCK_CACHE_BYTES`, `REPLYTIME_READ_CACHE_BYTES` [the daemon's
+//!   defaults]: passed to the daemon when set (to compare cache splits).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -59,10 +61,16 @@ use replytime::workload::{Generator, HistoryConfig};
 
 /// Daemon settings of every stage: production logging (info unless
 /// `REPLYTIME_BENCH_DAEMON_LOG` says otherwise), JSON so the load's own timing can
-/// be read back.
+/// be read back; the cache sizes when the bench's environment sets them.
 fn daemon_env() -> Vec<(&'static str, String)> {
     let level = std::env::var("REPLYTIME_BENCH_DAEMON_LOG").unwrap_or_else(|_| "info".into());
-    vec![("RUST_LOG", level), ("REPLYTIME_LOG_FORMAT", "json".into())]
+    let mut env = vec![("RUST_LOG", level), ("REPLYTIME_LOG_FORMAT", "json".into())];
+    for name in ["REPLYTIME_BLOCK_CACHE_BYTES", "REPLYTIME_READ_CACHE_BYTES"] {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name, value));
+        }
+    }
+    env
 }
 
 struct Settings {
@@ -493,6 +501,7 @@ fn growth_lines(small: &throughput::Figures, large: &throughput::Figures, lines:
             "",
         ));
     }
+    read_growth_lines(small, large, &sizes, lines);
     lines.push(line(
         &format!("drain rate relative to pg_recvlogical, backlog {sizes}"),
         pct(rate(large)),
@@ -500,6 +509,48 @@ fn growth_lines(small: &throughput::Figures, large: &throughput::Figures, lines:
         format!("{:.2}", rate(large) / rate(small)),
         "",
     ));
+}
+
+/// The state's reads per change at both sizes, and the caches' hit rates.
+fn read_growth_lines(
+    small: &throughput::Figures,
+    large: &throughput::Figures,
+    sizes: &str,
+    lines: &mut Vec<Line>,
+) {
+    let per_change = |f: &throughput::Figures| f.counters.reads.map(|(_, n)| n / f.changes as f64);
+    let (at_large, at_small) = (per_change(large), per_change(small));
+    for (index, (label, _)) in throughput::READS.iter().enumerate() {
+        lines.push(line(
+            &format!("{label} per change, backlog {sizes}"),
+            format!("{:.3}", at_large[index]),
+            format!("{:.3}", at_small[index]),
+            format!("{:.2}", at_large[index] / at_small[index]),
+            "",
+        ));
+    }
+    // Hit rates: (label, index of the hits in READS, index of the misses).
+    let rates = [
+        ("read cache point hit rate", 0, 1),
+        ("read cache range hit rate", 2, 3),
+        ("block cache data hit rate", 10, 11),
+        ("block cache index hit rate", 12, 13),
+        ("block cache filter hit rate", 14, 15),
+    ];
+    let rate = |f: &throughput::Figures, hits: usize, misses: usize| {
+        let (h, m) = (f.counters.reads[hits].1, f.counters.reads[misses].1);
+        h / (h + m)
+    };
+    for (label, hits, misses) in rates {
+        let (l, s) = (rate(large, hits, misses), rate(small, hits, misses));
+        lines.push(line(
+            &format!("{label}, backlog {sizes}"),
+            pct(l),
+            pct(s),
+            format!("{:.2}", l / s),
+            "",
+        ));
+    }
 }
 
 fn freshness_lines(f: &freshness::Figures, when: &str, lines: &mut Vec<Line>) {

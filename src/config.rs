@@ -93,12 +93,13 @@ keys::settings! {
     /// Rows per initial-load / backfill batch.
     load_batch_rows: usize = 10_000,
         env "REPLYTIME_LOAD_BATCH_ROWS", flag None, Plain, parse keys::usize;
-    /// RocksDB block cache.
-    block_cache_bytes: usize = 32 << 20,
+    /// RocksDB block cache (16 MiB: the same memory does more as read cache, see
+    /// the README's "Where the reads go").
+    block_cache_bytes: usize = 16 << 20,
         env "REPLYTIME_BLOCK_CACHE_BYTES", flag None, Plain, parse keys::usize;
     /// Read cache of the derivation state in front of RocksDB (hot threads,
     /// rows and anchors).
-    read_cache_bytes: usize = 64 << 20,
+    read_cache_bytes: usize = 80 << 20,
         env "REPLYTIME_READ_CACHE_BYTES", flag None, Plain, parse keys::usize;
     /// This daemon's shard of the leads, `k/N`; none = all.
     shard: Option<crate::shard::Shard> = None,

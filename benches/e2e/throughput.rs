@@ -56,7 +56,106 @@ pub struct DaemonCounters {
     pub upserted: f64,
     pub deleted: f64,
     pub unchanged: f64,
+    /// Reads of the state: (label, count), from the read cache's lookups to
+    /// RocksDB's block cache (`READS`).
+    pub reads: [(&'static str, f64); READS.len()],
 }
+
+/// Read counters printed per change: (label, series in `/metrics`).
+pub const READS: [(&str, &str); 23] = [
+    (
+        "read cache point hits",
+        "replytime_read_cache_total{kind=\"point\",result=\"hit\"}",
+    ),
+    (
+        "read cache point misses",
+        "replytime_read_cache_total{kind=\"point\",result=\"miss\"}",
+    ),
+    (
+        "read cache range hits",
+        "replytime_read_cache_total{kind=\"range\",result=\"hit\"}",
+    ),
+    (
+        "read cache range misses",
+        "replytime_read_cache_total{kind=\"range\",result=\"miss\"}",
+    ),
+    (
+        "read cache fills dropped",
+        "replytime_read_cache_total{kind=\"any\",result=\"fill_dropped\"}",
+    ),
+    (
+        "RocksDB gets (state)",
+        "replytime_rocksdb_reads_total{kind=\"get\"}",
+    ),
+    (
+        "RocksDB prefix seeks (state)",
+        "replytime_rocksdb_reads_total{kind=\"prefix_seek\"}",
+    ),
+    (
+        "RocksDB total-order seeks (state)",
+        "replytime_rocksdb_reads_total{kind=\"seek\"}",
+    ),
+    (
+        "RocksDB walks (state)",
+        "replytime_rocksdb_reads_total{kind=\"walk\"}",
+    ),
+    (
+        "RocksDB iterator seeks (all)",
+        "replytime_rocksdb_events_total{event=\"iterator_seek\"}",
+    ),
+    (
+        "block cache data hits",
+        "replytime_rocksdb_events_total{event=\"block_cache_data_hit\"}",
+    ),
+    (
+        "block cache data misses",
+        "replytime_rocksdb_events_total{event=\"block_cache_data_miss\"}",
+    ),
+    (
+        "block cache index hits",
+        "replytime_rocksdb_events_total{event=\"block_cache_index_hit\"}",
+    ),
+    (
+        "block cache index misses",
+        "replytime_rocksdb_events_total{event=\"block_cache_index_miss\"}",
+    ),
+    (
+        "block cache filter hits",
+        "replytime_rocksdb_events_total{event=\"block_cache_filter_hit\"}",
+    ),
+    (
+        "block cache filter misses",
+        "replytime_rocksdb_events_total{event=\"block_cache_filter_miss\"}",
+    ),
+    (
+        "gets found in a memtable",
+        "replytime_rocksdb_events_total{event=\"get_memtable_hit\"}",
+    ),
+    (
+        "gets found in L0",
+        "replytime_rocksdb_events_total{event=\"get_l0_hit\"}",
+    ),
+    (
+        "gets found in L1",
+        "replytime_rocksdb_events_total{event=\"get_l1_hit\"}",
+    ),
+    (
+        "gets found in L2 and up",
+        "replytime_rocksdb_events_total{event=\"get_l2_and_up_hit\"}",
+    ),
+    (
+        "prefix bloom checks",
+        "replytime_rocksdb_events_total{event=\"bloom_prefix_checked\"}",
+    ),
+    (
+        "compaction bytes read",
+        "replytime_rocksdb_events_total{event=\"compaction_read_bytes\"}",
+    ),
+    (
+        "compaction bytes written",
+        "replytime_rocksdb_events_total{event=\"compaction_write_bytes\"}",
+    ),
+];
 
 impl DaemonCounters {
     /// Scrapes `http://addr/metrics`; zeros when the daemon does not answer.
@@ -79,6 +178,7 @@ impl DaemonCounters {
             upserted: value("replytime_sink_rows_total{result=\"upserted\"}"),
             deleted: value("replytime_sink_rows_total{result=\"deleted\"}"),
             unchanged: value("replytime_sink_rows_total{result=\"unchanged\"}"),
+            reads: READS.map(|(label, series)| (label, value(series))),
         }
     }
 }
@@ -174,8 +274,11 @@ pub async fn run(
     }
     let replytime_seconds = started.elapsed().as_secs_f64();
     let drained_at = current_lsn(&db.client).await;
-    let counters = DaemonCounters::scrape(metrics_addr);
     let replytime_daemon_cpu = machine::cpu_seconds(daemon.child.id()).unwrap_or(f64::NAN);
+    // The state's read counters reach /metrics every 5 s: wait for the next
+    // update (the daemon is idle meanwhile, but for heartbeats and compactions).
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let counters = DaemonCounters::scrape(metrics_addr);
     if let Some(cpu) = walsender_cpu_of(&db.client, &slot).await {
         walsender_cpu = cpu;
     }

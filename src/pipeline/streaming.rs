@@ -447,6 +447,7 @@ impl<'e> Session<'e> {
                 .with_label_values(&[kind])
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+        publish_read_counts(&self.ctx.store.read_counts());
         self.trim_event_log();
         Ok(())
     }
@@ -521,4 +522,22 @@ fn observe_heartbeat(content: &[u8]) {
 
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+/// The state's read counters as metrics (`replytime_read_cache_total`,
+/// `replytime_rocksdb_reads_total`, `replytime_rocksdb_events_total`).
+fn publish_read_counts(counts: &crate::store::ReadCounts) {
+    use crate::telemetry::metrics::set_counter;
+    for (kind, result, count) in counts.read_cache {
+        set_counter(
+            &METRICS.read_cache.with_label_values(&[kind, result]),
+            count,
+        );
+    }
+    for (kind, count) in counts.rocksdb {
+        set_counter(&METRICS.rocksdb_reads.with_label_values(&[kind]), count);
+    }
+    for (event, count) in counts.tickers {
+        set_counter(&METRICS.rocksdb_events.with_label_values(&[event]), count);
+    }
 }

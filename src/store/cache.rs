@@ -243,6 +243,19 @@ pub(super) struct StateCache {
     generation: u64,
     /// Whether point reads are kept (not during bulk work).
     fill_points: bool,
+    /// Lookups answered and not, and fills dropped, since open.
+    counts: ReadCacheCounts,
+}
+
+/// What the read cache answered since the store opened (`replytime_read_cache_total`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReadCacheCounts {
+    pub(crate) point_hits: u64,
+    pub(crate) point_misses: u64,
+    pub(crate) range_hits: u64,
+    pub(crate) range_misses: u64,
+    /// Fills read from RocksDB and dropped because a commit came in between.
+    pub(crate) fills_dropped: u64,
 }
 
 /// Which committed entry of a prefix a navigation read wants.
@@ -284,6 +297,7 @@ impl StateCache {
             ranges: Cache::with_weighter((half / 4096) as usize + 1, half, RangeWeight),
             generation: 0,
             fill_points: true,
+            counts: ReadCacheCounts::default(),
         }
     }
 
@@ -305,20 +319,47 @@ impl StateCache {
         self.points.weight() + self.ranges.weight()
     }
 
-    pub(super) fn get(&self, key: &[u8]) -> Known<Option<Vec<u8>>> {
-        self.points.get(key).cloned()
+    pub(super) fn counts(&self) -> ReadCacheCounts {
+        self.counts
+    }
+
+    pub(super) fn get(&mut self, key: &[u8]) -> Known<Option<Vec<u8>>> {
+        let found = self.points.get(key).cloned();
+        match found {
+            Some(_) => self.counts.point_hits += 1,
+            None => self.counts.point_misses += 1,
+        }
+        found
     }
 
     /// Keeps a value read from RocksDB at `generation`.
     pub(super) fn fill_point(&mut self, generation: u64, key: Vec<u8>, value: Option<Vec<u8>>) {
-        if self.fill_points && generation == self.generation {
+        if !self.fill_points {
+            return;
+        }
+        if generation == self.generation {
             self.points.insert(key, value);
+        } else {
+            self.counts.fills_dropped += 1;
         }
     }
 
     /// The committed entry of `prefix` that `look` wants (a `Before` bound is at
     /// most the prefix's end).
-    pub(super) fn find(&self, prefix: &[u8], look: Look<'_>) -> Known<Option<(Vec<u8>, Vec<u8>)>> {
+    pub(super) fn find(
+        &mut self,
+        prefix: &[u8],
+        look: Look<'_>,
+    ) -> Known<Option<(Vec<u8>, Vec<u8>)>> {
+        let found = self.find_cached(prefix, look);
+        match found {
+            Some(_) => self.counts.range_hits += 1,
+            None => self.counts.range_misses += 1,
+        }
+        found
+    }
+
+    fn find_cached(&self, prefix: &[u8], look: Look<'_>) -> Known<Option<(Vec<u8>, Vec<u8>)>> {
         let range = self.ranges.get(prefix)?;
         // Whether the interval holds every key between the bound and the answer,
         // and whether "nothing found" means the prefix has nothing there.
@@ -352,6 +393,7 @@ impl StateCache {
     /// one when they touch and stay small, else in its place.
     pub(super) fn fill_range(&mut self, generation: u64, prefix: Vec<u8>, new: Range) {
         if generation != self.generation {
+            self.counts.fills_dropped += 1;
             return;
         }
         if let Some(mut old) = self.ranges.peek_mut(&prefix)

@@ -209,9 +209,9 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            block_cache_bytes: 32 << 20,
+            block_cache_bytes: 16 << 20,
             write_buffer_bytes: 16 << 20,
-            read_cache_bytes: 64 << 20,
+            read_cache_bytes: 80 << 20,
         }
     }
 }
@@ -236,6 +236,8 @@ pub struct Store {
     /// Committed state of the `state` family, in front of RocksDB (`cache.rs`).
     cache: std::sync::Mutex<cache::StateCache>,
     read_cache_bytes: u64,
+    /// Reads of the `state` family that reached RocksDB, by [`RocksDbRead`].
+    rocksdb_reads: [AtomicU64; RocksDbRead::ALL.len()],
 }
 
 impl Drop for Store {
@@ -300,6 +302,9 @@ impl Store {
         db_opts.set_keep_log_file_num(2);
         db_opts.set_max_log_file_size(1 << 20);
         db_opts.set_db_write_buffer_size(options.write_buffer_bytes * 4);
+        // Tickers (block cache hits and misses, filter probes, compaction bytes) for
+        // `replytime_rocksdb_events_total`: a few atomic adds per read.
+        db_opts.enable_statistics();
         let cfs = PHYSICAL.iter().enumerate().map(|(index, name)| {
             let mut opts = cf_opts.clone();
             if index == STATE {
@@ -338,6 +343,7 @@ impl Store {
             write_gate: std::sync::Mutex::new(()),
             cache: std::sync::Mutex::new(cache::StateCache::new(options.read_cache_bytes as u64)),
             read_cache_bytes: options.read_cache_bytes as u64,
+            rocksdb_reads: Default::default(),
         };
         store.check_version()?;
         let next = store.last_outbox_seq()?.map_or(0, |s| s + 1);
@@ -511,6 +517,41 @@ impl Store {
         ]
     }
 
+    pub(crate) fn count_read(&self, read: RocksDbRead) {
+        self.rocksdb_reads[read as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the reads of the state cost since open: the read cache's answers, the
+    /// reads that reached RocksDB, and RocksDB's own tickers.
+    pub fn read_counts(&self) -> ReadCounts {
+        let cache = self.cache().counts();
+        let rocksdb = RocksDbRead::ALL.map(|read| {
+            (
+                read.name(),
+                self.rocksdb_reads[read as usize].load(Ordering::Relaxed),
+            )
+        });
+        let statistics = self
+            .db
+            .property_value("rocksdb.options-statistics")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let tickers =
+            ROCKSDB_TICKERS.map(|(ticker, name)| (name, ticker_count(&statistics, ticker)));
+        ReadCounts {
+            read_cache: [
+                ("point", "hit", cache.point_hits),
+                ("point", "miss", cache.point_misses),
+                ("range", "hit", cache.range_hits),
+                ("range", "miss", cache.range_misses),
+                ("any", "fill_dropped", cache.fills_dropped),
+            ],
+            rocksdb,
+            tickers,
+        }
+    }
+
     /// Approximate bytes on disk of all column families.
     pub(crate) fn approximate_size(&self) -> u64 {
         PHYSICAL
@@ -532,6 +573,83 @@ impl Store {
             })
             .sum()
     }
+}
+
+/// A read of the `state` family that the read cache did not answer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RocksDbRead {
+    /// A point get.
+    Get,
+    /// A seek in prefix mode (bloom filters on the navigation prefix).
+    PrefixSeek,
+    /// A total-order seek (a window around a position in a known prefix).
+    Seek,
+    /// A key walk that does not go through the read cache.
+    Walk,
+}
+
+impl RocksDbRead {
+    const ALL: [RocksDbRead; 4] = [
+        RocksDbRead::Get,
+        RocksDbRead::PrefixSeek,
+        RocksDbRead::Seek,
+        RocksDbRead::Walk,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            RocksDbRead::Get => "get",
+            RocksDbRead::PrefixSeek => "prefix_seek",
+            RocksDbRead::Seek => "seek",
+            RocksDbRead::Walk => "walk",
+        }
+    }
+}
+
+/// RocksDB tickers exported, and their label in `replytime_rocksdb_events_total`.
+const ROCKSDB_TICKERS: [(&str, &str); 17] = [
+    ("rocksdb.block.cache.data.hit", "block_cache_data_hit"),
+    ("rocksdb.block.cache.data.miss", "block_cache_data_miss"),
+    ("rocksdb.block.cache.index.hit", "block_cache_index_hit"),
+    ("rocksdb.block.cache.index.miss", "block_cache_index_miss"),
+    ("rocksdb.block.cache.filter.hit", "block_cache_filter_hit"),
+    ("rocksdb.block.cache.filter.miss", "block_cache_filter_miss"),
+    ("rocksdb.bloom.filter.useful", "bloom_filter_useful"),
+    (
+        "rocksdb.bloom.filter.prefix.checked",
+        "bloom_prefix_checked",
+    ),
+    ("rocksdb.bloom.filter.prefix.useful", "bloom_prefix_useful"),
+    ("rocksdb.memtable.hit", "get_memtable_hit"),
+    ("rocksdb.l0.hit", "get_l0_hit"),
+    ("rocksdb.l1.hit", "get_l1_hit"),
+    ("rocksdb.l2andup.hit", "get_l2_and_up_hit"),
+    ("rocksdb.number.db.seek", "iterator_seek"),
+    ("rocksdb.number.db.next", "iterator_next"),
+    ("rocksdb.compact.read.bytes", "compaction_read_bytes"),
+    ("rocksdb.compact.write.bytes", "compaction_write_bytes"),
+];
+
+/// A ticker's count in RocksDB's statistics dump (`name COUNT : n` lines).
+fn ticker_count(statistics: &str, ticker: &str) -> u64 {
+    statistics
+        .lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(ticker)?.strip_prefix(" COUNT : ")?;
+            rest.trim().parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// See [`Store::read_counts`].
+#[derive(Clone, Debug)]
+pub struct ReadCounts {
+    /// (kind, result, count).
+    pub read_cache: [(&'static str, &'static str, u64); 5],
+    /// (kind of read, count).
+    pub rocksdb: [(&'static str, u64); 4],
+    /// (ticker label, count).
+    pub tickers: [(&'static str, u64); 17],
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

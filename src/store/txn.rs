@@ -17,7 +17,7 @@ use rocksdb::{ColumnFamily, DBRawIteratorWithThreadMode, ReadOptions, WriteBatch
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::cache::{self, LOAD_KEYS, Look, Range};
-use super::{Cf, Db, PHYSICAL, STATE, Store, StoreError, decode, encode};
+use super::{Cf, Db, PHYSICAL, RocksDbRead, STATE, Store, StoreError, decode, encode};
 
 /// A key and its value.
 pub(super) type KeyValue = (Vec<u8>, Vec<u8>);
@@ -217,6 +217,9 @@ impl<'a> StoreTxn<'a> {
                     .rev(),
             ),
         };
+        if index == STATE {
+            self.store.count_read(RocksDbRead::Walk);
+        }
         let mut iters = self.iters.borrow_mut();
         let it = self.iterator(&mut iters, index);
         match direction {
@@ -462,12 +465,13 @@ impl<'a> StoreTxn<'a> {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let store = self.store;
         let generation = {
-            let cache = store.cache();
+            let mut cache = store.cache();
             if let Some(value) = cache.get(key) {
                 return Ok(value);
             }
             cache.generation()
         };
+        store.count_read(RocksDbRead::Get);
         let value = store.db().get_cf(handle, key).map_err(|e| store.err(e))?;
         store
             .cache()
@@ -484,7 +488,7 @@ impl<'a> StoreTxn<'a> {
     /// every file without the prefix (most such prefixes do not exist yet).
     fn committed(&self, prefix: &[u8], look: Look<'_>) -> Result<Option<KeyValue>, StoreError> {
         let unknown = {
-            let cache = self.store.cache();
+            let mut cache = self.store.cache();
             if let Some(found) = cache.find(prefix, look) {
                 return Ok(found);
             }
@@ -493,6 +497,7 @@ impl<'a> StoreTxn<'a> {
         let mut iters = self.iters.borrow_mut();
         let (range, generation) = match look {
             Look::From(start) if unknown && starts_within(start, prefix) => {
+                self.store.count_read(RocksDbRead::PrefixSeek);
                 let it = self.iterator(&mut iters, PREFIX_SEEK);
                 let range = read_window(it, prefix, look);
                 it.status().map_err(|e| self.store.err(e))?;
@@ -501,6 +506,7 @@ impl<'a> StoreTxn<'a> {
             _ => match self.read_whole(&mut iters, prefix, unknown)? {
                 Some(whole) => whole,
                 None => {
+                    self.store.count_read(RocksDbRead::Seek);
                     let it = self.iterator(&mut iters, STATE);
                     let range = read_window(it, prefix, look);
                     it.status().map_err(|e| self.store.err(e))?;
@@ -526,6 +532,7 @@ impl<'a> StoreTxn<'a> {
         if !try_it {
             return Ok(None);
         }
+        self.store.count_read(RocksDbRead::PrefixSeek);
         let it = self.iterator(iters, PREFIX_SEEK);
         it.seek(prefix);
         let (entries, exhausted) = read_keys(it, prefix, Direction::Forward);

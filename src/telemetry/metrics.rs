@@ -70,6 +70,9 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub state_bytes: IntGauge,
     pub state_memory_bytes: IntGaugeVec,
+    pub read_cache: IntCounterVec,
+    pub rocksdb_reads: IntCounterVec,
+    pub rocksdb_events: IntCounterVec,
     pub source_up: IntGauge,
     pub sink_up: IntGauge,
     pub build_info: IntGaugeVec,
@@ -96,6 +99,11 @@ macro_rules! register {
 const RESPONSE_BUCKETS: &[f64] = &[
     5.0, 30.0, 60.0, 180.0, 300.0, 420.0, 900.0, 3600.0, 14400.0, 86400.0,
 ];
+
+/// Moves a counter up to `total`, a count kept elsewhere since the process started.
+pub fn set_counter(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
 
 impl Metrics {
     fn new() -> Metrics {
@@ -300,6 +308,36 @@ impl Metrics {
                         "Memory of the state, by kind: RocksDB's memtables, block_cache (data, index and filter blocks), block_cache_pinned and table_readers, and replytime's read_cache"
                     ),
                     &["kind"]
+                )
+            ),
+            read_cache: register!(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "replytime_read_cache_total",
+                        "Lookups of the state's read cache, by kind (point, range) and result (hit, miss); fills read from RocksDB and dropped because a commit came in between (any, fill_dropped)"
+                    ),
+                    &["kind", "result"]
+                )
+            ),
+            rocksdb_reads: register!(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "replytime_rocksdb_reads_total",
+                        "Reads of the derivation state that reached RocksDB, by kind: get, prefix_seek, seek (a window in a known prefix), walk (not cached)"
+                    ),
+                    &["kind"]
+                )
+            ),
+            rocksdb_events: register!(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "replytime_rocksdb_events_total",
+                        "RocksDB statistics tickers: block cache hits and misses by block kind, bloom filter probes, point reads by where they were found, iterator seeks and steps, compaction bytes"
+                    ),
+                    &["event"]
                 )
             ),
             source_up: register!(
