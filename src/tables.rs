@@ -53,37 +53,26 @@ pub trait ColumnType: Sized {
     fn from_value(value: Value) -> Option<Self>;
 }
 
-impl ColumnType for String {
-    const KIND: ValueKind = ValueKind::Text;
-    fn from_value(value: Value) -> Option<Self> {
-        debug_assert!(matches!(value, Value::Null | Value::Text(_)), "{value:?}");
-        match value {
-            Value::Text(text) => Some(text),
-            _ => None,
+/// Implements [`ColumnType`] for a Rust type read from values of one kind.
+macro_rules! column_type {
+    ($($ty:ty => $kind:ident, $variant:ident;)+) => {$(
+        impl ColumnType for $ty {
+            const KIND: ValueKind = ValueKind::$kind;
+            fn from_value(value: Value) -> Option<Self> {
+                debug_assert!(matches!(value, Value::Null | Value::$variant(_)), "{value:?}");
+                match value {
+                    Value::$variant(inner) => Some(inner),
+                    _ => None,
+                }
+            }
         }
-    }
+    )+};
 }
 
-impl ColumnType for i32 {
-    const KIND: ValueKind = ValueKind::Int;
-    fn from_value(value: Value) -> Option<Self> {
-        debug_assert!(matches!(value, Value::Null | Value::Int(_)), "{value:?}");
-        match value {
-            Value::Int(int) => Some(int),
-            _ => None,
-        }
-    }
-}
-
-impl ColumnType for Timestamp {
-    const KIND: ValueKind = ValueKind::Timestamp;
-    fn from_value(value: Value) -> Option<Self> {
-        debug_assert!(matches!(value, Value::Null | Value::Time(_)), "{value:?}");
-        match value {
-            Value::Time(time) => Some(time),
-            _ => None,
-        }
-    }
+column_type! {
+    String => Text, Text;
+    i32 => Int, Int;
+    Timestamp => Timestamp, Time;
 }
 
 /// Generates, from one description per table, everything listed in the module

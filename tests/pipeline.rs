@@ -451,11 +451,14 @@ async fn busy_database_with_quiet_published_tables_keeps_advancing_the_slot() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pending_work_is_never_confirmed_while_the_sink_is_blocked() {
-    let db = database().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _daemon = Daemon::spawn(&db.url, &dir.path().join("state"), &[]);
+/// A daemon streaming with lead `L` delivered, then the sink locked by the returned
+/// session and a reply pair committed behind it: the pending work, whose commit
+/// record lies after the returned LSN.
+async fn pending_behind_a_blocked_sink(
+    db: &common::TestDb,
+    state: &std::path::Path,
+) -> (Daemon, tokio_postgres::Client, replytime::lsn::Lsn) {
+    let daemon = Daemon::spawn(&db.url, state, &[]);
     wait_streaming(&db.client, &db.url).await;
     db.client
         .batch_execute(r#"INSERT INTO "Lead" (id, "clientId") VALUES ('L', 'C')"#)
@@ -463,8 +466,16 @@ async fn pending_work_is_never_confirmed_while_the_sink_is_blocked() {
         .unwrap();
     converge(&db.client, CONVERGE).await;
     let locker = lock_sink(&db.url).await;
-    // The commit record of the pending transaction lies after `inside`.
     let inside = commit_reply_pair(&db.client).await;
+    (daemon, locker, inside)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_work_is_never_confirmed_while_the_sink_is_blocked() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_daemon, locker, inside) =
+        pending_behind_a_blocked_sink(&db, &dir.path().join("state")).await;
     let pending = current_lsn(&db.client).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let confirmed = confirmed_lsn(&db.client, &slot_for(&db.url)).await.unwrap();
@@ -495,15 +506,7 @@ async fn a_stop_with_the_sink_blocked_ends_within_the_budget_and_confirms_nothin
     let db = database().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut daemon = Daemon::spawn(&db.url, &state, &[]);
-    wait_streaming(&db.client, &db.url).await;
-    db.client
-        .batch_execute(r#"INSERT INTO "Lead" (id, "clientId") VALUES ('L', 'C')"#)
-        .await
-        .unwrap();
-    converge(&db.client, CONVERGE).await;
-    let locker = lock_sink(&db.url).await;
-    let inside = commit_reply_pair(&db.client).await;
+    let (mut daemon, locker, inside) = pending_behind_a_blocked_sink(&db, &state).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let stopping = Instant::now();
