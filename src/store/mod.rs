@@ -207,11 +207,14 @@ pub struct StoreOptions {
 }
 
 impl Default for StoreOptions {
+    /// The cache sizes of the settings' defaults (`block_cache_bytes`,
+    /// `read_cache_bytes`: declared once, in config.rs).
     fn default() -> Self {
+        let settings = crate::config::Settings::default();
         StoreOptions {
-            block_cache_bytes: 16 << 20,
+            block_cache_bytes: settings.block_cache_bytes,
             write_buffer_bytes: 16 << 20,
-            read_cache_bytes: 80 << 20,
+            read_cache_bytes: settings.read_cache_bytes,
         }
     }
 }
