@@ -26,12 +26,16 @@
 //! - `REPLYTIME_BENCH_SEED_RUNS` [3]: runs of the seed query (the median is shown);
 //! - `REPLYTIME_BENCH_STAGES` [throughput,freshness,load]: which stages to run
 //!   (freshness needs throughput's daemon);
-//! - `REPLYTIME_BENCH_LEADS` [scaled]: the generator's lead pool. `scaled` gives
-//!   each backlog one lead per `CHANGES_PER_LEAD` changes (at least the realistic
-//!   2,000), so a lead's history is the same length at every backlog size, as in a
-//!   CRM where new leads keep arriving; `fixed` keeps 2,000 leads at every size, so
-//!   each lead's history grows with the backlog (the adversarial case: a lead moving
-//!   to another client relabels ever more anchors);
+//! - `REPLYTIME_BENCH_LEADS` [arriving]: the generator's leads. `arriving`: 2,000
+//!   leads are in conversation at once, a new one arrives every `CHANGES_PER_LEAD`
+//!   changes and the oldest goes quiet, and 5 % of picks revive any earlier lead or
+//!   row (as in a CRM where new leads keep coming in: what a change touches is
+//!   mostly recent, however long the backlog). Two adversarial pools: `scaled`
+//!   gives each backlog one lead per `CHANGES_PER_LEAD` changes (at least 2,000),
+//!   every one of them in play from the first change, so the state a change may
+//!   touch is all of it and outgrows any cache; `fixed` keeps 2,000 leads at
+//!   every size, so each lead's history grows with the backlog (a lead moving to
+//!   another client relabels ever more anchors);
 //! - `REPLYTIME_BENCH_SINK` [source]: `separate` puts the sink in a database of
 //!   its own in the same cluster (`REPLYTIME_SINK_URL`) for the throughput and
 //!   freshness stages: logical decoding skips another database's WAL records
@@ -57,7 +61,7 @@ mod throughput;
 
 use std::time::{Duration, Instant};
 
-use replytime::workload::{Generator, HistoryConfig};
+use replytime::workload::{Generator, HistoryConfig, Locality};
 
 /// Daemon settings of every stage: production logging (info unless
 /// `REPLYTIME_BENCH_DAEMON_LOG` says otherwise), JSON so the load's own timing can
@@ -81,20 +85,44 @@ struct Settings {
     seed_runs: usize,
     stages: Vec<String>,
     separate_sink: bool,
-    scaled_leads: bool,
+    leads: LeadPool,
 }
 
-/// Changes of backlog per generated lead when the lead pool is scaled: the
-/// realistic generator's 2,000 leads over the 300,000-change default backlog, so
-/// that backlog is the same WAL in both modes and larger ones keep its shape.
+/// The generator's leads (`REPLYTIME_BENCH_LEADS`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum LeadPool {
+    Arriving,
+    Scaled,
+    Fixed,
+}
+
+/// Leads in conversation at once with arriving leads: the realistic generator's
+/// pool.
+const ACTIVE_LEADS: usize = 2_000;
+/// Of the picks with arriving leads, those that revive an earlier lead or row.
+const REVIVAL: f64 = 0.05;
+
+/// Changes of backlog per lead: per arrival with arriving leads; per lead of the
+/// pool when it is scaled (the realistic generator's 2,000 leads over a
+/// 300,000-change backlog, so that backlog is the same WAL as with a fixed pool).
 const CHANGES_PER_LEAD: u64 = 150;
 
 /// The generator's settings for a backlog of `changes` row changes.
-fn history_config(changes: u64, scaled_leads: bool) -> HistoryConfig {
+fn history_config(changes: u64, leads: LeadPool) -> HistoryConfig {
     let mut config = HistoryConfig::realistic();
-    if scaled_leads {
-        let scaled = usize::try_from(changes / CHANGES_PER_LEAD).unwrap_or(usize::MAX);
-        config.leads = config.leads.max(scaled);
+    let arrivals = usize::try_from(changes / CHANGES_PER_LEAD).unwrap_or(usize::MAX);
+    match leads {
+        LeadPool::Arriving => {
+            // Room for the freshness stage's traffic to bring new leads too.
+            config.leads = ACTIVE_LEADS + arrivals + 1_000;
+            config.locality = Some(Locality {
+                active_leads: ACTIVE_LEADS,
+                changes_per_lead: CHANGES_PER_LEAD as usize,
+                revival: REVIVAL,
+            });
+        }
+        LeadPool::Scaled => config.leads = config.leads.max(arrivals),
+        LeadPool::Fixed => {}
     }
     config
 }
@@ -135,10 +163,11 @@ impl Settings {
                 "separate" => true,
                 other => panic!("REPLYTIME_BENCH_SINK={other:?}: source or separate"),
             },
-            scaled_leads: match var("REPLYTIME_BENCH_LEADS", "scaled".to_string()).as_str() {
-                "scaled" => true,
-                "fixed" => false,
-                other => panic!("REPLYTIME_BENCH_LEADS={other:?}: scaled or fixed"),
+            leads: match var("REPLYTIME_BENCH_LEADS", "arriving".to_string()).as_str() {
+                "arriving" => LeadPool::Arriving,
+                "scaled" => LeadPool::Scaled,
+                "fixed" => LeadPool::Fixed,
+                other => panic!("REPLYTIME_BENCH_LEADS={other:?}: arriving, scaled or fixed"),
             },
         }
     }
@@ -208,7 +237,7 @@ async fn bench() {
             let dir = tempfile::tempdir().expect("state tempdir");
             let state = dir.path().join("state");
             // Each backlog its own generator and config, from the same seed.
-            let config = history_config(changes, settings.scaled_leads);
+            let config = history_config(changes, settings.leads);
             let leads = config.leads;
             let mut generator = Generator::new(2024, config);
             let sink_client = sink.as_ref().map_or(&db.client, |s| &s.client);
@@ -729,10 +758,10 @@ fn print_report(
     println!(
         "- settings: {:?} changes ({} lead pool), rates {:?}/s for {} s each, {} messages, {} seed runs; took {:.0} s\n",
         settings.changes,
-        if settings.scaled_leads {
-            "scaled"
-        } else {
-            "fixed"
+        match settings.leads {
+            LeadPool::Arriving => "arriving",
+            LeadPool::Scaled => "scaled",
+            LeadPool::Fixed => "fixed",
         },
         settings.rates,
         settings.freshness.as_secs(),

@@ -23,6 +23,24 @@ pub struct HistoryConfig {
     pub max_backdate_micros: i64,
     pub mix: OperationMix,
     pub odds: Odds,
+    /// How picks favour recent leads and rows; `None`: every lead is in play from
+    /// the first change, and every row is as likely to be picked as any other.
+    pub locality: Option<Locality>,
+}
+
+/// Leads arrive over the history and each is talked to for a while, as in a CRM
+/// where new leads keep coming in and old conversations go quiet: the leads (and
+/// rows) a change touches are mostly the recent ones, however long the history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Locality {
+    /// Leads in conversation at once: the newest this many of the leads that have
+    /// arrived. The first this many have arrived before the first change.
+    pub active_leads: usize,
+    /// Row changes between one lead's arrival and the next.
+    pub changes_per_lead: usize,
+    /// The chance that a pick ignores recency (an old lead writes again, an old
+    /// message is edited): uniform over every lead that has arrived, or every row.
+    pub revival: f64,
 }
 
 /// Relative weights of the operations the generator picks from.
@@ -158,6 +176,7 @@ impl Default for HistoryConfig {
                 follow_conversation: 0.75,
                 release_held_messages: 0.5,
             },
+            locality: None,
         }
     }
 }

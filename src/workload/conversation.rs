@@ -26,7 +26,10 @@ impl Generator {
     /// else any (lead, channel) of the pools.
     pub(super) fn pick_thread(&mut self) -> (String, String) {
         if self.threads.len() > 0 && self.chance(|o| o.follow_conversation) {
-            let cursor = self.threads.pick(&mut self.rng).expect("not empty");
+            let cursor = self
+                .threads
+                .pick(&mut self.rng, self.recency)
+                .expect("not empty");
             return (cursor.lead_id.clone(), cursor.channel.clone());
         }
         let lead_id = self.pick_lead();
@@ -155,7 +158,10 @@ impl Generator {
                 }
             }
         }
-        self.model.messages.pick(&mut self.rng).cloned()
+        self.model
+            .messages
+            .pick(&mut self.rng, self.recency)
+            .cloned()
     }
 
     pub(super) fn ai_draft(&mut self, out: &mut Vec<Change>) {
@@ -171,6 +177,7 @@ impl Generator {
         }
         let draft = self.new_draft(trigger.lead_id.clone(), trigger.id.clone(), channel);
         self.awaiting_job.push_back(draft.id.clone());
+        self.bound_queues();
         self.emit_insert(out, Row::Draft(draft));
     }
 
@@ -198,12 +205,30 @@ impl Generator {
                 }
             }
         }
-        let Some(draft) = draft.or_else(|| self.model.drafts.pick(&mut self.rng).cloned()) else {
+        let Some(draft) =
+            draft.or_else(|| self.model.drafts.pick(&mut self.rng, self.recency).cloned())
+        else {
             return;
         };
         let job = self.new_job(&draft);
         self.awaiting_send.push_back(job.id.clone());
+        self.bound_queues();
         self.emit_insert(out, Row::Job(job));
+    }
+
+    /// With locality, a draft or job still waiting when its conversation has gone
+    /// quiet is never followed up (an auto-send cancelled): each queue keeps at
+    /// most one entry per active lead, dropping the oldest.
+    fn bound_queues(&mut self) {
+        let Some(locality) = &self.config.locality else {
+            return;
+        };
+        let cap = locality.active_leads.max(1);
+        for queue in [&mut self.awaiting_job, &mut self.awaiting_send] {
+            while queue.len() > cap {
+                queue.pop_front();
+            }
+        }
     }
 
     fn trigger_sent_at(&self, trigger: Option<&str>) -> Option<Timestamp> {
@@ -244,7 +269,7 @@ impl Generator {
             false => None,
         };
         let Some(old) = next
-            .or_else(|| self.model.jobs.pick(&mut self.rng))
+            .or_else(|| self.model.jobs.pick(&mut self.rng, self.recency))
             .cloned()
         else {
             return;
@@ -266,7 +291,7 @@ impl Generator {
     pub(super) fn ai_send(&mut self, out: &mut Vec<Change>) {
         let (draft, run_at) = match self.next_job_to_send() {
             Some((draft, job)) => (draft, job.run_at),
-            None => match self.model.drafts.pick(&mut self.rng).cloned() {
+            None => match self.model.drafts.pick(&mut self.rng, self.recency).cloned() {
                 Some(draft) => (draft, None),
                 None => return,
             },
@@ -316,6 +341,7 @@ impl Generator {
         self.emit_insert(out, Row::Draft(draft));
         if let Some(job) = job {
             self.awaiting_send.push_back(job.id.clone());
+            self.bound_queues();
             self.emit_insert(out, Row::Job(job));
         }
         self.held_messages.push_back(message);

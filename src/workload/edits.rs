@@ -14,7 +14,12 @@ impl Generator {
     /// One edit of a message: sentAt set (from NULL), cleared or back-dated; moved to
     /// another lead or channel; direction flipped; sender or draft changed.
     pub(super) fn message_edit(&mut self, out: &mut Vec<Change>) {
-        let Some(old) = self.model.messages.pick(&mut self.rng).cloned() else {
+        let Some(old) = self
+            .model
+            .messages
+            .pick(&mut self.rng, self.recency)
+            .cloned()
+        else {
             return;
         };
         let mut message = old.clone();
@@ -41,7 +46,7 @@ impl Generator {
                 };
             }
             _ => {
-                let draft = self.model.drafts.pick(&mut self.rng);
+                let draft = self.model.drafts.pick(&mut self.rng, self.recency);
                 message.ai_draft_id = draft.map(|d| d.id.clone()).filter(|_| self.rng.chance(0.7));
             }
         }
@@ -58,7 +63,7 @@ impl Generator {
     }
 
     pub(super) fn message_delete(&mut self, out: &mut Vec<Change>) {
-        if let Some(message) = self.model.messages.pick(&mut self.rng) {
+        if let Some(message) = self.model.messages.pick(&mut self.rng, self.recency) {
             let id = message.id.clone();
             self.emit_delete(out, Table::Message, id);
         }
@@ -67,7 +72,7 @@ impl Generator {
     /// A draft is deleted, changes disposition, or points to another trigger and
     /// channel (when the unique index allows it).
     pub(super) fn draft_edit(&mut self, out: &mut Vec<Change>) {
-        let Some(old) = self.model.drafts.pick(&mut self.rng).cloned() else {
+        let Some(old) = self.model.drafts.pick(&mut self.rng, self.recency).cloned() else {
             return;
         };
         let mut draft = old.clone();
@@ -81,7 +86,7 @@ impl Generator {
                 let trigger = self
                     .model
                     .messages
-                    .pick(&mut self.rng)
+                    .pick(&mut self.rng, self.recency)
                     .map(|m| m.id.clone());
                 let channel = self.pick_channel();
                 let Some(trigger) = trigger else { return };
@@ -97,7 +102,7 @@ impl Generator {
 
     /// A job is deleted, changes type, or is re-pointed to another draft.
     pub(super) fn job_edit(&mut self, out: &mut Vec<Change>) {
-        let Some(old) = self.model.jobs.pick(&mut self.rng).cloned() else {
+        let Some(old) = self.model.jobs.pick(&mut self.rng, self.recency).cloned() else {
             return;
         };
         let mut job = old.clone();
@@ -109,7 +114,7 @@ impl Generator {
             }
             1 => job.job_type = Some(AI_AUTO_SEND_DELAYED.to_string()),
             _ => {
-                let Some(draft) = self.model.drafts.pick(&mut self.rng) else {
+                let Some(draft) = self.model.drafts.pick(&mut self.rng, self.recency) else {
                     return;
                 };
                 job.draft_id = Some(draft.id.clone());
@@ -126,16 +131,21 @@ impl Generator {
             0 => self
                 .model
                 .messages
-                .pick(&mut self.rng)
+                .pick(&mut self.rng, self.recency)
                 .cloned()
                 .map(Row::Message),
             1 => self
                 .model
                 .drafts
-                .pick(&mut self.rng)
+                .pick(&mut self.rng, self.recency)
                 .cloned()
                 .map(Row::Draft),
-            _ => self.model.jobs.pick(&mut self.rng).cloned().map(Row::Job),
+            _ => self
+                .model
+                .jobs
+                .pick(&mut self.rng, self.recency)
+                .cloned()
+                .map(Row::Job),
         };
         let Some(old) = old else { return };
         let mut row = old.clone();

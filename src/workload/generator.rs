@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use crate::change::{Change, MessageRow, Row, Table, Timestamp};
 
 use super::config::{HistoryConfig, Odds, OperationMix};
-use super::model::{Model, Pool};
+use super::model::{Model, Pool, Recency};
 use super::rng::Rng;
 use super::toast;
 
@@ -51,6 +51,10 @@ pub struct Generator {
     pub(super) awaiting_send: VecDeque<String>,
     /// Inbound messages whose draft and job were inserted first.
     pub(super) held_messages: VecDeque<MessageRow>,
+    /// Row changes produced so far (leads arrive with them, see `Locality`).
+    changes: u64,
+    /// Which rows of the model's pools a pick chooses among (set per transaction).
+    pub(super) recency: Recency,
 }
 
 fn id_pool(prefixes: &[&str], count: usize) -> Vec<String> {
@@ -83,6 +87,8 @@ impl Generator {
             awaiting_job: VecDeque::new(),
             awaiting_send: VecDeque::new(),
             held_messages: VecDeque::new(),
+            changes: 0,
+            recency: Recency::UNIFORM,
         }
     }
 
@@ -98,6 +104,7 @@ impl Generator {
     /// The changes of the next transaction: between 1 and `max_changes_per_txn`.
     pub fn next_transaction(&mut self) -> Vec<Change> {
         let target = 1 + self.rng.below(self.config.max_changes_per_txn.max(1));
+        self.recency = self.row_recency();
         let mut out = Vec::new();
         if self.chance(|o| o.truncate) {
             self.truncate_some(&mut out);
@@ -122,7 +129,34 @@ impl Generator {
         if out.is_empty() {
             self.inbound_burst(&mut out, 1);
         }
+        self.changes += out.len() as u64;
         out
+    }
+
+    /// Leads that have arrived by now: all of them without locality.
+    fn arrived_leads(&self) -> usize {
+        let all = self.lead_ids.len();
+        match &self.config.locality {
+            None => all,
+            Some(l) => {
+                let since = usize::try_from(self.changes / l.changes_per_lead.max(1) as u64)
+                    .unwrap_or(usize::MAX);
+                l.active_leads.saturating_add(since).clamp(1, all)
+            }
+        }
+    }
+
+    /// Recency of row picks: the newest rows in the proportion of the arrived
+    /// leads that are still active (rows are written at a steady pace, so that
+    /// share of them is about the active leads' era).
+    fn row_recency(&self) -> Recency {
+        match &self.config.locality {
+            None => Recency::UNIFORM,
+            Some(l) => Recency {
+                share: l.active_leads as f64 / self.arrived_leads() as f64,
+                revival: l.revival,
+            },
+        }
     }
 
     fn run(&mut self, op: usize, out: &mut Vec<Change>, budget: usize) {
@@ -161,8 +195,18 @@ impl Generator {
         }
     }
 
+    /// An arrived lead: one of the active (newest) ones, unless revived.
     pub(super) fn pick_lead(&mut self) -> String {
-        pick_cloned(&mut self.rng, &self.lead_ids)
+        let arrived = self.arrived_leads();
+        let recency = match &self.config.locality {
+            None => Recency::UNIFORM,
+            Some(l) => Recency {
+                share: l.active_leads as f64 / arrived as f64,
+                revival: l.revival,
+            },
+        };
+        let from = recency.first_pick(&mut self.rng, arrived);
+        pick_cloned(&mut self.rng, &self.lead_ids[from..arrived])
     }
 
     pub(super) fn pick_channel(&mut self) -> String {
@@ -247,4 +291,72 @@ fn mix_weights(mix: &OperationMix) -> [u32; 14] {
         mix.lead_change,
         mix.rename,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::workload::config::Locality;
+
+    fn lead_number(id: &str) -> usize {
+        let digits = id.trim_start_matches(|c: char| !c.is_ascii_digit());
+        digits.parse().expect("lead ids end in their index")
+    }
+
+    /// The leads the messages of `transactions` transactions name, by index.
+    fn leads_of(generator: &mut Generator, transactions: usize) -> BTreeSet<usize> {
+        let mut leads = BTreeSet::new();
+        for _ in 0..transactions {
+            for change in generator.next_transaction() {
+                if let Change::Insert(Row::Message(m)) = change
+                    && let Some(lead) = &m.lead_id
+                {
+                    leads.insert(lead_number(lead));
+                }
+            }
+        }
+        leads
+    }
+
+    #[test]
+    fn leads_arrive_and_go_quiet_with_locality() {
+        let mut config = HistoryConfig::realistic();
+        config.leads = 1_000;
+        config.locality = Some(Locality {
+            active_leads: 50,
+            changes_per_lead: 20,
+            revival: 0.0,
+        });
+        let mut generator = Generator::new(11, config);
+        let early = leads_of(&mut generator, 200);
+        assert!(
+            early.iter().all(|l| *l < 100),
+            "only early arrivals: {early:?}"
+        );
+        // Skip ahead: thousands of changes later the active window has moved on.
+        leads_of(&mut generator, 4_000);
+        let arrived = generator.arrived_leads();
+        assert!(arrived > 400, "{arrived} leads arrived");
+        let late = leads_of(&mut generator, 200);
+        // The active leads, and the AI's follow-ups of drafts queued a little
+        // earlier (the queues hold one entry per active lead at most).
+        let recent = arrived - 3 * 50;
+        let quiet: Vec<_> = late.iter().filter(|l| **l < recent).collect();
+        assert!(quiet.is_empty(), "quiet leads written to: {quiet:?}");
+        assert!(late.len() >= 40, "{} leads written to", late.len());
+    }
+
+    #[test]
+    fn without_locality_every_lead_is_in_play_from_the_start() {
+        let mut config = HistoryConfig::realistic();
+        config.leads = 100;
+        let mut generator = Generator::new(11, config);
+        let leads = leads_of(&mut generator, 400);
+        assert!(
+            leads.iter().any(|l| *l >= 90),
+            "late leads write early: {leads:?}"
+        );
+    }
 }

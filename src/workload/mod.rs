@@ -26,7 +26,7 @@ mod rng;
 pub mod sql;
 mod toast;
 
-pub use config::{HistoryConfig, Odds, OperationMix};
+pub use config::{HistoryConfig, Locality, Odds, OperationMix};
 pub use generator::Generator;
 
 use crate::change::Change;

@@ -68,10 +68,37 @@ impl<R> Pool<R> {
         self.rows.clear();
     }
 
-    /// A uniformly chosen row.
-    pub(super) fn pick(&self, rng: &mut Rng) -> Option<&R> {
-        let id = rng.pick(&self.ids)?;
+    /// A row chosen uniformly among the newest that `recency` allows (a removal
+    /// moves the newest row into the removed one's place).
+    pub(super) fn pick(&self, rng: &mut Rng, recency: Recency) -> Option<&R> {
+        let from = recency.first_pick(rng, self.ids.len());
+        let id = rng.pick(&self.ids[from..])?;
         self.get(id)
+    }
+}
+
+/// Which of a list in arrival order (oldest first) a pick chooses among: the newest
+/// `share` of it, or, with the chance `revival`, all of it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Recency {
+    pub share: f64,
+    pub revival: f64,
+}
+
+impl Recency {
+    /// Every item alike (and no random draw spent on deciding so).
+    pub(super) const UNIFORM: Recency = Recency {
+        share: 1.0,
+        revival: 0.0,
+    };
+
+    /// Index of the first item a pick from `len` items may choose.
+    pub(super) fn first_pick(self, rng: &mut Rng, len: usize) -> usize {
+        if self.share >= 1.0 || len == 0 || rng.chance(self.revival) {
+            return 0;
+        }
+        let window = ((len as f64 * self.share).ceil() as usize).clamp(1, len);
+        len - window
     }
 }
 
@@ -172,7 +199,44 @@ mod tests {
         assert_eq!(pool.get("r3"), Some(&3));
         let mut rng = Rng::new(3);
         for _ in 0..20 {
-            assert!([0, 2, 3].contains(pool.pick(&mut rng).unwrap()));
+            assert!([0, 2, 3].contains(pool.pick(&mut rng, Recency::UNIFORM).unwrap()));
         }
+    }
+
+    #[test]
+    fn recency_picks_the_newest_share_unless_revived() {
+        let mut pool = Pool::default();
+        for i in 0..100 {
+            pool.put(format!("r{i}"), i);
+        }
+        let mut rng = Rng::new(7);
+        let recent = Recency {
+            share: 0.1,
+            revival: 0.0,
+        };
+        let picks: Vec<i32> = (0..1000)
+            .map(|_| *pool.pick(&mut rng, recent).unwrap())
+            .collect();
+        assert!(picks.iter().all(|p| *p >= 90), "only the newest tenth");
+        assert!(
+            (90..100).all(|i| picks.contains(&i)),
+            "all of the newest tenth"
+        );
+        let revived = Recency {
+            share: 0.1,
+            revival: 0.2,
+        };
+        let old = (0..10_000)
+            .filter(|_| *pool.pick(&mut rng, revived).unwrap() < 90)
+            .count();
+        // 20 % revived, of which 90 % land outside the newest tenth: 1,800 expected.
+        assert!((1_500..2_100).contains(&old), "{old} old picks");
+        let mut one = Pool::default();
+        one.put("only".to_string(), 1);
+        assert_eq!(
+            one.pick(&mut rng, recent),
+            Some(&1),
+            "a window holds one row at least"
+        );
     }
 }
