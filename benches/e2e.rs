@@ -478,6 +478,24 @@ fn growth_lines(small: &throughput::Figures, large: &throughput::Figures, lines:
             "≤ 1.30",
         ),
         (
+            "  of it, RocksDB's flush and compaction threads",
+            per_change(large.replytime_rocksdb_background_cpu, large),
+            per_change(small.replytime_rocksdb_background_cpu, small),
+            "",
+        ),
+        (
+            "  of it, every other thread (decoding, the engine, the sink task)",
+            per_change(
+                large.replytime_daemon_cpu - large.replytime_rocksdb_background_cpu,
+                large,
+            ),
+            per_change(
+                small.replytime_daemon_cpu - small.replytime_rocksdb_background_cpu,
+                small,
+            ),
+            "",
+        ),
+        (
             "Postgres walsender CPU per change",
             per_change(large.replytime_walsender_cpu, large),
             per_change(small.replytime_walsender_cpu, small),

@@ -88,7 +88,27 @@ pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
 
 /// User + system CPU seconds used so far by `pid`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds used so far by the threads of `pid` whose name starts with
+/// `prefix` (RocksDB names its flush and compaction threads `rocksdb:…`).
+pub fn threads_cpu_seconds(pid: u32, prefix: &str) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0.0;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if name.starts_with(prefix) {
+            total += stat_cpu_seconds(&path.join("stat").to_string_lossy()).unwrap_or(0.0);
+        }
+    }
+    Some(total)
+}
+
+/// User + system CPU seconds in a `/proc/…/stat` file.
+fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces: the fields that follow start after its ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();

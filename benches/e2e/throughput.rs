@@ -38,6 +38,8 @@ pub struct Figures {
     pub replytime_seconds: f64,
     pub replytime_walsender_cpu: f64,
     pub replytime_daemon_cpu: f64,
+    /// Of it, RocksDB's background threads (flushes and compactions).
+    pub replytime_rocksdb_background_cpu: f64,
     pub replytime_sink_session_cpu: f64,
     /// WAL written from the end of the backlog to the moment the drain ended: the
     /// sink's writes (when it is in this cluster), the heartbeats, autovacuum.
@@ -275,6 +277,8 @@ pub async fn run(
     let replytime_seconds = started.elapsed().as_secs_f64();
     let drained_at = current_lsn(&db.client).await;
     let replytime_daemon_cpu = machine::cpu_seconds(daemon.child.id()).unwrap_or(f64::NAN);
+    let replytime_rocksdb_background_cpu =
+        machine::threads_cpu_seconds(daemon.child.id(), "rocksdb:").unwrap_or(f64::NAN);
     // The state's read counters reach /metrics every 5 s: wait for the next
     // update (the daemon is idle meanwhile, but for heartbeats and compactions).
     tokio::time::sleep(Duration::from_millis(5_500)).await;
@@ -295,6 +299,7 @@ pub async fn run(
         replytime_seconds,
         replytime_walsender_cpu: walsender_cpu,
         replytime_daemon_cpu,
+        replytime_rocksdb_background_cpu,
         replytime_sink_session_cpu: sink_session_cpu,
         drain_wal_bytes: drained_at.saturating_bytes_since(end),
         counters,
