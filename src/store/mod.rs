@@ -592,7 +592,9 @@ pub(crate) enum RocksDbRead {
     Get,
     /// A seek in prefix mode (bloom filters on the navigation prefix).
     PrefixSeek,
-    /// A total-order seek (a window around a position in a known prefix).
+    /// A total-order seek: a backward window from the end of a prefix the cache
+    /// knows in part (its target lies outside the prefix, where a prefix-mode
+    /// seek is undefined).
     Seek,
     /// A key walk that does not go through the read cache.
     Walk,
