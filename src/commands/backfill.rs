@@ -139,7 +139,10 @@ pub(crate) async fn backfill(
     let scratch;
     let store = if options.dry_run {
         scratch = tempfile::tempdir()?;
-        Arc::new(Store::open(scratch.path(), &StoreOptions::default())?)
+        Arc::new(Store::open(
+            scratch.path(),
+            &StoreOptions::for_settings(&settings),
+        )?)
     } else {
         admin::check_replication_privilege(&admin).await?;
         settings.require_state_dir()?;

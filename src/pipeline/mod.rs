@@ -102,11 +102,7 @@ impl Context {
 }
 
 pub(crate) fn open_store(settings: &Settings) -> Result<Arc<Store>, StoreError> {
-    let options = StoreOptions {
-        block_cache_bytes: settings.block_cache_bytes,
-        read_cache_bytes: settings.read_cache_bytes,
-        ..StoreOptions::default()
-    };
+    let options = StoreOptions::for_settings(settings);
     Ok(Arc::new(Store::open(settings.state_dir(), &options)?))
 }
 

@@ -26,7 +26,6 @@
 //! trimming the outbox, many times a second while a backlog drains) do not count:
 //! counting them dropped fills for nothing, so misses stayed misses. Both caches are bounded by weight (S3-FIFO eviction, `quick_cache`).
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use quick_cache::Weighter;
@@ -35,7 +34,7 @@ use quick_cache::unsync::Cache;
 use super::Cf;
 
 /// Bytes counted per entry of a range besides its key suffix and value (the
-/// allocator's rounding; the two `Vec` headers are in [`NODE_BYTES`]).
+/// allocator's rounding of the two; their headers are in [`SLOT_BYTES`]).
 const ENTRY_OVERHEAD: u64 = 16;
 /// Bytes counted per cached point besides its key and value: the cache's slot
 /// (two `Vec` headers and its bookkeeping) and the allocator's rounding.
@@ -43,11 +42,15 @@ const POINT_OVERHEAD: u64 = 128;
 /// Bytes counted per cached range besides its keys' copies and its entries: the
 /// cache's slot and the `Range` itself.
 const RANGE_OVERHEAD: u64 = 320;
-/// Bytes of one node of a range's `BTreeMap` (room for 11 entries, allocated
-/// whole even for one). Windows are small and many: weighing entries alone
-/// counted a quarter to a third of what one- and two-key windows allocate, so a
-/// cache "full" at its size held two to four times as much.
-const NODE_BYTES: u64 = 544;
+/// Bytes of one slot of a range's entries (a suffix and a value, boxed), counted
+/// for every slot allocated. A sorted vector rather than a tree: windows are small
+/// and many, and a tree's nodes (544 bytes for up to 11 entries, allocated whole
+/// even for one) weighed more than the entries they held, so fewer ranges fit.
+const SLOT_BYTES: u64 = std::mem::size_of::<Entry>() as u64;
+
+/// A range's entry: its key after the prefix, and its value.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// Keys a range read takes from RocksDB on a miss (a few in unit tests, so that
 /// windows, joins and replacements all happen on small data). Small: a miss is
 /// mostly a look for the entry next to a position, and each key read is copied
@@ -114,10 +117,12 @@ pub(super) struct Range {
     lo: Vec<u8>,
     /// Exclusive; `None` when the interval runs to the prefix's end.
     hi: Option<Vec<u8>>,
-    /// The navigation prefix every key of the interval starts with.
-    prefix: Vec<u8>,
-    /// By the key after the prefix: comparisons skip the part every key shares.
-    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Length of the navigation prefix every key of the interval (and `lo`)
+    /// starts with.
+    prefix_len: usize,
+    /// (key after the prefix, value), sorted by key: comparisons skip the part
+    /// every key shares.
+    entries: Vec<Entry>,
     bytes: u64,
 }
 
@@ -126,91 +131,113 @@ impl Range {
     pub(super) fn new(lo: Vec<u8>, hi: Option<Vec<u8>>, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
         let prefix_len = range_prefix_len(&lo).unwrap_or(lo.len());
         let mut range = Range {
-            prefix: lo[..prefix_len].to_vec(),
             lo,
             hi,
-            entries: BTreeMap::new(),
+            prefix_len,
+            entries: Vec::with_capacity(entries.len()),
             bytes: 0,
         };
         for (key, value) in entries {
-            range.insert(&key, value);
+            let suffix: Box<[u8]> = range.suffix(&key).into();
+            range.bytes += Self::entry_bytes(&suffix, &value);
+            range.entries.push((suffix, value.into_boxed_slice()));
+        }
+        // Reads hand their keys over in order; anything else is put in order.
+        if !range.entries.is_sorted_by(|a, b| a.0 < b.0) {
+            let mut entries = std::mem::take(&mut range.entries);
+            range.bytes = 0;
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (suffix, value) in entries {
+                range.insert_suffix(suffix, value);
+            }
         }
         range
     }
 
+    fn prefix(&self) -> &[u8] {
+        &self.lo[..self.prefix_len]
+    }
+
     /// The part of `key` (which has the range's prefix) after the prefix.
     fn suffix<'k>(&self, key: &'k [u8]) -> &'k [u8] {
-        debug_assert!(key.starts_with(&self.prefix), "a key of the range's prefix");
-        &key[self.prefix.len()..]
+        debug_assert!(
+            key.starts_with(self.prefix()),
+            "a key of the range's prefix"
+        );
+        &key[self.prefix_len..]
     }
 
     fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
         ENTRY_OVERHEAD + (key.len() + value.len()) as u64
     }
 
-    fn insert(&mut self, key: &[u8], value: Vec<u8>) {
-        let suffix = self.suffix(key).to_vec();
-        self.insert_suffix(suffix, value);
+    /// Where `suffix` is, or would be inserted.
+    fn position(&self, suffix: &[u8]) -> Result<usize, usize> {
+        self.entries
+            .binary_search_by(|(key, _)| (**key).cmp(suffix))
     }
 
-    fn insert_suffix(&mut self, suffix: Vec<u8>, value: Vec<u8>) {
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) {
+        let suffix = self.suffix(key).into();
+        self.insert_suffix(suffix, value.into_boxed_slice());
+    }
+
+    fn insert_suffix(&mut self, suffix: Box<[u8]>, value: Box<[u8]>) {
         self.bytes += Self::entry_bytes(&suffix, &value);
-        if let Some(old) = self.entries.insert(suffix.clone(), value) {
-            self.bytes -= Self::entry_bytes(&suffix, &old);
+        match self.position(&suffix) {
+            Ok(at) => {
+                let old = std::mem::replace(&mut self.entries[at].1, value);
+                self.bytes -= Self::entry_bytes(&suffix, &old);
+            }
+            Err(at) => self.entries.insert(at, (suffix, value)),
         }
     }
 
     fn remove(&mut self, key: &[u8]) {
         let suffix = self.suffix(key);
-        if let Some(old) = self.entries.remove(suffix) {
-            self.bytes -= Self::entry_bytes(suffix, &old);
+        if let Ok(at) = self.position(suffix) {
+            let (suffix, old) = self.entries.remove(at);
+            self.bytes -= Self::entry_bytes(&suffix, &old);
         }
     }
 
     /// The entry `look` wants (the interval must cover it), with its whole key.
     pub(super) fn find(&self, look: Look<'_>) -> Option<(Vec<u8>, Vec<u8>)> {
-        let prefix = self.prefix.as_slice();
+        let prefix = self.prefix();
         // A bound outside the prefix lies before all of its keys or past them.
         let outside = |bound: &[u8]| !bound.starts_with(prefix);
+        // Index of the first entry at or after a suffix (`Ok`: equal to it).
+        let at = |suffix: &[u8]| self.position(suffix);
         let found = match look {
             Look::From(start) => {
-                let start = match start {
+                let first = match start {
                     Bound::Included(from) | Bound::Excluded(from) if outside(from) => {
                         if from > prefix {
                             return None;
                         }
-                        Bound::Unbounded
+                        0
                     }
-                    start => start.map(|from| &from[prefix.len()..]),
+                    Bound::Included(from) => at(&from[prefix.len()..]).unwrap_or_else(|i| i),
+                    Bound::Excluded(from) => match at(&from[prefix.len()..]) {
+                        Ok(i) => i + 1,
+                        Err(i) => i,
+                    },
+                    Bound::Unbounded => 0,
                 };
-                self.entries
-                    .range::<[u8], _>((start, Bound::Unbounded))
-                    .next()
+                self.entries.get(first)
             }
             Look::Before(before) => {
                 let end = if !outside(before) {
-                    Bound::Excluded(&before[prefix.len()..])
+                    at(&before[prefix.len()..]).unwrap_or_else(|i| i)
                 } else if before < prefix {
                     return None;
                 } else {
-                    Bound::Unbounded
+                    self.entries.len()
                 };
-                self.entries
-                    .range::<[u8], _>((Bound::Unbounded, end))
-                    .next_back()
+                end.checked_sub(1).map(|last| &self.entries[last])
             }
         };
-        found.map(|(suffix, value)| ([prefix, suffix.as_slice()].concat(), value.clone()))
-    }
-
-    /// About how many nodes the entries' tree allocates: one leaf up to 11
-    /// entries; past that, leaves split and hold about 6 each.
-    fn nodes(&self) -> u64 {
-        match self.entries.len() as u64 {
-            0 => 0,
-            1..=11 => 1,
-            n => n.div_ceil(6) + 1,
-        }
+        found.map(|(suffix, value)| ([prefix, suffix].concat(), value.to_vec()))
     }
 
     fn covers(&self, key: &[u8]) -> bool {
@@ -229,9 +256,8 @@ struct RangeWeight;
 
 impl Weighter<Vec<u8>, Range> for RangeWeight {
     fn weight(&self, prefix: &Vec<u8>, range: &Range) -> u64 {
-        let keys = prefix.len() + range.prefix.len() + range.lo.len();
-        let keys = keys + range.hi.as_ref().map_or(0, Vec::len);
-        RANGE_OVERHEAD + keys as u64 + range.bytes + NODE_BYTES * range.nodes()
+        let keys = prefix.len() + range.lo.len() + range.hi.as_ref().map_or(0, Vec::len);
+        RANGE_OVERHEAD + keys as u64 + range.bytes + SLOT_BYTES * range.entries.capacity() as u64
     }
 }
 

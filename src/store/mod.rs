@@ -210,7 +210,14 @@ impl Default for StoreOptions {
     /// The cache sizes of the settings' defaults (`block_cache_bytes`,
     /// `read_cache_bytes`: declared once, in config.rs).
     fn default() -> Self {
-        let settings = crate::config::Settings::default();
+        StoreOptions::for_settings(&crate::config::Settings::default())
+    }
+}
+
+impl StoreOptions {
+    /// The operator's cache sizes: every store a command opens (the daemon's, a
+    /// dry run's scratch one) stays within the memory they set.
+    pub fn for_settings(settings: &crate::config::Settings) -> Self {
         StoreOptions {
             block_cache_bytes: settings.block_cache_bytes,
             write_buffer_bytes: 16 << 20,
@@ -585,7 +592,9 @@ pub(crate) enum RocksDbRead {
     Get,
     /// A seek in prefix mode (bloom filters on the navigation prefix).
     PrefixSeek,
-    /// A total-order seek (a window around a position in a known prefix).
+    /// A total-order seek: a backward window from the end of a prefix the cache
+    /// knows in part (its target lies outside the prefix, where a prefix-mode
+    /// seek is undefined).
     Seek,
     /// A key walk that does not go through the read cache.
     Walk,
@@ -775,4 +784,24 @@ fn dir_size(path: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreOptions;
+    use crate::config::Settings;
+
+    /// A dry run's scratch store and the daemon's store both take the operator's
+    /// cache sizes, not the defaults.
+    #[test]
+    fn options_take_the_operators_cache_sizes() {
+        let settings = Settings {
+            block_cache_bytes: 3 << 20,
+            read_cache_bytes: 5 << 20,
+            ..Settings::default()
+        };
+        let options = StoreOptions::for_settings(&settings);
+        assert_eq!(options.block_cache_bytes, 3 << 20);
+        assert_eq!(options.read_cache_bytes, 5 << 20);
+    }
 }

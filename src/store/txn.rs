@@ -483,9 +483,12 @@ impl<'a> StoreTxn<'a> {
     ///
     /// A miss reads at most [`LOAD_KEYS`] keys, around where `look` points: what a
     /// miss costs stays the same however long the prefix grows (a thread of a
-    /// year's messages costs what a new one does). A forward look into a prefix
-    /// the cache does not know yet seeks in prefix mode, so the bloom filters skip
-    /// every file without the prefix (most such prefixes do not exist yet).
+    /// year's messages costs what a new one does). A look from a position inside
+    /// the prefix (or from its start), and a backward look from a key of it, seek
+    /// in prefix mode, so the bloom filters skip every file without the prefix
+    /// (most prefixes the cache does not know do not exist yet, and a known one
+    /// lives in a few files). Only a backward look from the prefix's end, whose
+    /// target lies outside the prefix, seeks in total order.
     fn committed(&self, prefix: &[u8], look: Look<'_>) -> Result<Option<KeyValue>, StoreError> {
         let unknown = {
             let mut cache = self.store.cache();
@@ -495,24 +498,29 @@ impl<'a> StoreTxn<'a> {
             !cache.has_range(prefix)
         };
         let mut iters = self.iters.borrow_mut();
-        let (range, generation) = match look {
-            Look::From(start) if unknown && starts_within(start, prefix) => {
-                self.store.count_read(RocksDbRead::PrefixSeek);
-                let it = self.iterator(&mut iters, PREFIX_SEEK);
+        let (in_prefix, whole) = match look {
+            // A window from the start is the whole prefix when it is short.
+            Look::From(start) if starts_within(start, prefix) => (true, None),
+            Look::From(_) => (false, self.read_whole(&mut iters, prefix, unknown)?),
+            Look::Before(before) => (
+                before.starts_with(prefix),
+                self.read_whole(&mut iters, prefix, unknown)?,
+            ),
+        };
+        let (range, generation) = match whole {
+            Some(whole) => whole,
+            None => {
+                let (read, index, generation) = if in_prefix {
+                    (RocksDbRead::PrefixSeek, PREFIX_SEEK, 1)
+                } else {
+                    (RocksDbRead::Seek, STATE, 0)
+                };
+                self.store.count_read(read);
+                let it = self.iterator(&mut iters, index);
                 let range = read_window(it, prefix, look);
                 it.status().map_err(|e| self.store.err(e))?;
-                (range, self.generations[1].get())
+                (range, self.generations[generation].get())
             }
-            _ => match self.read_whole(&mut iters, prefix, unknown)? {
-                Some(whole) => whole,
-                None => {
-                    self.store.count_read(RocksDbRead::Seek);
-                    let it = self.iterator(&mut iters, STATE);
-                    let range = read_window(it, prefix, look);
-                    it.status().map_err(|e| self.store.err(e))?;
-                    (range, self.generations[0].get())
-                }
-            },
         };
         let found = range.find(look);
         self.store

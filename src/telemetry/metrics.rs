@@ -325,7 +325,7 @@ impl Metrics {
                 IntCounterVec::new(
                     opts(
                         "replytime_rocksdb_reads_total",
-                        "Reads of the derivation state that reached RocksDB, by kind: get, prefix_seek, seek (a window in a known prefix), walk (not cached)"
+                        "Reads of the derivation state that reached RocksDB, by kind: get, prefix_seek, seek (total order: a backward window from the end of a prefix cached in part), walk (not cached)"
                     ),
                     &["kind"]
                 )
