@@ -41,8 +41,9 @@
 //!   freshness stages: logical decoding skips another database's WAL records
 //!   without decoding them;
 //! - `REPLYTIME_BENCH_DAEMON_LOG` [info]: the daemon's `RUST_LOG`;
-//! - `REPLYTIME_BLOCK_CACHE_BYTES`, `REPLYTIME_READ_CACHE_BYTES` [the daemon's
-//!   defaults]: passed to the daemon when set (to compare cache splits).
+//! - `REPLYTIME_BLOCK_CACHE_BYTES`, `REPLYTIME_READ_CACHE_BYTES`,
+//!   `REPLYTIME_SINK_BATCH_OPS` [the daemon's defaults]: passed to the daemon when
+//!   set (to compare cache splits and sink batch sizes).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -69,7 +70,11 @@ use replytime::workload::{Generator, HistoryConfig, Locality};
 fn daemon_env() -> Vec<(&'static str, String)> {
     let level = std::env::var("REPLYTIME_BENCH_DAEMON_LOG").unwrap_or_else(|_| "info".into());
     let mut env = vec![("RUST_LOG", level), ("REPLYTIME_LOG_FORMAT", "json".into())];
-    for name in ["REPLYTIME_BLOCK_CACHE_BYTES", "REPLYTIME_READ_CACHE_BYTES"] {
+    for name in [
+        "REPLYTIME_BLOCK_CACHE_BYTES",
+        "REPLYTIME_READ_CACHE_BYTES",
+        "REPLYTIME_SINK_BATCH_OPS",
+    ] {
         if let Ok(value) = std::env::var(name) {
             env.push((name, value));
         }
@@ -447,6 +452,18 @@ fn throughput_lines(f: &throughput::Figures, leads: usize, lines: &mut Vec<Line>
     ));
     let c = &f.counters;
     let sink_rows = c.upserted + c.deleted;
+    let written = c.upserted + c.deleted + c.unchanged;
+    lines.push(line(
+        "  sink transactions; outbox operations they coalesced away",
+        format!("{:.0}; {:.0}", c.batches, c.coalesced),
+        format!(
+            "{:.0} operations per transaction; {:.2} of those read coalesced",
+            written / c.batches.max(1.0),
+            c.coalesced / (written + c.coalesced).max(1.0)
+        ),
+        String::new(),
+        "",
+    ));
     lines.push(line(
         "  anchors refreshed by the daemon; sink rows it wrote",
         format!(

@@ -58,6 +58,10 @@ pub struct DaemonCounters {
     pub upserted: f64,
     pub deleted: f64,
     pub unchanged: f64,
+    /// Sink transactions (batches) committed, and the outbox operations they
+    /// left out because a later one of the same anchor was in the same batch.
+    pub batches: f64,
+    pub coalesced: f64,
     /// Reads of the state: (label, count), from the read cache's lookups to
     /// RocksDB's block cache (`READS`).
     pub reads: [(&'static str, f64); READS.len()],
@@ -180,6 +184,8 @@ impl DaemonCounters {
             upserted: value("replytime_sink_rows_total{result=\"upserted\"}"),
             deleted: value("replytime_sink_rows_total{result=\"deleted\"}"),
             unchanged: value("replytime_sink_rows_total{result=\"unchanged\"}"),
+            batches: value("replytime_sink_batch_seconds_count"),
+            coalesced: value("replytime_sink_ops_coalesced_total"),
             reads: READS.map(|(label, series)| (label, value(series))),
         }
     }

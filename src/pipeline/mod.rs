@@ -21,6 +21,7 @@ pub(crate) mod ownership;
 pub mod policy;
 pub mod poller;
 pub mod shutdown;
+mod sink_batch;
 mod sink_task;
 pub(crate) mod strays;
 mod streaming;

@@ -11,6 +11,8 @@ use tokio::sync::Notify;
 use super::Context;
 use super::policy::{Backoff, Next, classify};
 use super::shutdown::CancellationToken;
+use super::sink_batch::Batch;
+use crate::change::Timestamp;
 use crate::fault;
 use crate::lsn::Lsn;
 use crate::sink::{Sink, SinkError};
@@ -85,8 +87,12 @@ impl SinkTask {
     /// Runs until stopped (after draining the outbox) or a fatal sink error.
     pub(super) async fn run(self, mut sink: Option<Sink>) -> Result<(), SinkError> {
         let mut backoff = Backoff::SINK;
+        // The batch being read, kept between passes while it may grow.
+        let mut pending = None;
         loop {
             if self.ctx.sink.is_paused() {
+                // What a paused sink task read may be cleared meanwhile.
+                pending = None;
                 if self.stop.is_cancelled() {
                     return Ok(());
                 }
@@ -106,15 +112,17 @@ impl SinkTask {
                     Err(e) => return Err(e),
                 },
             };
-            match self.flush_once(sink_ref).await {
-                Ok(true) => backoff.reset(),
-                Ok(false) => {
+            match self.pass(sink_ref, &mut pending).await {
+                Ok(Pass::Wrote) => backoff.reset(),
+                Ok(Pass::Waiting) => self.idle().await,
+                Ok(Pass::Empty) => {
                     if self.stop.is_cancelled() {
                         return Ok(());
                     }
                     self.idle().await;
                 }
                 Err(e) if classify(&e) == Next::Retry => {
+                    pending = None;
                     sink = None;
                     if !self.unhealthy(&e, &mut backoff).await {
                         return Ok(());
@@ -143,51 +151,106 @@ impl SinkTask {
         backoff.wait(&self.stop).await
     }
 
-    /// Moves one batch; `Ok(false)` when the outbox was empty.
-    async fn flush_once(&self, sink: &mut Sink) -> Result<bool, SinkError> {
+    /// Reads what the outbox gained into the pending batch (from its oldest
+    /// entry when there is none), then writes the batch, unless it is not full
+    /// and may wait for more ([`Batch::may_wait`]: only while the daemon is well
+    /// behind the source and the outbox keeps growing); never while stopping.
+    async fn pass(
+        &self,
+        sink: &mut Sink,
+        pending_slot: &mut Option<Pending>,
+    ) -> Result<Pass, SinkError> {
         let settings = &self.ctx.settings;
-        let moved = flush_batch(
-            &self.ctx.store,
-            sink,
-            &settings.slot,
-            settings.sink_batch_ops,
-        )
-        .await?;
+        let pending = pending_slot.get_or_insert_with(|| Pending {
+            batch: Batch::default(),
+            since: Instant::now(),
+            grew_at: Instant::now(),
+        });
+        let read = pending
+            .batch
+            .read_more(&self.ctx.store, settings.sink_batch_ops)
+            .map_err(SinkError::state)?;
+        if read > 0 {
+            pending.grew_at = Instant::now();
+        }
+        if pending.batch.is_empty() {
+            *pending_slot = None;
+            self.ctx.sink.healthy.store(true, Ordering::SeqCst);
+            return Ok(Pass::Empty);
+        }
+        let stopping = self.stop.is_cancelled() || self.ctx.shutdown.is_cancelled();
+        let now = Timestamp::from_chrono(chrono::Utc::now());
+        let (waited, quiet) = (pending.since.elapsed(), pending.grew_at.elapsed());
+        if !stopping
+            && !pending.batch.is_full(settings.sink_batch_ops)
+            && pending.batch.may_wait(waited, quiet, now)
+        {
+            return Ok(Pass::Waiting);
+        }
+        let batch = pending_slot.take().expect("a batch was read").batch;
+        let moved = write(&self.ctx.store, sink, &settings.slot, batch).await?;
         if let Some(Some(lsn)) = moved {
             self.ctx.sink.record_done(lsn);
             METRICS.set_lsn("sink", lsn);
         }
         self.ctx.sink.healthy.store(true, Ordering::SeqCst);
-        Ok(moved.is_some())
+        Ok(Pass::Wrote)
     }
 }
 
-/// Moves the oldest outbox entries (up to `batch_ops` operations) into the sink in
-/// one Postgres transaction with the progress row, then trims them from the outbox.
-/// `None` when the outbox was empty; else the end LSN of the last complete source
-/// transaction moved, if any.
+/// The batch the sink task is reading, kept between passes while it may grow.
+struct Pending {
+    batch: Batch,
+    /// When its first entry was read.
+    since: Instant,
+    /// When the outbox last gave it something new.
+    grew_at: Instant,
+}
+
+/// What one pass of the sink task did.
+enum Pass {
+    /// The outbox was empty.
+    Empty,
+    /// A batch was written.
+    Wrote,
+    /// A batch that is not full was kept to grow.
+    Waiting,
+}
+
+/// Moves the oldest outbox entries into the sink in one Postgres transaction with
+/// the progress row, then trims them from the outbox: up to `batch_ops` anchors,
+/// each anchor's operations coalesced to the last (see [`Batch`]). `None` when the
+/// outbox was empty; else the end LSN of the last complete source transaction
+/// moved, if any.
 pub(crate) async fn flush_batch(
     store: &Store,
     sink: &mut Sink,
     slot: &str,
     batch_ops: usize,
 ) -> Result<Option<Option<Lsn>>, SinkError> {
-    let entries = store.read_outbox(batch_ops).map_err(SinkError::state)?;
-    let Some((last_seq, _)) = entries.last() else {
+    let mut batch = Batch::default();
+    batch
+        .read_more(store, batch_ops)
+        .map_err(SinkError::state)?;
+    write(store, sink, slot, batch).await
+}
+
+/// Writes `batch` in one Postgres transaction with the progress row, then trims
+/// the outbox through its last entry. `None` when the batch is empty.
+async fn write(
+    store: &Store,
+    sink: &mut Sink,
+    slot: &str,
+    batch: Batch,
+) -> Result<Option<Option<Lsn>>, SinkError> {
+    let Some(last_seq) = batch.last_seq else {
         return Ok(None);
     };
-    let last_seq = *last_seq;
     // The sink must never reflect state that RocksDB could lose.
     store.sync().map_err(SinkError::state)?;
-    let progress = entries
-        .iter()
-        .filter(|(_, e)| e.complete)
-        .map(|(_, e)| e.end_lsn)
-        .max();
-    let ops: Vec<_> = entries
-        .into_iter()
-        .flat_map(|(_, e)| e.ops.into_iter().map(move |op| (e.end_lsn, op)))
-        .collect();
+    let progress = batch.progress;
+    let ops_read = batch.ops_read();
+    let ops = batch.into_ops();
     let started = Instant::now();
     let stats = sink.write_batch(slot, &ops, progress).await?;
     METRICS
@@ -205,6 +268,9 @@ pub(crate) async fn flush_batch(
         .sink_rows_written
         .with_label_values(&["unchanged"])
         .inc_by(stats.unchanged);
+    METRICS
+        .sink_ops_coalesced
+        .inc_by((ops_read - ops.len()) as u64);
     fault::point(fault::AFTER_SINK_COMMIT);
     store
         .remove_outbox_through(last_seq)

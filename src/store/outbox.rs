@@ -52,10 +52,23 @@ impl Store {
     /// Up to `max_ops` operations' worth of entries, oldest first (at least one entry
     /// when any exists).
     pub fn read_outbox(&self, max_ops: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        self.read_outbox_after(None, max_ops)
+    }
+
+    /// As [`Store::read_outbox`], from the entry after sequence number `after`
+    /// (from the oldest when `None`): reads a long outbox a part at a time.
+    pub fn read_outbox_after(
+        &self,
+        after: Option<u64>,
+        max_ops: usize,
+    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
         let tx = self.begin();
         let mut out = Vec::new();
         let mut ops = 0;
-        let mut after: Option<Vec<u8>> = self.before_head();
+        let mut after: Option<Vec<u8>> = match after {
+            Some(seq) => Some(seq.to_be_bytes().to_vec()),
+            None => self.before_head(),
+        };
         while let Some(key) = tx.next_key(Cf::Outbox, &[], after.as_deref())? {
             let bytes = tx.get(Cf::Outbox, &key)?.unwrap_or_default();
             let entry: OutboxEntry = decode(Cf::Outbox, &bytes)?;

@@ -57,6 +57,7 @@ pub struct Metrics {
     pub anchors_refreshed: IntCounterVec,
     pub sink_batch_seconds: Histogram,
     pub sink_rows_written: IntCounterVec,
+    pub sink_ops_coalesced: IntCounter,
     pub outbox_pending: IntGauge,
     pub errors: IntCounterVec,
     pub response_seconds: HistogramVec,
@@ -206,6 +207,13 @@ impl Metrics {
                     ),
                     &["result"]
                 )
+            ),
+            sink_ops_coalesced: register!(
+                r,
+                IntCounter::with_opts(opts(
+                    "replytime_sink_ops_coalesced_total",
+                    "Outbox operations not sent to the sink because a later operation of the same anchor was in the same sink transaction"
+                ))
             ),
             outbox_pending: register!(
                 r,
