@@ -50,6 +50,40 @@ pub struct TimingRow {
 }
 
 impl TimingRow {
+    /// The row of an inbound message before any response is found: every
+    /// response and AI column NULL.
+    pub fn unanswered(
+        client_id: String,
+        lead_id: &str,
+        channel: &str,
+        inbound_message_id: &str,
+        inbound_sent_at: Timestamp,
+    ) -> TimingRow {
+        TimingRow {
+            client_id,
+            lead_id: lead_id.to_string(),
+            channel: channel.to_string(),
+            inbound_message_id: inbound_message_id.to_string(),
+            inbound_sent_at,
+            setter_response_message_id: None,
+            setter_response_sent_at: None,
+            setter_sent_by_user_id: None,
+            setter_response_ms: None,
+            ai_draft_id: None,
+            ai_response_message_id: None,
+            ai_response_sent_at: None,
+            ai_response_ms: None,
+            ai_delay_min_seconds: None,
+            ai_delay_max_seconds: None,
+            ai_chosen_delay_seconds: None,
+            ai_actual_delay_seconds: None,
+            ai_scheduled_run_at: None,
+            ai_background_job_id: None,
+            ai_job_started_at: None,
+            ai_job_finished_at: None,
+        }
+    }
+
     pub fn id(&self) -> Uuid {
         row_id(&self.inbound_message_id)
     }

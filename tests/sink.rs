@@ -28,29 +28,13 @@ fn ts(text: &str) -> Timestamp {
 }
 
 fn minimal_row(inbound: &str) -> TimingRow {
-    TimingRow {
-        client_id: "client".into(),
-        lead_id: "lead".into(),
-        channel: "sms".into(),
-        inbound_message_id: inbound.into(),
-        inbound_sent_at: ts("2024-03-01 10:00:00.000001+00"),
-        setter_response_message_id: None,
-        setter_response_sent_at: None,
-        setter_sent_by_user_id: None,
-        setter_response_ms: None,
-        ai_draft_id: None,
-        ai_response_message_id: None,
-        ai_response_sent_at: None,
-        ai_response_ms: None,
-        ai_delay_min_seconds: None,
-        ai_delay_max_seconds: None,
-        ai_chosen_delay_seconds: None,
-        ai_actual_delay_seconds: None,
-        ai_scheduled_run_at: None,
-        ai_background_job_id: None,
-        ai_job_started_at: None,
-        ai_job_finished_at: None,
-    }
+    TimingRow::unanswered(
+        "client".into(),
+        "lead",
+        "sms",
+        inbound,
+        ts("2024-03-01 10:00:00.000001+00"),
+    )
 }
 
 /// Every column set, with awkward values: text needing quotes, a pre-2000 and a

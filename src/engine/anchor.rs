@@ -93,29 +93,7 @@ pub(super) fn derive(
             }));
         }
     };
-    let mut row = TimingRow {
-        client_id,
-        lead_id: lead.to_string(),
-        channel: channel.to_string(),
-        inbound_message_id: inbound_id.to_string(),
-        inbound_sent_at: sent_at,
-        setter_response_message_id: None,
-        setter_response_sent_at: None,
-        setter_sent_by_user_id: None,
-        setter_response_ms: None,
-        ai_draft_id: None,
-        ai_response_message_id: None,
-        ai_response_sent_at: None,
-        ai_response_ms: None,
-        ai_delay_min_seconds: None,
-        ai_delay_max_seconds: None,
-        ai_chosen_delay_seconds: None,
-        ai_actual_delay_seconds: None,
-        ai_scheduled_run_at: None,
-        ai_background_job_id: None,
-        ai_job_started_at: None,
-        ai_job_finished_at: None,
-    };
+    let mut row = TimingRow::unanswered(client_id, lead, channel, inbound_id, sent_at);
     setter_response(tx, &prefix, &key, &mut row)?;
     ai_response(tx, &mut row)?;
     Ok(Some(DerivedAnchor {

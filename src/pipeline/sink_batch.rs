@@ -154,29 +154,7 @@ mod tests {
 
     /// An upsert of anchor `id` whose content names its LSN.
     fn upsert(id: &str, lsn: u64) -> SinkOp {
-        let row = TimingRow {
-            client_id: format!("client-{lsn}"),
-            lead_id: "lead".into(),
-            channel: "sms".into(),
-            inbound_message_id: id.into(),
-            inbound_sent_at: Timestamp(0),
-            setter_response_message_id: None,
-            setter_response_sent_at: None,
-            setter_sent_by_user_id: None,
-            setter_response_ms: None,
-            ai_draft_id: None,
-            ai_response_message_id: None,
-            ai_response_sent_at: None,
-            ai_response_ms: None,
-            ai_delay_min_seconds: None,
-            ai_delay_max_seconds: None,
-            ai_chosen_delay_seconds: None,
-            ai_actual_delay_seconds: None,
-            ai_scheduled_run_at: None,
-            ai_background_job_id: None,
-            ai_job_started_at: None,
-            ai_job_finished_at: None,
-        };
+        let row = TimingRow::unanswered(format!("client-{lsn}"), "lead", "sms", id, Timestamp(0));
         SinkOp::Upsert {
             row,
             source_lsn: Lsn(lsn),

@@ -303,29 +303,7 @@ mod tests {
     use crate::change::Timestamp;
 
     fn row(id: &str, client: &str) -> TimingRow {
-        TimingRow {
-            client_id: client.to_string(),
-            lead_id: "lead".to_string(),
-            channel: "sms".to_string(),
-            inbound_message_id: id.to_string(),
-            inbound_sent_at: Timestamp(0),
-            setter_response_message_id: None,
-            setter_response_sent_at: None,
-            setter_sent_by_user_id: None,
-            setter_response_ms: None,
-            ai_draft_id: None,
-            ai_response_message_id: None,
-            ai_response_sent_at: None,
-            ai_response_ms: None,
-            ai_delay_min_seconds: None,
-            ai_delay_max_seconds: None,
-            ai_chosen_delay_seconds: None,
-            ai_actual_delay_seconds: None,
-            ai_scheduled_run_at: None,
-            ai_background_job_id: None,
-            ai_job_started_at: None,
-            ai_job_finished_at: None,
-        }
+        TimingRow::unanswered(client.to_string(), "lead", "sms", id, Timestamp(0))
     }
 
     #[test]
