@@ -131,13 +131,12 @@ impl Batch {
     }
 
     /// Whether a batch that is not full may wait for more of the outbox, having
-    /// waited `waited` so far, with nothing new in the outbox for `quiet`, at
-    /// wall-clock time `now`: only while its newest transaction is at least
-    /// [`BEHIND`] old, for at most a tenth of that age (and [`MAX_WAIT`]), and
-    /// while the outbox keeps growing (quiet for less than [`QUIET`]: once it
-    /// stops, the daemon has reached the end of what the source sent). A daemon
-    /// clock ahead of the source's by more than [`BEHIND`] would hold a batch of
-    /// live traffic back by a tenth of the difference.
+    /// waited `waited` so far, with nothing new in the outbox for `quiet`, when
+    /// the source server's clock (sent with every replication message, the clock
+    /// of the commit times) reads `now`: only while its newest transaction is at
+    /// least [`BEHIND`] old, for at most a tenth of that age (and [`MAX_WAIT`]),
+    /// and while the outbox keeps growing (quiet for less than [`QUIET`]: once it
+    /// stops, the daemon has reached the end of what the source sent).
     pub(super) fn may_wait(&self, waited: Duration, quiet: Duration, now: Timestamp) -> bool {
         let Some(newest) = self.newest_commit else {
             return false;
@@ -293,7 +292,7 @@ mod tests {
         let (zero, secs) = (Duration::ZERO, Duration::from_secs);
         assert!(!batch.may_wait(zero, zero, now(zero)), "empty");
         batch.add(0, entry(1_000, true, vec![upsert("a", 1)]));
-        // Live traffic (and a daemon clock a little ahead) is written at once.
+        // Live traffic is written at once.
         assert!(!batch.may_wait(zero, zero, now(Duration::from_millis(50))));
         assert!(!batch.may_wait(zero, zero, now(secs(9))));
         // 20 s behind: up to 2 s; an hour behind: up to MAX_WAIT.

@@ -3,7 +3,7 @@
 //! A sink that is down is retried with backoff; nothing is confirmed meanwhile.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -32,6 +32,10 @@ pub struct SinkShared {
     /// paused: the outbox may hold what an interrupted initial load derived at an
     /// older snapshot, which that load clears first.
     paused: AtomicBool,
+    /// The source server's clock as of its latest replication message (µs since
+    /// the Unix epoch; 0 before the first): how far behind a batch is, measured
+    /// against the same clock its commit times come from.
+    source_clock: AtomicI64,
 }
 
 impl SinkShared {
@@ -70,6 +74,17 @@ impl SinkShared {
 
     pub(crate) fn done_lsn(&self) -> Lsn {
         Lsn(self.done_lsn.load(Ordering::SeqCst))
+    }
+
+    /// Records the source server's clock as sent with a replication message.
+    pub(crate) fn observe_source_clock(&self, at: Timestamp) {
+        self.source_clock.fetch_max(at.0, Ordering::SeqCst);
+    }
+
+    /// The source server's clock as of its latest replication message, if any.
+    fn source_clock(&self) -> Option<Timestamp> {
+        let at = self.source_clock.load(Ordering::SeqCst);
+        (at != 0).then_some(Timestamp(at))
     }
 }
 
@@ -179,11 +194,13 @@ impl SinkTask {
             return Ok(Pass::Empty);
         }
         let stopping = self.stop.is_cancelled() || self.ctx.shutdown.is_cancelled();
-        let now = Timestamp::from_chrono(chrono::Utc::now());
+        // The source's clock, not the daemon's: a batch's age is then measured
+        // on the clock of its commit times, whatever the daemon's clock says.
+        let now = self.ctx.sink.source_clock();
         let (waited, quiet) = (pending.since.elapsed(), pending.grew_at.elapsed());
         if !stopping
             && !pending.batch.is_full(settings.sink_batch_ops)
-            && pending.batch.may_wait(waited, quiet, now)
+            && now.is_some_and(|now| pending.batch.may_wait(waited, quiet, now))
         {
             return Ok(Pass::Waiting);
         }
@@ -276,4 +293,24 @@ async fn write(
         .remove_outbox_through(last_seq)
         .map_err(SinkError::state)?;
     Ok(Some(progress))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_aged_on_the_source_servers_clock_only() {
+        let shared = SinkShared::default();
+        assert_eq!(
+            shared.source_clock(),
+            None,
+            "no message yet: no batch waits"
+        );
+        shared.observe_source_clock(Timestamp(5_000_000));
+        // Messages may carry times out of order (a keepalive sent before a
+        // data message that arrives after it): the clock never goes back.
+        shared.observe_source_clock(Timestamp(3_000_000));
+        assert_eq!(shared.source_clock(), Some(Timestamp(5_000_000)));
+    }
 }

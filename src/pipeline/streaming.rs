@@ -240,8 +240,10 @@ impl<'e> Session<'e> {
                 data,
                 wal_start,
                 wal_end,
-                ..
+                server_time_micros,
             } => {
+                let clock = Timestamp::from_pg_micros(server_time_micros);
+                self.ctx.sink.observe_source_clock(clock);
                 METRICS.set_lsn("received", Lsn::from(wal_end));
                 self.on_data(&data, Lsn::from(wal_start))?;
             }
@@ -265,7 +267,15 @@ impl<'e> Session<'e> {
                     observe_heartbeat(&content);
                 }
             }
-            ReplicationEvent::KeepAlive { wal_end, .. } => self.on_keepalive(Lsn::from(wal_end))?,
+            ReplicationEvent::KeepAlive {
+                wal_end,
+                server_time_micros,
+                ..
+            } => {
+                let clock = Timestamp::from_pg_micros(server_time_micros);
+                self.ctx.sink.observe_source_clock(clock);
+                self.on_keepalive(Lsn::from(wal_end))?
+            }
             ReplicationEvent::StoppedAt { .. } => {}
         }
         Ok(())
