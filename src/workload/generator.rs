@@ -53,7 +53,8 @@ pub struct Generator {
     pub(super) held_messages: VecDeque<MessageRow>,
     /// Row changes produced so far (leads arrive with them, see `Locality`).
     changes: u64,
-    /// Which rows of the model's pools a pick chooses among (set per transaction).
+    /// Which leads and rows of the model's pools a pick chooses among (set per
+    /// transaction: leads arrive only between transactions).
     pub(super) recency: Recency,
 }
 
@@ -104,7 +105,7 @@ impl Generator {
     /// The changes of the next transaction: between 1 and `max_changes_per_txn`.
     pub fn next_transaction(&mut self) -> Vec<Change> {
         let target = 1 + self.rng.below(self.config.max_changes_per_txn.max(1));
-        self.recency = self.row_recency();
+        self.recency = self.recency_now();
         let mut out = Vec::new();
         if self.chance(|o| o.truncate) {
             self.truncate_some(&mut out);
@@ -146,10 +147,10 @@ impl Generator {
         }
     }
 
-    /// Recency of row picks: the newest rows in the proportion of the arrived
-    /// leads that are still active (rows are written at a steady pace, so that
-    /// share of them is about the active leads' era).
-    fn row_recency(&self) -> Recency {
+    /// Recency of picks: of the arrived leads, the active (newest) ones; of rows,
+    /// the newest in the same proportion (rows are written at a steady pace, so
+    /// that share of them is about the active leads' era).
+    fn recency_now(&self) -> Recency {
         match &self.config.locality {
             None => Recency::UNIFORM,
             Some(l) => Recency {
@@ -198,14 +199,7 @@ impl Generator {
     /// An arrived lead: one of the active (newest) ones, unless revived.
     pub(super) fn pick_lead(&mut self) -> String {
         let arrived = self.arrived_leads();
-        let recency = match &self.config.locality {
-            None => Recency::UNIFORM,
-            Some(l) => Recency {
-                share: l.active_leads as f64 / arrived as f64,
-                revival: l.revival,
-            },
-        };
-        let from = recency.first_pick(&mut self.rng, arrived);
+        let from = self.recency.first_pick(&mut self.rng, arrived);
         pick_cloned(&mut self.rng, &self.lead_ids[from..arrived])
     }
 
