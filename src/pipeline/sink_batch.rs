@@ -59,6 +59,8 @@ pub(super) struct Batch {
     /// End LSN of the last complete source transaction read: the part of a
     /// transaction read without its last entry moves no progress.
     pub(super) progress: Option<Lsn>,
+    /// Commit time of the oldest transaction read.
+    pub(super) oldest_commit: Option<Timestamp>,
     /// Commit time of the newest transaction read.
     newest_commit: Option<Timestamp>,
     /// Operations read, before coalescing.
@@ -91,6 +93,10 @@ impl Batch {
         if entry.complete {
             self.progress = self.progress.max(Some(entry.end_lsn));
         }
+        self.oldest_commit = Some(
+            self.oldest_commit
+                .map_or(entry.commit_time, |t| t.min(entry.commit_time)),
+        );
         self.newest_commit = self.newest_commit.max(Some(entry.commit_time));
         self.last_seq = Some(seq);
     }

@@ -263,16 +263,31 @@ async fn write(
     let Some(last_seq) = batch.last_seq else {
         return Ok(None);
     };
+    let oldest = batch.oldest_commit.map_or(0, |t| t.0);
+    let age = |stage| METRICS.observe_delivery_age(stage, oldest);
+    age("batch_started");
     // The sink must never reflect state that RocksDB could lose.
+    let started = Instant::now();
     store.sync().map_err(SinkError::state)?;
+    let synced = started.elapsed();
+    METRICS.state_sync_seconds.observe(synced.as_secs_f64());
+    age("state_synced");
     let progress = batch.progress;
     let ops_read = batch.ops_read();
     let ops = batch.into_ops();
     let started = Instant::now();
     let stats = sink.write_batch(slot, &ops, progress).await?;
-    METRICS
-        .sink_batch_seconds
-        .observe(started.elapsed().as_secs_f64());
+    let written = started.elapsed();
+    METRICS.sink_batch_seconds.observe(written.as_secs_f64());
+    age("sink_committed");
+    tracing::debug!(
+        ops_read,
+        ops = ops.len(),
+        oldest_age_ms = (chrono::Utc::now().timestamp_micros() - oldest) as f64 / 1e3,
+        sync_ms = synced.as_secs_f64() * 1e3,
+        write_ms = written.as_secs_f64() * 1e3,
+        "sink batch committed"
+    );
     METRICS
         .sink_rows_written
         .with_label_values(&["upserted"])

@@ -106,6 +106,8 @@ struct Session<'e> {
     sink_down_since: Option<Instant>,
     /// When the oldest staged transaction was staged.
     staged_since: Option<Instant>,
+    /// Commit time of the oldest transaction not yet committed to the state.
+    oldest_uncommitted: Option<Timestamp>,
 }
 
 /// How long the sink may be down with work pending before the replication stream
@@ -153,6 +155,7 @@ impl<'e> Session<'e> {
             confirmed,
             sink_down_since: None,
             staged_since: None,
+            oldest_uncommitted: None,
         })
     }
 
@@ -255,10 +258,9 @@ impl<'e> Session<'e> {
                 self.framing
                     .commit(Lsn::from(lsn), Lsn::from(end_lsn))
                     .map_err(SourceError::from)?;
-                self.on_commit(
-                    Lsn::from(end_lsn),
-                    Timestamp::from_pg_micros(commit_time_micros),
-                )?;
+                let commit_time = Timestamp::from_pg_micros(commit_time_micros);
+                METRICS.observe_delivery_age("received", commit_time.0);
+                self.on_commit(Lsn::from(end_lsn), commit_time)?;
             }
             ReplicationEvent::Message {
                 prefix, content, ..
@@ -338,6 +340,7 @@ impl<'e> Session<'e> {
             end_lsn,
             commit_time,
         };
+        self.oldest_uncommitted.get_or_insert(commit_time);
         // A large transaction commits at once, small ones in groups (the engine
         // commits a group that holds `chunk_changes` changes itself).
         if let Some((last, _)) = self.engine.commit(&meta)? {
@@ -367,7 +370,15 @@ impl<'e> Session<'e> {
         self.applied = self.applied.max(last.end_lsn);
         METRICS.set_lsn("applied", self.applied);
         METRICS.record_apply(&self.engine.take_stats());
+        let oldest = self.oldest_uncommitted.take().unwrap_or(last.commit_time);
+        METRICS.observe_delivery_age("applied", oldest.0);
         let lag = (now_micros() - last.commit_time.0).max(0) as f64 / 1e6;
+        tracing::debug!(
+            end_lsn = %last.end_lsn,
+            oldest_age_ms = (now_micros() - oldest.0) as f64 / 1e3,
+            newest_age_ms = lag * 1e3,
+            "committed to the state"
+        );
         METRICS.lag_seconds.set(lag);
         self.ctx.sink.wake();
     }

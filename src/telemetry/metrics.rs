@@ -56,6 +56,8 @@ pub struct Metrics {
     pub anchors_deleted: IntCounter,
     pub anchors_refreshed: IntCounterVec,
     pub sink_batch_seconds: Histogram,
+    pub state_sync_seconds: Histogram,
+    pub delivery_age_seconds: HistogramVec,
     pub sink_rows_written: IntCounterVec,
     pub sink_ops_coalesced: IntCounter,
     pub outbox_pending: IntGauge,
@@ -99,6 +101,22 @@ macro_rules! register {
 
 const RESPONSE_BUCKETS: &[f64] = &[
     5.0, 30.0, 60.0, 180.0, 300.0, 420.0, 900.0, 3600.0, 14400.0, 86400.0,
+];
+
+/// Buckets of `replytime_delivery_age_seconds`: fine below a second, where live
+/// traffic is, coarse beyond (a drained backlog).
+const DELIVERY_AGE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 10.0,
+    60.0, 600.0, 3600.0,
+];
+
+/// The `stage` labels of `replytime_delivery_age_seconds`, in delivery order.
+pub const DELIVERY_STAGES: [&str; 5] = [
+    "received",
+    "applied",
+    "batch_started",
+    "state_synced",
+    "sink_committed",
 ];
 
 /// Moves a counter up to `total`, a count kept elsewhere since the process started.
@@ -196,6 +214,33 @@ impl Metrics {
                     .buckets(vec![
                         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
                     ])
+                )
+            ),
+            state_sync_seconds: register!(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "replytime_state_sync_seconds",
+                        "Duration of the RocksDB WAL fsync that precedes each sink transaction"
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
+                    ])
+                )
+            ),
+            delivery_age_seconds: register!(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "replytime_delivery_age_seconds",
+                        "Seconds from a source transaction's commit (the source server's clock) \
+                         to a stage of its delivery, on the daemon's clock: received (its commit \
+                         message read from the stream), applied (its group committed to the state; \
+                         the group's oldest transaction), and per sink batch, for the batch's \
+                         oldest transaction: batch_started, state_synced, sink_committed"
+                    )
+                    .buckets(DELIVERY_AGE_BUCKETS.to_vec()),
+                    &["stage"]
                 )
             ),
             sink_rows_written: register!(
@@ -402,6 +447,9 @@ impl Metrics {
         for reason in HELD_REASONS {
             self.held_anchors.with_label_values(&[reason]);
         }
+        for stage in DELIVERY_STAGES {
+            self.delivery_age_seconds.with_label_values(&[stage]);
+        }
         for kind in super::health::FATAL_KINDS {
             self.fatal_error.with_label_values(&[kind]);
         }
@@ -429,6 +477,15 @@ impl Metrics {
                 .with_label_values(&[channel, responder])
                 .observe(*seconds);
         }
+    }
+
+    /// Records that a transaction committed at `commit` (µs since the Unix epoch,
+    /// the source server's clock) reached `stage` (one of [`DELIVERY_STAGES`]) now.
+    pub(crate) fn observe_delivery_age(&self, stage: &str, commit: i64) {
+        let now = chrono::Utc::now().timestamp_micros();
+        self.delivery_age_seconds
+            .with_label_values(&[stage])
+            .observe((now - commit).max(0) as f64 / 1e6);
     }
 
     pub(crate) fn set_lsn(&self, kind: &str, lsn: crate::lsn::Lsn) {
