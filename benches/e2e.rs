@@ -19,7 +19,10 @@
 //!   generator traffic in the throughput WAL; each size is drained on a database and
 //!   state of its own, and the first and last are compared (cost per change as the
 //!   backlog and the state behind it grow: `300000,3000000` for the 3M figures);
-//! - `REPLYTIME_BENCH_RATES` [1000,5000]: freshness rates, row changes per second;
+//! - `REPLYTIME_BENCH_RATES` [1000,5000]: freshness rates, row changes per second,
+//!   measured after every backlog size (the first rate right after the drain, then
+//!   every rate once the slot reached the WAL tip), each with the daemon's own
+//!   breakdown of the time from commit to sink (`replytime_delivery_age_seconds`);
 //! - `REPLYTIME_BENCH_FRESHNESS_SECONDS` [15]: seconds of traffic per rate;
 //! - `REPLYTIME_BENCH_MESSAGES` [1000000]: pre-existing messages for the initial
 //!   load, the seed query and the state size (10000000 for the 10M figures);
@@ -257,23 +260,27 @@ async fn bench() {
             )
             .await;
             per_change_us = Some(throughput_lines(&figures, leads, &mut lines));
-            last = Some(Drained {
+            let mut done = Drained {
+                metrics_addr: metrics_addr.clone(),
                 changes: figures.changes,
                 db,
                 sink,
                 _dir: dir,
                 generator: Some(generator),
                 daemon,
-            });
+            };
+            // Freshness after every backlog size: what grows with the drain
+            // shows against the smallest one, in the same run.
+            if settings.runs("freshness") {
+                freshness_stages(&settings, &mut done, &mut lines).await;
+            }
+            last = Some(done);
             drained.push(figures);
         }
         if let [first, .., largest] = drained.as_slice() {
             growth_lines(first, largest, &mut lines);
         }
-        let mut done = last.expect("at least one backlog size");
-        if settings.runs("freshness") {
-            freshness_stages(&settings, &mut done, &mut lines).await;
-        }
+        let done = last.expect("at least one backlog size");
         sink_table_lines(&done, &mut lines).await;
         lines.push(line(
             "peak RSS of the daemon after throughput + freshness (VmHWM)",
@@ -296,6 +303,8 @@ struct Drained {
     /// First, so it stops before its state directory goes.
     daemon: support::Daemon,
     changes: u64,
+    /// The daemon's `/metrics` address.
+    metrics_addr: String,
     db: common::TestDb,
     /// The sink's own database (`REPLYTIME_BENCH_SINK=separate`).
     sink: Option<common::TestDb>,
@@ -320,13 +329,15 @@ async fn freshness_stages(settings: &Settings, done: &mut Drained, lines: &mut V
         let (figures, back) = freshness::run(
             &done.db.url,
             &sink_url,
+            &done.metrics_addr,
             generator,
             first,
             settings.freshness,
         )
         .await;
         generator = back;
-        freshness_lines(&figures, "right after the drain", lines);
+        let when = format!("backlog {}, right after the drain", done.changes);
+        freshness_lines(&figures, &when, lines);
     }
     let waited = Instant::now();
     let tip = support::current_lsn(&done.db.client).await;
@@ -345,10 +356,18 @@ async fn freshness_stages(settings: &Settings, done: &mut Drained, lines: &mut V
         waited.elapsed().as_secs_f64()
     );
     for &rate in &settings.rates {
-        let (figures, back) =
-            freshness::run(&done.db.url, &sink_url, generator, rate, settings.freshness).await;
+        let (figures, back) = freshness::run(
+            &done.db.url,
+            &sink_url,
+            &done.metrics_addr,
+            generator,
+            rate,
+            settings.freshness,
+        )
+        .await;
         generator = back;
-        freshness_lines(&figures, "walsender caught up", lines);
+        let when = format!("backlog {}, walsender caught up", done.changes);
+        freshness_lines(&figures, &when, lines);
     }
     done.generator = Some(generator);
 }
@@ -628,6 +647,12 @@ fn freshness_lines(f: &freshness::Figures, when: &str, lines: &mut Vec<Line>) {
         f.rate,
         slowest.join(", ")
     );
+    for (stage, p50, p99, count) in &f.stages {
+        eprintln!(
+            "freshness at {}/s: {stage}: p50 {p50:.1} ms, p99 {p99:.1} ms ({count:.0} observations)",
+            f.rate
+        );
+    }
     lines.push(line(
         &format!(
             "freshness at {} changes/s, {when}: commit → row in sink",
@@ -653,6 +678,18 @@ fn freshness_lines(f: &freshness::Figures, when: &str, lines: &mut Vec<Line>) {
         } else {
             "sub-second"
         },
+    ));
+    let stages: Vec<String> = f
+        .stages
+        .iter()
+        .map(|(stage, p50, p99, _)| format!("{stage} p50 {p50:.1} / p99 {p99:.1} ms"))
+        .collect();
+    lines.push(line(
+        &format!("  the daemon's view at {} changes/s, {when}", f.rate),
+        stages.join("; "),
+        "from its histograms (bucket-interpolated; per sink batch for the sink stages)".into(),
+        String::new(),
+        "",
     ));
 }
 

@@ -41,6 +41,9 @@ pub struct Figures {
     /// the sink transaction) − the probe reply's `"sentAt"` (start of the source
     /// transaction + 1 ms).
     pub server_p50_p99_ms: (f64, f64),
+    /// The daemon's own view of the stage, from its histograms: per delivery
+    /// stage, (label, p50 ms, p99 ms, observations).
+    pub stages: Vec<(String, f64, f64, f64)>,
 }
 
 impl Figures {
@@ -67,10 +70,16 @@ type Seen = Vec<(Instant, Duration)>;
 pub async fn run(
     url: &str,
     sink_url: &str,
+    metrics_addr: &str,
     generator: Generator,
     rate: u64,
     duration: Duration,
 ) -> (Figures, Generator) {
+    let histograms_before = Histograms::scrape(metrics_addr);
+    eprintln!(
+        "freshness at {rate}/s: stage starts at {}",
+        chrono::Utc::now().to_rfc3339()
+    );
     static STAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let stage = STAGES.fetch_add(1, Ordering::Relaxed);
     let pending: Pending = Arc::default();
@@ -113,6 +122,7 @@ pub async fn run(
         latencies: seen.iter().map(|(_, latency)| *latency).collect(),
         slowest,
         server_p50_p99_ms: server_side(sink_url, stage).await,
+        stages: Histograms::scrape(metrics_addr).stages_since(&histograms_before),
     };
     (figures, generator)
 }
@@ -237,4 +247,99 @@ async fn server_side(url: &str, stage: u64) -> (f64, f64) {
     let p50: Option<f64> = row.get(0);
     let p99: Option<f64> = row.get(1);
     (p50.unwrap_or(f64::NAN), p99.unwrap_or(f64::NAN))
+}
+
+/// The daemon's histograms of one stage: what each part of the delivery took.
+const HISTOGRAMS: [(&str, &str); 7] = [
+    (
+        "commit → received",
+        "replytime_delivery_age_seconds_bucket{stage=\"received\",",
+    ),
+    (
+        "commit → applied (group's oldest)",
+        "replytime_delivery_age_seconds_bucket{stage=\"applied\",",
+    ),
+    (
+        "commit → sink batch start (batch's oldest)",
+        "replytime_delivery_age_seconds_bucket{stage=\"batch_started\",",
+    ),
+    (
+        "commit → RocksDB fsync done",
+        "replytime_delivery_age_seconds_bucket{stage=\"state_synced\",",
+    ),
+    (
+        "commit → sink commit done",
+        "replytime_delivery_age_seconds_bucket{stage=\"sink_committed\",",
+    ),
+    ("RocksDB fsync", "replytime_state_sync_seconds_bucket{"),
+    ("sink transaction", "replytime_sink_batch_seconds_bucket{"),
+];
+
+/// Cumulative bucket counts per histogram of [`HISTOGRAMS`]: (upper bound, count).
+struct Histograms(Vec<Vec<(f64, f64)>>);
+
+impl Histograms {
+    fn scrape(addr: &str) -> Histograms {
+        use std::io::{Read, Write};
+        let mut text = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            let _ = stream.read_to_string(&mut text);
+        }
+        Histograms(
+            HISTOGRAMS
+                .iter()
+                .map(|(_, prefix)| {
+                    text.lines()
+                        .filter_map(|line| {
+                            let rest = line.strip_prefix(prefix)?.strip_prefix("le=\"")?;
+                            let (le, count) = rest.split_once("\"} ")?;
+                            let le = if le == "+Inf" {
+                                f64::INFINITY
+                            } else {
+                                le.parse().ok()?
+                            };
+                            Some((le, count.trim().parse().ok()?))
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+
+    /// Per histogram, p50 and p99 in ms (linear within a bucket) of what was
+    /// observed since `before`, and the number of observations.
+    fn stages_since(&self, before: &Histograms) -> Vec<(String, f64, f64, f64)> {
+        HISTOGRAMS
+            .iter()
+            .zip(self.0.iter().zip(&before.0))
+            .map(|((label, _), (after, before))| {
+                let delta: Vec<(f64, f64)> = after
+                    .iter()
+                    .map(|&(le, n)| {
+                        let was = before.iter().find(|(l, _)| *l == le).map_or(0.0, |b| b.1);
+                        (le, n - was)
+                    })
+                    .collect();
+                let total = delta.last().map_or(0.0, |b| b.1);
+                let quantile = |q: f64| {
+                    let rank = q * total;
+                    let mut lower = (0.0, 0.0);
+                    for &(le, n) in &delta {
+                        if n >= rank && n > 0.0 {
+                            if le.is_infinite() {
+                                return lower.0 * 1e3;
+                            }
+                            let within = (rank - lower.1) / (n - lower.1).max(f64::MIN_POSITIVE);
+                            return (lower.0 + (le - lower.0) * within) * 1e3;
+                        }
+                        lower = (le, n);
+                    }
+                    f64::NAN
+                };
+                (label.to_string(), quantile(0.5), quantile(0.99), total)
+            })
+            .collect()
+    }
 }
