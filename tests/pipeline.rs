@@ -1051,3 +1051,42 @@ fn stopped_by_definite_error(daemon: &mut Daemon, timeout: Duration) -> std::pro
     }
     daemon.stop()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_log_is_trimmed_to_its_wal_span_while_streaming() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // A span of one WAL byte: every logged transaction expires.
+    let mut daemon = Daemon::spawn(&db.url, &state, &[("REPLYTIME_EVENT_LOG_MAX_BYTES", "1")]);
+    wait_streaming(&db.client, &db.url).await;
+    let mut generator = Generator::new(21, HistoryConfig::realistic());
+    let first: Vec<_> = (0..100).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &first).await;
+    let between = current_lsn(&db.client).await;
+    let second: Vec<_> = (0..100).map(|_| generator.next_transaction()).collect();
+    write_history(&db.client, &second).await;
+    converge(&db.client, CONVERGE).await;
+    // The streaming loop starts a trim at each slot check (every 5 s); a clean
+    // stop waits for the one running.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        daemon.stop().success(),
+        "clean stop exits 0:\n{}",
+        daemon.log_text()
+    );
+    let status = cli(&db.url, &state, &["status", "--json"]);
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let oldest = status["state"]
+        .get("oldest_event_lsn")
+        .expect("status names the oldest logged LSN");
+    let trimmed = match oldest.as_str() {
+        None => true,
+        Some(lsn) => lsn.parse::<replytime::lsn::Lsn>().unwrap() > between,
+    };
+    assert!(
+        trimmed,
+        "the first 100 transactions were trimmed: oldest logged {oldest}, second batch from {between}"
+    );
+}

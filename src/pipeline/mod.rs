@@ -20,6 +20,7 @@ mod kept_delays;
 pub(crate) mod ownership;
 pub mod policy;
 pub mod poller;
+mod retention;
 pub mod shutdown;
 mod sink_batch;
 mod sink_task;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use pgwire_replication::ReplicationEvent;
 
 use super::policy::{Backoff, Next, classify};
+use super::retention::EventLogTrim;
 use super::shutdown;
 use super::{Context, PipelineError};
 use crate::change::{Change, Timestamp, TxnMeta};
@@ -51,15 +52,16 @@ pub(super) async fn stream_forever(
     let shutdown = ctx.shutdown.clone();
     let mut backoff = Backoff::STREAM;
     let mut admin = Some(admin);
-    loop {
+    let mut retention = EventLogTrim::default();
+    let result = loop {
         if shutdown.is_cancelled() {
-            return Ok(());
+            break Ok(());
         }
         let started = Instant::now();
-        let result = Session::open(&ctx, &mut engine, admin.take()).await;
+        let result = Session::open(&ctx, &mut engine, admin.take(), &mut retention).await;
         let err = match result {
             Ok(mut session) => match session.run().await {
-                Ok(()) => return Ok(()),
+                Ok(()) => break Ok(()),
                 Err(e) => {
                     // A closed admin connection is replaced on the next attempt.
                     admin = session.admin.take().filter(|a| !a.is_closed());
@@ -71,10 +73,10 @@ pub(super) async fn stream_forever(
         // A slot invalidated or dropped under the session ends it with a server
         // error (or a terminated connection): name it as a start would.
         if let Some(slot_error) = slot_unusable(&ctx, &mut admin).await {
-            return Err(slot_error);
+            break Err(slot_error);
         }
         if classify(&err) != Next::Retry {
-            return Err(err);
+            break Err(err);
         }
         if started.elapsed() > Duration::from_secs(60) {
             // The session worked for a while: this is a new incident.
@@ -84,9 +86,12 @@ pub(super) async fn stream_forever(
         ctx.health.ready.store(false, Ordering::SeqCst);
         tracing::warn!(error = %err, retry_in_ms = backoff.next_delay().as_millis() as u64, "replication connection lost, reconnecting");
         if !backoff.wait(&shutdown).await {
-            return Ok(());
+            break Ok(());
         }
-    }
+    };
+    // The state is closed after this returns: no trim may still be writing to it.
+    retention.finish().await;
+    result
 }
 
 struct Session<'e> {
@@ -106,6 +111,8 @@ struct Session<'e> {
     sink_down_since: Option<Instant>,
     /// When the oldest staged transaction was staged.
     staged_since: Option<Instant>,
+    /// The event log trim, run beside the loop.
+    retention: &'e mut EventLogTrim,
     /// Commit time of the oldest transaction not yet committed to the state.
     oldest_uncommitted: Option<Timestamp>,
 }
@@ -122,6 +129,7 @@ impl<'e> Session<'e> {
         ctx: &Arc<Context>,
         engine: &'e mut Engine,
         admin: Option<tokio_postgres::Client>,
+        retention: &'e mut EventLogTrim,
     ) -> Result<Session<'e>, PipelineError> {
         let admin = match admin {
             Some(a) => a,
@@ -155,6 +163,7 @@ impl<'e> Session<'e> {
             confirmed,
             sink_down_since: None,
             staged_since: None,
+            retention,
             oldest_uncommitted: None,
         })
     }
@@ -469,24 +478,10 @@ impl<'e> Session<'e> {
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
         publish_read_counts(&self.ctx.store.read_counts());
-        self.trim_event_log();
+        self.retention
+            .tick(&self.ctx.store, &self.ctx.settings, self.applied)
+            .await;
         Ok(())
-    }
-
-    /// Event log retention: by age, and by the WAL span it covers.
-    fn trim_event_log(&self) {
-        let settings = &self.ctx.settings;
-        let age = chrono::Duration::hours(settings.event_log_retention_hours as i64);
-        let cutoff = Timestamp::from_chrono(chrono::Utc::now() - age);
-        match self
-            .ctx
-            .store
-            .trim_event_log(cutoff, self.applied, settings.event_log_max_bytes)
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(entries = n, "trimmed the event log"),
-            Err(e) => tracing::warn!(error = %e, "event log retention failed"),
-        }
     }
 }
 
