@@ -2,7 +2,8 @@
 //! rate.
 //!
 //! ```text
-//!  load writer ── generator transactions, paced every 10 ms to `rate` changes/s ──┐
+//!  load writer ── generator transactions (made before the stage), paced every ───┐
+//!                 10 ms to `rate` changes/s                                       │
 //!  probe writer ─ every 25 ms: a lead, an inbound and a setter reply (one txn) ───┤─▶ source
 //!                 t0 = when COMMIT returned                                        │
 //!  poller ─────── every 2 ms: which pending probe anchors are in the sink? ◀──────┘ sink
@@ -83,15 +84,15 @@ pub async fn run(
     static STAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let stage = STAGES.fetch_add(1, Ordering::Relaxed);
     let pending: Pending = Arc::default();
+    let load_rate = (rate as f64 - PROBE_CHANGES / PROBE_EVERY.as_secs_f64()).max(0.0);
+    // Generated before the clock starts: the generator's model of a large
+    // backlog has pauses of its own (over a second of CPU once in a stage
+    // after the 3M drain), and a pause in this process held the probes and the
+    // poller too, then sent the load it owed in one burst.
+    let (generator, planned) = plan_load(generator, load_rate, duration);
     let started = Instant::now();
     let deadline = started + duration;
-    let load_rate = (rate as f64 - PROBE_CHANGES / PROBE_EVERY.as_secs_f64()).max(0.0);
-    let load = tokio::spawn(write_load(
-        common::connect(url).await,
-        generator,
-        load_rate,
-        deadline,
-    ));
+    let load = tokio::spawn(write_load(common::connect(url).await, planned, load_rate));
     let probes = tokio::spawn(write_probes(
         common::connect(url).await,
         pending.clone(),
@@ -104,7 +105,7 @@ pub async fn run(
         pending.clone(),
         probes_done.clone(),
     ));
-    let (generator, load_changes) = load.await.expect("load writer");
+    let load_changes = load.await.expect("load writer");
     let probe_count = probes.await.expect("probe writer");
     let elapsed = started.elapsed().as_secs_f64();
     probes_done.store(true, Ordering::SeqCst);
@@ -127,17 +128,33 @@ pub async fn run(
     (figures, generator)
 }
 
-async fn write_load(
-    client: tokio_postgres::Client,
+/// The stage's load, generated in advance: each transaction's row changes and
+/// SQL, `rate` × `duration` changes in all.
+fn plan_load(
     mut generator: Generator,
     rate: f64,
-    deadline: Instant,
-) -> (Generator, u64) {
+    duration: Duration,
+) -> (Generator, Vec<(u64, String)>) {
+    let total = (rate * duration.as_secs_f64()).ceil() as u64;
+    let mut planned = Vec::new();
+    let mut changes = 0;
+    while changes < total {
+        let txn = generator.next_transaction();
+        changes += txn.len() as u64;
+        planned.push((txn.len() as u64, transaction_to_sql(&txn)));
+    }
+    (generator, planned)
+}
+
+/// Writes the planned transactions paced at `rate` changes per second; returns
+/// the changes written.
+async fn write_load(client: tokio_postgres::Client, planned: Vec<(u64, String)>, rate: f64) -> u64 {
     let started = Instant::now();
     let mut written = 0u64;
+    let mut planned = planned.into_iter().peekable();
     let mut tick = tokio::time::interval(LOAD_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    while Instant::now() < deadline {
+    while planned.peek().is_some() {
         tick.tick().await;
         let due = (started.elapsed().as_secs_f64() * rate) as u64;
         let mut script = String::new();
@@ -145,9 +162,11 @@ async fn write_load(
         // catches up in bounded steps instead of one huge script.
         let cap = written + 2_000;
         while written < due.min(cap) {
-            let txn = generator.next_transaction();
-            written += txn.len() as u64;
-            script.push_str(&transaction_to_sql(&txn));
+            let Some((changes, sql)) = planned.next() else {
+                break;
+            };
+            written += changes;
+            script.push_str(&sql);
         }
         if !script.is_empty() {
             client
@@ -156,7 +175,7 @@ async fn write_load(
                 .unwrap_or_else(|e| panic!("load writer: {e:?}"));
         }
     }
-    (generator, written)
+    written
 }
 
 async fn write_probes(
