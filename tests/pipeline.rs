@@ -1075,8 +1075,8 @@ async fn the_event_log_is_trimmed_to_its_wal_span_while_streaming() {
         "clean stop exits 0:\n{}",
         daemon.log_text()
     );
+    // (`status` exits 1 here: it reports that no daemon is streaming.)
     let status = cli(&db.url, &state, &["status", "--json"]);
-    assert!(status.status.success(), "{status:?}");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let oldest = status["state"]
         .get("oldest_event_lsn")
