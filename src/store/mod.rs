@@ -19,6 +19,7 @@
 //! One process owns a state directory: RocksDB's `LOCK` file refuses a second opener.
 
 mod cache;
+mod compaction_stats;
 mod event_log;
 mod outbox;
 mod quarantine;
@@ -253,6 +254,7 @@ pub struct Store {
 impl Drop for Store {
     fn drop(&mut self) {
         if self.failed.get().is_none() {
+            self.log_compaction_stats();
             // SAFETY: `db` is dropped exactly once, here, and never used after.
             unsafe { std::mem::ManuallyDrop::drop(&mut self.db) }
         }
