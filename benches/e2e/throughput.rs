@@ -40,6 +40,9 @@ pub struct Figures {
     pub replytime_daemon_cpu: f64,
     /// Of it, RocksDB's background threads (flushes and compactions).
     pub replytime_rocksdb_background_cpu: f64,
+    /// The same threads' CPU 5.5 s after the drain: flushes and compactions the
+    /// drain left behind it, outside the figures above.
+    pub rocksdb_background_cpu_after: f64,
     pub replytime_sink_session_cpu: f64,
     /// WAL written from the end of the backlog to the moment the drain ended: the
     /// sink's writes (when it is in this cluster), the heartbeats, autovacuum.
@@ -289,6 +292,8 @@ pub async fn run(
     // update (the daemon is idle meanwhile, but for heartbeats and compactions).
     tokio::time::sleep(Duration::from_millis(5_500)).await;
     let counters = DaemonCounters::scrape(metrics_addr);
+    let rocksdb_background_cpu_after =
+        machine::threads_cpu_seconds(daemon.child.id(), "rocksdb:").unwrap_or(f64::NAN);
     if let Some(cpu) = walsender_cpu_of(&db.client, &slot).await {
         walsender_cpu = cpu;
     }
@@ -306,6 +311,7 @@ pub async fn run(
         replytime_walsender_cpu: walsender_cpu,
         replytime_daemon_cpu,
         replytime_rocksdb_background_cpu,
+        rocksdb_background_cpu_after,
         replytime_sink_session_cpu: sink_session_cpu,
         drain_wal_bytes: drained_at.saturating_bytes_since(end),
         counters,
