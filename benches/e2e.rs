@@ -282,7 +282,7 @@ async fn bench() {
         if let [first, .., largest] = drained.as_slice() {
             growth_lines(first, largest, &mut lines);
         }
-        let done = last.expect("at least one backlog size");
+        let mut done = last.expect("at least one backlog size");
         sink_table_lines(&done, &mut lines).await;
         lines.push(line(
             "peak RSS of the daemon after throughput + freshness (VmHWM)",
