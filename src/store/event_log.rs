@@ -202,7 +202,9 @@ impl Store {
     /// before `older_than` or lie more than `max_wal_bytes` of WAL behind `newest`
     /// (the log holds only the decoded columns of published changes, so the WAL
     /// span it covers bounds its size). Deletes at most about 50,000 entries per
-    /// call, so the caller (the streaming loop) never stalls on it; returns entries
+    /// call, committed about 5,000 at a time: a commit holds the store's write
+    /// gate, which the engine's commits and the sink's fsync wait for, so one
+    /// 50,000-delete write would hold them back for tens of ms. Returns entries
     /// deleted. Starts after what earlier calls deleted, not over their tombstones.
     pub(crate) fn trim_event_log(
         &self,
@@ -210,7 +212,29 @@ impl Store {
         newest: Lsn,
         max_wal_bytes: u64,
     ) -> Result<u64, StoreError> {
-        const BUDGET: u64 = 50_000;
+        const CALL_BUDGET: u64 = 50_000;
+        const COMMIT_BUDGET: u64 = 5_000;
+        let mut deleted = 0;
+        while deleted < CALL_BUDGET {
+            let chunk =
+                self.trim_event_log_once(older_than, newest, max_wal_bytes, COMMIT_BUDGET)?;
+            deleted += chunk;
+            if chunk < COMMIT_BUDGET {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// One commit of [`Store::trim_event_log`]: whole transactions, until about
+    /// `budget` entries are deleted or the next transaction is kept.
+    fn trim_event_log_once(
+        &self,
+        older_than: Timestamp,
+        newest: Lsn,
+        max_wal_bytes: u64,
+        budget: u64,
+    ) -> Result<u64, StoreError> {
         let floor = Lsn(self.event_log_floor.load(Ordering::SeqCst));
         let mut start = floor.to_be_bytes().to_vec();
         start.extend_from_slice(&0u32.to_be_bytes());
@@ -218,7 +242,7 @@ impl Store {
         let mut pending: Vec<Vec<u8>> = Vec::new();
         let mut deleted = 0u64;
         let mut new_floor = floor;
-        'pages: while deleted < BUDGET {
+        'pages: while deleted < budget {
             let page = tx.scan(Cf::EventLog, &start, 1024)?;
             let Some((last, _)) = page.last() else {
                 break;
@@ -409,5 +433,23 @@ mod tests {
             store.trim_event_log(Timestamp(0), Lsn(1_000), 250).unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn a_long_trim_commits_in_parts_and_stops_at_its_budget() {
+        let (_dir, store) = open();
+        // 30,000 one-change transactions: 60,000 entries, all expired.
+        for i in 1..=30_000u64 {
+            log(&store, i * 100, 1);
+        }
+        let first = store
+            .trim_event_log(Timestamp(2), Lsn(u64::MAX), u64::MAX)
+            .unwrap();
+        assert!((50_000..52_000).contains(&first), "{first}");
+        let second = store
+            .trim_event_log(Timestamp(2), Lsn(u64::MAX), u64::MAX)
+            .unwrap();
+        assert_eq!(first + second, 60_000);
+        assert!(store.logged_transactions(Lsn(0), 10).unwrap().is_empty());
     }
 }
