@@ -254,6 +254,7 @@ pub struct Store {
 impl Drop for Store {
     fn drop(&mut self) {
         if self.failed.get().is_none() {
+            self.log_state_reads();
             self.log_compaction_stats();
             // SAFETY: `db` is dropped exactly once, here, and never used after.
             unsafe { std::mem::ManuallyDrop::drop(&mut self.db) }
@@ -861,6 +862,38 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         assert_eq!(read(&store), Some(vec![7u8; 4000]));
+    }
+
+    /// The reads that reach RocksDB are counted by family, found or absent (the
+    /// store logs them when it closes); what the read cache answers is not.
+    #[test]
+    fn reads_reaching_rocksdb_are_counted_by_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let tx = store.begin();
+        tx.put(Cf::Messages, b"known", b"row").unwrap();
+        tx.commit().unwrap();
+        let tx = store.begin();
+        assert_eq!(tx.get(Cf::Messages, b"new").unwrap(), None);
+        assert_eq!(tx.get(Cf::Messages, b"new").unwrap(), None);
+        assert_eq!(
+            tx.get(Cf::Messages, b"known").unwrap(),
+            Some(b"row".to_vec())
+        );
+        let thread = [
+            1u32.to_be_bytes().as_slice(),
+            b"l",
+            &1u32.to_be_bytes(),
+            b"t",
+        ]
+        .concat();
+        assert_eq!(tx.next_key(Cf::Thread, &thread, None).unwrap(), None);
+        let counts = store.cache().counts();
+        let family = |cf: Cf| Cf::ALL.iter().position(|c| *c == cf).unwrap();
+        assert_eq!(counts.gets_by_family[family(Cf::Messages)], [1, 1]);
+        assert_eq!(counts.ranges_by_family[family(Cf::Thread)], [0, 1]);
+        let others: u64 = counts.gets_by_family.iter().flatten().sum();
+        assert_eq!(others, 2, "only the two reads that missed the cache");
     }
 
     /// A dry run's scratch store and the daemon's store both take the operator's
