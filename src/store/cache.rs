@@ -282,6 +282,11 @@ pub(crate) struct ReadCacheCounts {
     pub(crate) range_misses: u64,
     /// Fills read from RocksDB and dropped because a commit came in between.
     pub(crate) fills_dropped: u64,
+    /// Point reads that reached RocksDB, by logical family (index in
+    /// [`Cf::ALL`]): [found, absent].
+    pub(crate) gets_by_family: [[u64; 2]; Cf::ALL.len()],
+    /// Range misses read from RocksDB, by logical family: [with keys, empty].
+    pub(crate) ranges_by_family: [[u64; 2]; Cf::ALL.len()],
 }
 
 /// Which committed entry of a prefix a navigation read wants.
@@ -360,6 +365,12 @@ impl StateCache {
 
     /// Keeps a value read from RocksDB at `generation`.
     pub(super) fn fill_point(&mut self, generation: u64, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if let Some(family) = key
+            .first()
+            .and_then(|tag| self.counts.gets_by_family.get_mut(usize::from(*tag)))
+        {
+            family[usize::from(value.is_none())] += 1;
+        }
         if !self.fill_points {
             return;
         }
@@ -418,6 +429,12 @@ impl StateCache {
     /// Keeps an interval read from RocksDB at `generation`: joined to the cached
     /// one when they touch and stay small, else in its place.
     pub(super) fn fill_range(&mut self, generation: u64, prefix: Vec<u8>, new: Range) {
+        if let Some(family) = prefix
+            .first()
+            .and_then(|tag| self.counts.ranges_by_family.get_mut(usize::from(*tag)))
+        {
+            family[usize::from(new.entries.is_empty())] += 1;
+        }
         if generation != self.generation {
             self.counts.fills_dropped += 1;
             return;

@@ -12,7 +12,7 @@
 //! Level L0's row includes the flushes (RocksDB books a flush as a compaction into
 //! L0), so `Sum` is everything the background threads did for that family.
 
-use super::{PHYSICAL, Store};
+use super::{Cf, PHYSICAL, Store};
 
 /// One row of a family's compaction table.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -85,6 +85,28 @@ fn level_row(header: &[&str], fields: &[&str]) -> LevelStats {
 }
 
 impl Store {
+    /// Logs the reads of the state that reached RocksDB since open, per logical
+    /// family: point gets that found their key and those that looked for one
+    /// that is not there (each of those probes the filters of every file it may
+    /// be in), and range reads that found keys of their prefix and those that
+    /// found none.
+    pub(crate) fn log_state_reads(&self) {
+        let counts = self.cache().counts();
+        let by_family = counts.gets_by_family.iter().zip(&counts.ranges_by_family);
+        for (cf, ([found, absent], [ranges, empty_ranges])) in Cf::ALL.iter().zip(by_family) {
+            if found + absent + ranges + empty_ranges > 0 {
+                tracing::info!(
+                    family = cf.name(),
+                    found,
+                    absent,
+                    ranges,
+                    empty_ranges,
+                    "rocksdb reads of the state"
+                );
+            }
+        }
+    }
+
     /// Logs each family's flush and compaction figures since open, per level
     /// (levels that hold files or did work) and in sum.
     pub(crate) fn log_compaction_stats(&self) {
