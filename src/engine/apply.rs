@@ -211,9 +211,16 @@ impl Apply<'_, '_> {
             let prefix = thread_prefix(lead, channel);
             let mut key = prefix.clone();
             keys::push_pos(&mut key, sent_at, &m.id);
+            // Exactly the entries `index_message` wrote for this row: a delete of
+            // an absent key would still store a tombstone that later seeks of the
+            // thread step over.
             self.tx.delete(Cf::Thread, &key)?;
-            self.tx.delete(Cf::Inbound, &key)?;
-            self.tx.delete(Cf::Setter, &key)?;
+            if m.direction.as_deref() == Some(INBOUND) {
+                self.tx.delete(Cf::Inbound, &key)?;
+            }
+            if is_setter_response(m) {
+                self.tx.delete(Cf::Setter, &key)?;
+            }
             self.mark_window_owner(&prefix, &key)?;
         }
         if let Some(draft) = ai_send_draft(m) {
@@ -302,12 +309,22 @@ impl Apply<'_, '_> {
 
     fn put_job(&mut self, j: JobRow, is_insert: bool) -> Result<(), EngineError> {
         let old = self.tx.get_record::<JobRow>(Cf::Jobs, j.id.as_bytes())?;
-        if let Some(old) = &old {
-            self.unindex_job(old)?;
-        }
-        if let Some((key, message)) = Self::job_index_key(&j) {
-            self.tx.put(Cf::JobIndex, &key, &[])?;
-            self.dirty.insert(message.to_string());
+        let index = Self::job_index_key(&j);
+        match old.as_ref().and_then(Self::job_index_key) {
+            // Most updates of a job move its runAt, startedAt or finishedAt on: its
+            // index entry stays, and writing it again would store the same bytes.
+            Some((old_key, message)) if index.as_ref().is_some_and(|(key, _)| *key == old_key) => {
+                self.dirty.insert(message.to_string());
+            }
+            _ => {
+                if let Some(old) = &old {
+                    self.unindex_job(old)?;
+                }
+                if let Some((key, message)) = &index {
+                    self.tx.put(Cf::JobIndex, key, &[])?;
+                    self.dirty.insert(message.to_string());
+                }
+            }
         }
         let recorded = self
             .tx
@@ -470,5 +487,138 @@ impl Apply<'_, '_> {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What one change writes: the entries it really changes, no more (a write of
+    //! the stored bytes, or a delete of an absent key, still costs a memtable entry,
+    //! its flush and compaction, and a tombstone is stepped over by later seeks).
+
+    use super::*;
+    use crate::lsn::Lsn;
+    use crate::store::{Store, StoreOptions};
+
+    fn apply(tx: &StoreTxn<'_>, changes: &[Change]) {
+        let mut dirty = BTreeSet::new();
+        let mut relabel = BTreeSet::new();
+        let mut stats = ApplyStats::default();
+        for (seq, change) in changes.iter().enumerate() {
+            Apply {
+                tx,
+                dirty: &mut dirty,
+                relabel: &mut relabel,
+                stats: &mut stats,
+                stamp: (Lsn(0x100), seq as u32),
+                track: true,
+            }
+            .change(change)
+            .unwrap();
+        }
+    }
+
+    fn committed(store: &Store, changes: &[Change]) {
+        let tx = store.begin();
+        apply(&tx, changes);
+        tx.commit().unwrap();
+    }
+
+    fn job(started_at: Option<i64>) -> Row {
+        Row::Job(JobRow {
+            id: "job-1".into(),
+            job_type: Some(AI_AUTO_SEND_DELAYED.into()),
+            lead_id: Some("lead-1".into()),
+            message_id: Some("msg-1".into()),
+            draft_id: Some("draft-1".into()),
+            run_at: Some(Timestamp(5_000_000)),
+            started_at: started_at.map(Timestamp),
+            finished_at: None,
+            created_at: Some(Timestamp(1_000_000)),
+        })
+    }
+
+    fn message(id: &str, direction: &str, sent_by: Option<&str>, at: i64) -> Row {
+        Row::Message(MessageRow {
+            id: id.into(),
+            lead_id: Some("lead-1".into()),
+            channel: Some("sms".into()),
+            direction: Some(direction.into()),
+            sent_by: sent_by.map(str::to_string),
+            sent_by_user_id: sent_by.map(|_| "user-1".to_string()),
+            ai_draft_id: None,
+            sent_at: Some(Timestamp(at)),
+        })
+    }
+
+    fn update(row: Row) -> Change {
+        Change::Update {
+            row,
+            old_id: None,
+            unchanged: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_job_whose_index_entry_stays_does_not_write_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        committed(&store, &[Change::Insert(job(None))]);
+        let before = store.begin().scan(Cf::JobIndex, &[], usize::MAX).unwrap();
+        assert_eq!(before.len(), 1);
+
+        let tx = store.begin();
+        apply(&tx, &[update(job(Some(5_100_000)))]);
+        assert_eq!(tx.pending(Cf::JobIndex), Vec::new());
+        assert_eq!(tx.pending(Cf::Jobs).len(), 1, "the job row itself changed");
+        tx.commit().unwrap();
+        assert_eq!(
+            store.begin().scan(Cf::JobIndex, &[], usize::MAX).unwrap(),
+            before
+        );
+
+        // A job that moves to another message still leaves its old entry.
+        let tx = store.begin();
+        let Row::Job(mut moved) = job(Some(5_100_000)) else {
+            unreachable!()
+        };
+        moved.message_id = Some("msg-2".into());
+        apply(&tx, &[update(Row::Job(moved))]);
+        let writes = tx.pending(Cf::JobIndex);
+        assert_eq!(writes.len(), 2);
+        assert_eq!(writes.iter().filter(|(_, v)| v.is_none()).count(), 1);
+    }
+
+    #[test]
+    fn unindexing_a_message_deletes_only_the_entries_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let inbound = message("msg-1", INBOUND, None, 1_000_000);
+        let setter = message("msg-2", OUTBOUND, Some("setter"), 2_000_000);
+        committed(
+            &store,
+            &[Change::Insert(inbound), Change::Insert(setter.clone())],
+        );
+        let delete = |id: &str| Change::Delete {
+            table: Table::Message,
+            id: id.into(),
+        };
+
+        let tx = store.begin();
+        apply(&tx, &[delete("msg-2")]);
+        assert_eq!(tx.pending(Cf::Inbound), Vec::new(), "msg-2 is outbound");
+        assert_eq!(tx.pending(Cf::Setter).len(), 1);
+        assert_eq!(tx.pending(Cf::Thread).len(), 1);
+        drop(tx);
+
+        let tx = store.begin();
+        apply(&tx, &[delete("msg-1")]);
+        assert_eq!(tx.pending(Cf::Setter), Vec::new(), "msg-1 is inbound");
+        assert_eq!(tx.pending(Cf::Inbound).len(), 1);
+        assert_eq!(tx.pending(Cf::Thread).len(), 1);
+        tx.commit().unwrap();
+        let tx = store.begin();
+        assert_eq!(tx.scan(Cf::Inbound, &[], usize::MAX).unwrap(), Vec::new());
+        assert_eq!(tx.scan(Cf::Setter, &[], usize::MAX).unwrap().len(), 1);
     }
 }

@@ -135,6 +135,17 @@ impl<'a> StoreTxn<'a> {
             .map_err(|e| self.store.err(e))
     }
 
+    /// This unit's pending writes to `cf` (logical keys; `None` deletes).
+    #[cfg(test)]
+    pub(crate) fn pending(&self, cf: Cf) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let tag = cf.physical().1;
+        self.writes.borrow()[cf.physical_index()]
+            .iter()
+            .filter(|(key, _)| key.first() == Some(&tag))
+            .map(|(key, value)| (key[1..].to_vec(), value.clone()))
+            .collect()
+    }
+
     pub fn contains(&self, cf: Cf, key: &[u8]) -> Result<bool, StoreError> {
         Ok(self.get(cf, key)?.is_some())
     }
