@@ -176,19 +176,35 @@ impl Apply<'_, '_> {
     }
 
     fn index_message(&mut self, m: &MessageRow) -> Result<(), EngineError> {
+        self.message_entries(m, true)
+    }
+
+    /// Deletes exactly the entries `index_message` wrote for this stored row: a
+    /// delete of an absent key would still store a tombstone that later seeks of
+    /// the thread step over.
+    fn unindex_message(&mut self, m: &MessageRow) -> Result<(), EngineError> {
+        self.message_entries(m, false)
+    }
+
+    /// Writes (`put`) or deletes a message's index entries: its place in the
+    /// thread, the inbound and setter entries where it is one, its AI send. One
+    /// list for both, so an unindex removes what the index wrote, no more.
+    fn message_entries(&mut self, m: &MessageRow, put: bool) -> Result<(), EngineError> {
         self.dirty.insert(m.id.clone());
         if let Some((lead, channel, sent_at)) = thread_place(m) {
             let prefix = thread_prefix(lead, channel);
             let mut key = prefix.clone();
             keys::push_pos(&mut key, sent_at, &m.id);
             let inbound = m.direction.as_deref() == Some(INBOUND);
-            self.tx
-                .put(Cf::Thread, &key, &[if inbound { b'i' } else { b'o' }])?;
-            if inbound {
-                self.tx.put(Cf::Inbound, &key, &[])?;
-            }
-            if is_setter_response(m) {
-                self.tx.put(Cf::Setter, &key, &[])?;
+            let entries: [(Cf, bool, &[u8]); 3] = [
+                (Cf::Thread, true, if inbound { b"i" } else { b"o" }),
+                (Cf::Inbound, inbound, b""),
+                (Cf::Setter, is_setter_response(m), b""),
+            ];
+            for (cf, has, value) in entries {
+                if has {
+                    self.entry(cf, &key, value, put)?;
+                }
             }
             self.mark_window_owner(&prefix, &key)?;
         }
@@ -199,39 +215,18 @@ impl Apply<'_, '_> {
                 m.sent_at.expect("qualifying sends have sentAt"),
                 &m.id,
             );
-            self.tx.put(Cf::AiSend, &key, &[])?;
+            self.entry(Cf::AiSend, &key, &[], put)?;
             self.mark_draft_trigger(draft)?;
         }
         Ok(())
     }
 
-    fn unindex_message(&mut self, m: &MessageRow) -> Result<(), EngineError> {
-        self.dirty.insert(m.id.clone());
-        if let Some((lead, channel, sent_at)) = thread_place(m) {
-            let prefix = thread_prefix(lead, channel);
-            let mut key = prefix.clone();
-            keys::push_pos(&mut key, sent_at, &m.id);
-            // Exactly the entries `index_message` wrote for this row: a delete of
-            // an absent key would still store a tombstone that later seeks of the
-            // thread step over.
-            self.tx.delete(Cf::Thread, &key)?;
-            if m.direction.as_deref() == Some(INBOUND) {
-                self.tx.delete(Cf::Inbound, &key)?;
-            }
-            if is_setter_response(m) {
-                self.tx.delete(Cf::Setter, &key)?;
-            }
-            self.mark_window_owner(&prefix, &key)?;
-        }
-        if let Some(draft) = ai_send_draft(m) {
-            let mut key = keys::ai_send_prefix(draft);
-            keys::push_pos(
-                &mut key,
-                m.sent_at.expect("qualifying sends have sentAt"),
-                &m.id,
-            );
-            self.tx.delete(Cf::AiSend, &key)?;
-            self.mark_draft_trigger(draft)?;
+    /// Writes an index entry (`put`) or deletes it.
+    fn entry(&self, cf: Cf, key: &[u8], value: &[u8], put: bool) -> Result<(), EngineError> {
+        if put {
+            self.tx.put(cf, key, value)?;
+        } else {
+            self.tx.delete(cf, key)?;
         }
         Ok(())
     }
