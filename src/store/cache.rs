@@ -289,6 +289,17 @@ pub(crate) struct ReadCacheCounts {
     pub(crate) ranges_by_family: [[u64; 2]; Cf::ALL.len()],
 }
 
+/// Counts a read that reached RocksDB under its key's logical family (the tag
+/// byte): slot 0 when it found something, 1 when it found nothing.
+fn count_by_family(counts: &mut [[u64; 2]; Cf::ALL.len()], key: &[u8], empty: bool) {
+    if let Some(family) = key
+        .first()
+        .and_then(|tag| counts.get_mut(usize::from(*tag)))
+    {
+        family[usize::from(empty)] += 1;
+    }
+}
+
 /// Which committed entry of a prefix a navigation read wants.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Look<'k> {
@@ -365,12 +376,7 @@ impl StateCache {
 
     /// Keeps a value read from RocksDB at `generation`.
     pub(super) fn fill_point(&mut self, generation: u64, key: Vec<u8>, value: Option<Vec<u8>>) {
-        if let Some(family) = key
-            .first()
-            .and_then(|tag| self.counts.gets_by_family.get_mut(usize::from(*tag)))
-        {
-            family[usize::from(value.is_none())] += 1;
-        }
+        count_by_family(&mut self.counts.gets_by_family, &key, value.is_none());
         if !self.fill_points {
             return;
         }
@@ -429,12 +435,11 @@ impl StateCache {
     /// Keeps an interval read from RocksDB at `generation`: joined to the cached
     /// one when they touch and stay small, else in its place.
     pub(super) fn fill_range(&mut self, generation: u64, prefix: Vec<u8>, new: Range) {
-        if let Some(family) = prefix
-            .first()
-            .and_then(|tag| self.counts.ranges_by_family.get_mut(usize::from(*tag)))
-        {
-            family[usize::from(new.entries.is_empty())] += 1;
-        }
+        count_by_family(
+            &mut self.counts.ranges_by_family,
+            &prefix,
+            new.entries.is_empty(),
+        );
         if generation != self.generation {
             self.counts.fills_dropped += 1;
             return;
