@@ -14,7 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod engine;
-pub(crate) mod fault;
+pub mod fault;
 pub mod lsn;
 #[cfg(feature = "oracle")]
 pub mod oracle;

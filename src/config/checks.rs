@@ -70,7 +70,11 @@ const TOOL_PREFIXES: [&str; 4] = [
 /// `REPLYTIME_*` variables replytime does not read (a typo silently ignored would
 /// leave a setting at its default), each with the likely intended name.
 pub fn unknown_env_names(names: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut known: Vec<String> = vec![CONFIG_ENV.into(), "REPLYTIME_FAULT".into()];
+    let mut known: Vec<String> = vec![
+        CONFIG_ENV.into(),
+        "REPLYTIME_FAULT".into(),
+        crate::fault::VERIFY_KNOWN_ABSENT_ENV.into(),
+    ];
     for key in KEYS {
         known.push(key.env.to_string());
         known.push(format!("{}_FILE", key.env));

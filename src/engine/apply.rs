@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use super::fresh::Fresh;
 use super::keys::{self, thread_prefix};
 use super::{EngineError, JobDelay, Stamp};
 use crate::change::{
@@ -36,6 +37,9 @@ pub(super) struct Apply<'t, 'a> {
     /// Look up which existing anchors a change affects. Off while bulk loading:
     /// every anchor is derived afterwards anyway (see `Engine::derive_all`).
     pub track: bool,
+    /// Inserts name ids the committed state does not hold (`fresh.rs`): set in a
+    /// staged group of the live stream only.
+    pub fresh: Option<Fresh<'t>>,
 }
 
 /// Where a message sits: (lead, channel, sentAt) when it is in a thread.
@@ -63,7 +67,7 @@ fn ai_send_draft(m: &MessageRow) -> Option<&str> {
 impl Apply<'_, '_> {
     pub(super) fn change(&mut self, change: &Change) -> Result<(), EngineError> {
         match change {
-            Change::Insert(row) => self.put(row.clone(), true),
+            Change::Insert(row) => self.put(row.clone(), true, true),
             Change::Update {
                 row,
                 old_id,
@@ -88,9 +92,9 @@ impl Apply<'_, '_> {
                 match old_id.as_deref().filter(|old| *old != row.id()) {
                     Some(old) => {
                         self.delete(row.table(), old)?;
-                        self.put(row, true)
+                        self.put(row, true, false)
                     }
-                    None => self.put(row, false),
+                    None => self.put(row, false, false),
                 }
             }
             Change::Delete { table, id } => self.delete(*table, id),
@@ -98,11 +102,13 @@ impl Apply<'_, '_> {
         }
     }
 
-    fn put(&mut self, row: Row, is_insert: bool) -> Result<(), EngineError> {
+    /// Stores `row`; `inserted` when the change is the row's INSERT (not an
+    /// update that renames it), whose old row `fresh.rs` may know absent.
+    fn put(&mut self, row: Row, is_insert: bool, inserted: bool) -> Result<(), EngineError> {
         match row {
-            Row::Message(m) => self.put_message(m),
-            Row::Draft(d) => self.put_draft(d),
-            Row::Job(j) => self.put_job(j, is_insert),
+            Row::Message(m) => self.put_message(m, inserted),
+            Row::Draft(d) => self.put_draft(d, inserted),
+            Row::Job(j) => self.put_job(j, is_insert, inserted),
             Row::Lead(l) => self.put_lead(l),
             Row::Campaign(c) => self.put_campaign(c),
         }
@@ -146,11 +152,21 @@ impl Apply<'_, '_> {
 
     // ── messages ──────────────────────────────────────────────────────────────
 
-    fn put_message(&mut self, m: MessageRow) -> Result<(), EngineError> {
-        if let Some(old) = self
-            .tx
-            .get_record::<MessageRow>(Cf::Messages, m.id.as_bytes())?
-        {
+    /// The stored row `id` of `cf` before a put of it (`inserted`: by its INSERT).
+    fn row_before_put<T: serde::de::DeserializeOwned>(
+        &mut self,
+        cf: Cf,
+        id: &str,
+        inserted: bool,
+    ) -> Result<Option<T>, EngineError> {
+        Ok(match (&mut self.fresh, inserted) {
+            (Some(fresh), true) => fresh.row_before_insert(self.tx, cf, id)?,
+            _ => self.tx.get_record(cf, id.as_bytes())?,
+        })
+    }
+
+    fn put_message(&mut self, m: MessageRow, inserted: bool) -> Result<(), EngineError> {
+        if let Some(old) = self.row_before_put::<MessageRow>(Cf::Messages, &m.id, inserted)? {
             self.unindex_message(&old)?;
         }
         if m.direction
@@ -259,8 +275,9 @@ impl Apply<'_, '_> {
 
     // ── drafts ────────────────────────────────────────────────────────────────
 
-    fn put_draft(&mut self, d: DraftRow) -> Result<(), EngineError> {
-        self.unindex_draft(&d.id)?;
+    fn put_draft(&mut self, d: DraftRow, inserted: bool) -> Result<(), EngineError> {
+        let old = self.row_before_put::<DraftRow>(Cf::Drafts, &d.id, inserted)?;
+        self.unindex_draft(&d.id, old)?;
         if let (Some(trigger), Some(channel)) = (&d.trigger_message_id, &d.channel) {
             let mut key = keys::draft_trigger_prefix(trigger, channel);
             key.extend_from_slice(d.id.as_bytes());
@@ -272,13 +289,15 @@ impl Apply<'_, '_> {
     }
 
     fn delete_draft(&mut self, id: &str) -> Result<(), EngineError> {
-        self.unindex_draft(id)?;
+        let old = self.tx.get_record::<DraftRow>(Cf::Drafts, id.as_bytes())?;
+        self.unindex_draft(id, old)?;
         self.tx.delete(Cf::Drafts, id.as_bytes())?;
         Ok(())
     }
 
-    fn unindex_draft(&mut self, id: &str) -> Result<(), EngineError> {
-        let Some(old) = self.tx.get_record::<DraftRow>(Cf::Drafts, id.as_bytes())? else {
+    /// Removes the trigger entry of draft `id`'s stored row `old`.
+    fn unindex_draft(&mut self, id: &str, old: Option<DraftRow>) -> Result<(), EngineError> {
+        let Some(old) = old else {
             return Ok(());
         };
         if let (Some(trigger), Some(channel)) = (old.trigger_message_id, old.channel) {
@@ -302,8 +321,8 @@ impl Apply<'_, '_> {
         Some((key, message))
     }
 
-    fn put_job(&mut self, j: JobRow, is_insert: bool) -> Result<(), EngineError> {
-        let old = self.tx.get_record::<JobRow>(Cf::Jobs, j.id.as_bytes())?;
+    fn put_job(&mut self, j: JobRow, is_insert: bool, inserted: bool) -> Result<(), EngineError> {
+        let old = self.row_before_put::<JobRow>(Cf::Jobs, &j.id, inserted)?;
         let index = Self::job_index_key(&j);
         match old.as_ref().and_then(Self::job_index_key) {
             // Most updates of a job move its runAt, startedAt or finishedAt on: its
@@ -507,6 +526,7 @@ mod tests {
                 stats: &mut stats,
                 stamp: (Lsn(0x100), seq as u32),
                 track: true,
+                fresh: None,
             }
             .change(change)
             .unwrap();

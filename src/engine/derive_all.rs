@@ -97,7 +97,7 @@ impl Engine {
             for key in &keys {
                 self.dirty.insert(String::from_utf8_lossy(key).into_owned());
             }
-            self.apply_in(&tx, meta.commit_lsn, 0, &[])?;
+            self.apply_in(&tx, meta.commit_lsn, 0, &[], false)?;
             tx.commit()?;
             progress(keys.len() as u64);
             after = Some(last);

@@ -30,7 +30,8 @@
 //! Where each part lives: `txn.rs` the transaction path (chunks of a large
 //! transaction, group commit of small ones), `refresh.rs` dirty anchors to sink
 //! operations, `derive_all.rs` every anchor at once, `anchor.rs` the anchor rule,
-//! `apply.rs` one change to rows and indexes, `relabel.rs` a lead's new client,
+//! `apply.rs` one change to rows and indexes, `fresh.rs` the reads of a new id
+//! it skips, `relabel.rs` a lead's new client,
 //! `toast.rs` unchanged TOAST values, `keys.rs` the state's key layout.
 //!
 //! Anchors are re-derived once per transaction, after all its changes, so the sink
@@ -55,6 +56,7 @@ mod anchor;
 mod apply;
 pub mod delay;
 mod derive_all;
+mod fresh;
 mod keys;
 mod refresh;
 mod relabel;
@@ -127,6 +129,16 @@ pub struct EngineOptions {
     pub bulk: bool,
     /// Emit upserts of unchanged rows too (replay into or rebuild of a damaged sink).
     pub force_upsert: bool,
+    /// The changes come from the live stream, past the state's applied LSN, over a
+    /// source whose ids are unique: an insert names an id the state does not hold,
+    /// so its lookups of the old row and of the anchor record are skipped where
+    /// `fresh.rs` proves them absent. Only the daemon's stream sets it (never
+    /// `replay`, `rebuild`, `backfill` or a load); ignored with `bulk` or
+    /// `force_upsert`.
+    pub fresh_inserts: bool,
+    /// Safety net of [`EngineOptions::fresh_inserts`] (tests): every skipped read
+    /// is made anyway and panics if it finds its key.
+    pub verify_known_absent: bool,
     /// Anchors whose inbound message was sent before this are derived and recorded
     /// but not upserted into the sink (`backfill --lookback-days`); later changes
     /// emit them in full.
@@ -146,6 +158,8 @@ impl Default for EngineOptions {
             chunk_changes: 10_000,
             bulk: false,
             force_upsert: false,
+            fresh_inserts: false,
+            verify_known_absent: false,
             emit_since: None,
             interrupt: CancellationToken::new(),
         }
@@ -180,6 +194,15 @@ pub struct Engine {
     /// refreshed after `dirty`, which wins when an anchor is in both.
     relabel: BTreeSet<String>,
     spilled: bool,
+    /// Whether the transactions staged from now on may skip the reads `fresh.rs`
+    /// proves absent: not for the first transaction after the engine starts or
+    /// the stream restarts (it may be a chunked one that a crash cut, applied
+    /// again from its start).
+    fresh_ready: bool,
+    /// The state's applied LSN as the engine last committed it (`None` if it could
+    /// not be read): a transaction committed before it is applied again, over its
+    /// own effects, and skips nothing.
+    applied: Option<Lsn>,
     stats: ApplyStats,
 }
 
@@ -190,7 +213,7 @@ impl Engine {
             store.set_bulk_reads(true);
         }
         Engine {
-            store,
+            store: store.clone(),
             group: Group::default(),
             open: None,
             options,
@@ -199,6 +222,8 @@ impl Engine {
             // Anchors a crashed run left to refresh are refreshed with the first
             // transaction (the one it was applying, streamed again).
             spilled: true,
+            fresh_ready: false,
+            applied: store.applied_lsn().ok(),
             stats: ApplyStats::default(),
         }
     }

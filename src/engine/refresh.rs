@@ -88,7 +88,7 @@ impl Engine {
         derived: Option<DerivedAnchor>,
         end_lsn: Lsn,
     ) -> Result<Option<SinkOp>, EngineError> {
-        let old = tx.get_record::<AnchorRecord>(Cf::Anchors, inbound_id.as_bytes())?;
+        let old = self.anchor_record(tx, inbound_id)?;
         let held = derived.as_ref().and_then(|d| d.held);
         let new = derived.map(|d| AnchorRecord {
             lead_id: d.lead_id,

@@ -8,6 +8,7 @@
 //!  commit (small) ──▶ stage ──▶ group ──(chunk_changes, or flush)──▶ one RocksDB write
 //! ```
 
+use super::fresh::{Fresh, FreshIds};
 use super::{Committed, Engine, EngineError, Stamp, TxnOutcome, apply};
 use crate::change::{Change, Table, TxnMeta};
 use crate::lsn::Lsn;
@@ -21,6 +22,8 @@ use crate::store::{Cf, OutboxEntry, PendingWrites, Store, StoreError, StoreTxn, 
 #[derive(Default)]
 pub(super) struct Group {
     writes: PendingWrites,
+    /// What the group's unit of work knows absent from the committed state.
+    pub(super) fresh: FreshIds,
     txns: Vec<(TxnMeta, Vec<SinkOp>)>,
     changes: usize,
 }
@@ -138,6 +141,7 @@ impl Engine {
             self.apply_chunk(meta.commit_lsn, open.next_seq, &open.buffer)?;
             let store = self.store.clone();
             let outcome = self.finish_in(&store, store.begin(), meta)?;
+            self.committed_whole(meta.end_lsn);
             return Ok(Some((*meta, outcome)));
         }
         self.stage(meta, &open.buffer)?;
@@ -168,6 +172,7 @@ impl Engine {
         outcome.push(&tx, &last, true, last_ops)?;
         record_applied(&tx, last.end_lsn)?;
         tx.commit()?;
+        self.committed_whole(last.end_lsn);
         Ok(Some((last, outcome)))
     }
 
@@ -175,6 +180,9 @@ impl Engine {
     /// before them).
     pub fn discard(&mut self) {
         self.group = Group::default();
+        // The first transaction streamed again may be a chunked one a crash or a
+        // dropped stream cut (see `fresh.rs`).
+        self.fresh_ready = false;
         self.open = None;
         self.dirty.clear();
         self.relabel.clear();
@@ -228,7 +236,7 @@ impl Engine {
             if self.options.log_events {
                 tx.log_changes(commit_lsn, seq, others)?;
             }
-            self.apply_in(&tx, commit_lsn, seq, others)?;
+            self.apply_in(&tx, commit_lsn, seq, others, false)?;
             self.spill_dirty(&tx)?;
             tx.commit()?;
             seq += others.len() as u32;
@@ -260,7 +268,7 @@ impl Engine {
                     logged = true;
                 }
                 let done = self
-                    .applier(&tx, (commit_lsn, seq))
+                    .applier(&tx, (commit_lsn, seq), false)
                     .truncate_page(*table, apply::TRUNCATE_PAGE)?;
                 self.after_apply(&tx)?;
                 self.spill_dirty(&tx)?;
@@ -279,7 +287,8 @@ impl Engine {
     fn stage(&mut self, meta: &TxnMeta, changes: &[Change]) -> Result<(), EngineError> {
         let store = self.store.clone();
         let tx = store.begin_with(std::mem::take(&mut self.group.writes));
-        self.apply_in(&tx, meta.commit_lsn, 0, changes)?;
+        let fresh = self.fresh_allowed(meta.commit_lsn);
+        self.apply_in(&tx, meta.commit_lsn, 0, changes, fresh)?;
         let mut staged = Vec::new();
         loop {
             let (ops, complete) = self.refresh_batch(&tx, meta.end_lsn)?;
@@ -304,17 +313,25 @@ impl Engine {
         commit_lsn: Lsn,
         first_seq: u32,
         changes: &[Change],
+        fresh: bool,
     ) -> Result<(), EngineError> {
         for (i, change) in changes.iter().enumerate() {
             let seq = first_seq + i as u32;
             self.count_change(change);
-            self.applier(tx, (commit_lsn, seq)).change(change)?;
+            self.applier(tx, (commit_lsn, seq), fresh).change(change)?;
         }
         self.after_apply(tx)
     }
 
-    /// Application of changes stamped `stamp` within `tx`.
-    fn applier<'t, 'a>(&'t mut self, tx: &'t StoreTxn<'a>, stamp: Stamp) -> apply::Apply<'t, 'a> {
+    /// Application of changes stamped `stamp` within `tx`; with `fresh`, within
+    /// the staged group, skipping the reads `fresh.rs` proves absent.
+    fn applier<'t, 'a>(
+        &'t mut self,
+        tx: &'t StoreTxn<'a>,
+        stamp: Stamp,
+        fresh: bool,
+    ) -> apply::Apply<'t, 'a> {
+        let verify = self.options.verify_known_absent;
         apply::Apply {
             tx,
             dirty: &mut self.dirty,
@@ -322,6 +339,10 @@ impl Engine {
             stats: &mut self.stats,
             stamp,
             track: !self.options.bulk,
+            fresh: fresh.then_some(Fresh {
+                ids: &mut self.group.fresh,
+                verify,
+            }),
         }
     }
 

@@ -135,6 +135,52 @@ impl<'a> StoreTxn<'a> {
             .map_err(|e| self.store.err(e))
     }
 
+    /// What this unit's own writes say of `key`: `Some` when it wrote the key (its
+    /// value, `None` for a delete), `None` when only the committed state knows.
+    pub(crate) fn own_write(&self, cf: Cf, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.writes.borrow()[cf.physical_index()]
+            .get(&tagged(cf, key))
+            .cloned()
+    }
+
+    /// A read of `key` whose committed value the caller has proven absent (see
+    /// `engine::fresh`): this unit's own writes answer it, and without one it is
+    /// `None`, with no read of the committed state (no read cache lookup, no
+    /// RocksDB get through the filters of every file). With `verify`, the tests'
+    /// safety net, [`StoreTxn::check_known_absent`] reads it anyway.
+    pub(crate) fn get_known_absent(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        verify: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.own_write(cf, key) {
+            return Ok(value);
+        }
+        if verify {
+            self.check_known_absent(cf, key)?;
+        }
+        Ok(None)
+    }
+
+    /// The safety net of a read skipped as known absent: reads the committed state
+    /// (RocksDB itself, past the read cache and its counters) and panics with
+    /// [`crate::fault::KNOWN_ABSENT_FOUND`] if the key is there: the proof was wrong.
+    pub(crate) fn check_known_absent(&self, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
+        let found = self
+            .store
+            .db()
+            .get_cf(self.handle(cf), tagged(cf, key))
+            .map_err(|e| self.store.err(e))?;
+        assert!(
+            found.is_none(),
+            "{}: {cf:?} {:?} is in the committed state",
+            crate::fault::KNOWN_ABSENT_FOUND,
+            String::from_utf8_lossy(key)
+        );
+        Ok(())
+    }
+
     /// This unit's pending writes to `cf` (logical keys; `None` deletes).
     #[cfg(test)]
     pub(crate) fn pending(&self, cf: Cf) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {

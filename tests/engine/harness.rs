@@ -20,6 +20,17 @@ pub struct Harness {
     pub next_lsn: u64,
 }
 
+/// `options` as the daemon's stream runs them (inserts of new ids skip their
+/// lookups), with the safety net on: a skipped read that would have found its key
+/// panics.
+pub fn streamed(options: EngineOptions) -> EngineOptions {
+    EngineOptions {
+        fresh_inserts: true,
+        verify_known_absent: true,
+        ..options
+    }
+}
+
 impl Harness {
     pub fn new() -> Self {
         Self::with_options(EngineOptions::default())
@@ -30,7 +41,7 @@ impl Harness {
         let store = Arc::new(Store::open(dir.path(), &StoreOptions::default()).unwrap());
         Harness {
             _dir: Some(dir),
-            engine: Engine::new(store.clone(), options),
+            engine: Engine::new(store.clone(), streamed(options)),
             store,
             sink: BTreeMap::new(),
             next_lsn: 0x1000,
@@ -43,7 +54,7 @@ impl Harness {
         store.clear(&replytime::store::Cf::ALL).unwrap();
         Harness {
             _dir: None,
-            engine: Engine::new(store.clone(), options),
+            engine: Engine::new(store.clone(), streamed(options)),
             store,
             sink: BTreeMap::new(),
             next_lsn: 0x1000,
@@ -86,7 +97,7 @@ impl Harness {
     /// A new engine over the same store (a restart: what the old one held in
     /// memory is gone).
     pub fn restart(&mut self, options: EngineOptions) {
-        self.engine = Engine::new(self.store.clone(), options);
+        self.engine = Engine::new(self.store.clone(), streamed(options));
     }
 
     pub fn drain_outbox(&mut self) -> usize {
