@@ -179,6 +179,7 @@ async fn copy_and_derive(
         EngineOptions {
             log_events: false,
             bulk: true,
+            fresh_inserts: false,
             ..options.clone()
         },
     );

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::change::Table;
 use crate::config::Settings;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::lsn::Lsn;
@@ -200,6 +201,9 @@ async fn start(
     admin::check_replication_privilege(&admin).await?;
     admin::check_tables(&admin, &settings.tables).await?;
     admin::check_select_privileges(&admin, &settings.tables).await?;
+    // Inserts of unique ids name rows the state does not hold (engine `fresh.rs`).
+    let inserted_tables = [Table::Message, Table::AiDraft, Table::BackgroundJob];
+    let unique_ids = admin::ids_are_unique(&admin, &settings.tables, &inserted_tables).await?;
     check_system(&store, &server.system_identifier)?;
 
     let sink = Sink::for_settings(&settings).await?;
@@ -226,6 +230,8 @@ async fn start(
     let options = EngineOptions {
         chunk_changes: ctx.settings.chunk_changes,
         interrupt: shutdown.clone(),
+        fresh_inserts: unique_ids,
+        verify_known_absent: crate::fault::verify_known_absent(),
         ..EngineOptions::default()
     };
     let state_id = prepare_slot(&ctx, &admin, &registry, &options).await?;

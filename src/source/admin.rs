@@ -513,3 +513,41 @@ pub(crate) async fn slot_retention(
         .map_err(SourceError::query("reading the slot's retained WAL"))?;
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
+
+/// Whether each of `tables` has a valid unique index (its primary key, or another)
+/// on its mapped `id` column alone, without a predicate: then an INSERT the stream
+/// sends names an id the table did not hold just before (what the engine's
+/// `fresh_inserts` relies on). A mapping onto a non-unique column, or a table whose
+/// replica identity is FULL without such an index, does not.
+pub(crate) async fn ids_are_unique(
+    client: &Client,
+    mapping: &TableMapping,
+    tables: &[Table],
+) -> Result<bool, SourceError> {
+    for &table in tables {
+        let id = mapping.column_names(table)[0];
+        let unique: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i \
+                   JOIN pg_class c ON c.oid = i.indrelid \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace \
+                   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
+                   WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 \
+                     AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 \
+                     AND i.indpred IS NULL AND i.indexprs IS NULL)",
+                &[&mapping.schema, &mapping.table_name(table), &id],
+            )
+            .await
+            .map_err(SourceError::query("reading the unique indexes"))?
+            .get(0);
+        if !unique {
+            tracing::info!(
+                table = mapping.table_name(table),
+                column = id,
+                "no unique index on the id column alone: inserts of it are looked up in the state"
+            );
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

@@ -66,6 +66,8 @@ impl Daemon {
             .env("REPLYTIME_STATUS_INTERVAL_MS", "200")
             .env("REPLYTIME_HEARTBEAT_INTERVAL_MS", "1000")
             .env("RUST_LOG", "replytime=debug,info")
+            // The safety net of the reads the engine skips as known absent.
+            .env(replytime::fault::VERIFY_KNOWN_ABSENT_ENV, "1")
             .stdout(Stdio::null())
             .stderr(file);
         for (k, v) in env {
@@ -103,9 +105,17 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Also fails the test if the daemon skipped a read whose key was there.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let log = self.log_text();
+        if !std::thread::panicking() && log.contains(replytime::fault::KNOWN_ABSENT_FOUND) {
+            panic!(
+                "the daemon skipped a read as known absent whose key was in the state (log: {})",
+                self.log.display()
+            );
+        }
     }
 }
 
