@@ -69,10 +69,16 @@ use replytime::workload::{Generator, HistoryConfig, Locality};
 
 /// Daemon settings of every stage: production logging (info unless
 /// `REPLYTIME_BENCH_DAEMON_LOG` says otherwise), JSON so the load's own timing can
-/// be read back; the cache sizes when the bench's environment sets them.
+/// be read back; the safety net of skipped reads off, as in production (the
+/// tests' daemons turn it on); the cache sizes when the bench's environment sets
+/// them.
 fn daemon_env() -> Vec<(&'static str, String)> {
     let level = std::env::var("REPLYTIME_BENCH_DAEMON_LOG").unwrap_or_else(|_| "info".into());
-    let mut env = vec![("RUST_LOG", level), ("REPLYTIME_LOG_FORMAT", "json".into())];
+    let mut env = vec![
+        ("RUST_LOG", level),
+        ("REPLYTIME_LOG_FORMAT", "json".into()),
+        (replytime::fault::VERIFY_KNOWN_ABSENT_ENV, "0".into()),
+    ];
     for name in [
         "REPLYTIME_BLOCK_CACHE_BYTES",
         "REPLYTIME_READ_CACHE_BYTES",
