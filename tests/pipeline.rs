@@ -86,6 +86,48 @@ async fn scripted_conversation_produces_exactly_the_expected_rows() {
     assert_eq!(id, replytime::row::row_id("in1"));
 }
 
+/// A `"Message"` table whose ids are not unique (no primary key, REPLICA IDENTITY
+/// FULL): an INSERT no longer proves its id new, so the daemon keeps the reads
+/// before inserts (engine `fresh.rs`) and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn ids_without_a_unique_index_keep_the_reads_before_inserts() {
+    let db = database().await;
+    db.client
+        .batch_execute(
+            r#"ALTER TABLE "Message" REPLICA IDENTITY FULL;
+               ALTER TABLE "Message" DROP CONSTRAINT "Message_pkey" CASCADE;"#,
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn(&db.url, &dir.path().join("state"), &[]);
+    wait_streaming(&db.client, &db.url).await;
+    db.client
+        .batch_execute(
+            r#"
+            INSERT INTO "Lead" (id, "clientId") VALUES ('lead', 'client');
+            INSERT INTO "Message" (id, "leadId", channel, direction, "sentAt")
+                VALUES ('in1', 'lead', 'sms', 'inbound', '2024-03-01 10:00:00+00');
+            INSERT INTO "Message" (id, "leadId", channel, direction, "sentBy", "sentByUserId", "sentAt")
+                VALUES ('out1', 'lead', 'sms', 'outbound', 'setter', 'user7', '2024-03-01 10:01:00+00');
+            "#,
+        )
+        .await
+        .unwrap();
+    converge(&db.client, CONVERGE).await;
+    let rows = sink_rows(&db.client).await;
+    assert_eq!(
+        rows["in1"].setter_response_message_id.as_deref(),
+        Some("out1")
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("no unique index on the id column alone"),
+        "the daemon says why inserts are looked up"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn random_workloads_through_the_real_server_equal_the_oracle() {
     let db = database().await;
