@@ -101,9 +101,7 @@ impl Fresh<'_> {
         let value = match tx.own_write(cf, id.as_bytes()) {
             Some(value) => value,
             None => {
-                if self.verify {
-                    tx.check_known_absent(cf, id.as_bytes())?;
-                }
+                tx.known_absent(cf, id.as_bytes(), self.verify)?;
                 if cf == Cf::Messages {
                     self.ids.0.insert(id.to_string());
                 }

@@ -387,6 +387,15 @@ impl StateCache {
         }
     }
 
+    /// Keeps the absence of `key` that the caller proved without a read (a new
+    /// id: `StoreTxn::known_absent`). Not a read of RocksDB, so not counted as
+    /// one; the commit that writes the key passes its value through.
+    pub(super) fn note_absent(&mut self, key: Vec<u8>) {
+        if self.fill_points {
+            self.points.insert(key, None);
+        }
+    }
+
     /// The committed entry of `prefix` that `look` wants (a `Before` bound is at
     /// most the prefix's end).
     pub(super) fn find(

@@ -157,16 +157,30 @@ impl<'a> StoreTxn<'a> {
         if let Some(value) = self.own_write(cf, key) {
             return Ok(value);
         }
+        self.known_absent(cf, key, verify)?;
+        Ok(None)
+    }
+
+    /// Takes `key` as absent from the committed state, as the caller has proven
+    /// (see `engine::fresh`). The read cache keeps that absence as the skipped read
+    /// would have left it, so the commit that writes the key passes its value
+    /// through and the next read of the new row is a hit, not a RocksDB get. With
+    /// `verify`, the tests' safety net, [`StoreTxn::check_known_absent`] reads the
+    /// committed state anyway.
+    pub(crate) fn known_absent(&self, cf: Cf, key: &[u8], verify: bool) -> Result<(), StoreError> {
         if verify {
             self.check_known_absent(cf, key)?;
         }
-        Ok(None)
+        if cf.physical_index() == STATE {
+            self.store.cache().note_absent(tagged(cf, key));
+        }
+        Ok(())
     }
 
     /// The safety net of a read skipped as known absent: reads the committed state
     /// (RocksDB itself, past the read cache and its counters) and panics with
     /// [`crate::fault::KNOWN_ABSENT_FOUND`] if the key is there: the proof was wrong.
-    pub(crate) fn check_known_absent(&self, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
+    fn check_known_absent(&self, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
         let found = self
             .store
             .db()
@@ -712,6 +726,29 @@ mod tests {
 
     fn writes() -> impl Strategy<Value = Vec<(Vec<u8>, Option<u8>)>> {
         proptest::collection::vec((key(), proptest::option::of(any::<u8>())), 0..12)
+    }
+
+    /// A key proven absent (a new id) is not read, yet the read cache keeps its
+    /// absence as the read would have: the commit that writes the key passes the
+    /// new row through, and reading the row back is a hit, not a RocksDB get.
+    #[test]
+    fn a_key_known_absent_is_cached_without_a_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let tx = store.begin();
+        let skipped = tx.get_known_absent(Cf::Messages, b"new", true).unwrap();
+        assert_eq!(skipped, None);
+        tx.put(Cf::Messages, b"new", b"row").unwrap();
+        tx.commit().unwrap();
+        let tx = store.begin();
+        assert_eq!(tx.get(Cf::Messages, b"new").unwrap(), Some(b"row".to_vec()));
+        let counts = store.cache().counts();
+        let gets: u64 = counts.gets_by_family.iter().flatten().sum();
+        assert_eq!(
+            gets, 0,
+            "neither the skipped read nor the read back reached RocksDB"
+        );
+        assert_eq!((counts.point_hits, counts.point_misses), (1, 0));
     }
 
     fn apply(
