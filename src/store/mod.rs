@@ -586,6 +586,13 @@ const STATE_COMPRESSION: [rocksdb::DBCompressionType; 7] = {
     [None, None, Lz4, Lz4, Lz4, Lz4, Lz4]
 };
 
+/// L0 files of the state family that start an L0 -> L1 compaction (RocksDB's
+/// default is 4; see `family_options`).
+const STATE_L0_COMPACTION_TRIGGER: i32 = 8;
+
+/// Target size of the state family's L1 (RocksDB's default is 256 MiB).
+const STATE_L1_BYTES: u64 = 512 << 20;
+
 /// RocksDB's cap on all memtables together (`db_write_buffer_size`).
 fn memtable_budget(options: &StoreOptions) -> usize {
     options.write_buffer_bytes + 2 * OTHER_WRITE_BUFFER
@@ -616,6 +623,15 @@ fn family_options(index: usize, table: &BlockBasedOptions, options: &StoreOption
     // state, stay compressed. Compression is per block in RocksDB: files written
     // with LZ4 before stay readable, and are rewritten uncompressed by compaction.
     opts.set_compression_per_level(&STATE_COMPRESSION);
+    // Fewer, larger L0 -> L1 compactions: each one rewrites all of L1, so
+    // merging eight flushes at a time instead of four halves those rewrites
+    // (slowdown and stop stay at RocksDB's 20 and 36 files). The cost is up to
+    // eight L0 files a read checks; their filters and indexes stay pinned. L1
+    // holds up to 512 MiB before it spills into L2, so a state of a few hundred
+    // MB stays two levels deep (a read checks one filter fewer) and its L1 is
+    // not cut into an L2 that each later L1 compaction then also rewrites.
+    opts.set_level_zero_file_num_compaction_trigger(STATE_L0_COMPACTION_TRIGGER);
+    opts.set_max_bytes_for_level_base(STATE_L1_BYTES);
     // Navigation prefixes (a thread, a draft's sends, ...) go into the bloom
     // filters too: the read cache's misses are mostly prefixes that do not exist
     // yet (a new thread, an inbound without drafts), and a prefix seek then skips
@@ -862,6 +878,111 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         assert_eq!(read(&store), Some(vec![7u8; 4000]));
+    }
+
+    /// A state written with the earlier level options of the `state` family
+    /// (RocksDB's: L0 compacted at four files into an L1 of 256 MiB) opens with
+    /// today's and reads the same, its files in L0 and L1 found by gets and prefix
+    /// walks, before and after a compaction rewrites them.
+    #[test]
+    fn a_state_written_with_the_earlier_level_options_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let thread = |lead: u32| {
+            let lead = format!("lead-{lead}");
+            [
+                (lead.len() as u32).to_be_bytes().as_slice(),
+                lead.as_bytes(),
+                &3u32.to_be_bytes(),
+                b"sms",
+            ]
+            .concat()
+        };
+        let message = |lead: u32, n: u32| [thread(lead), format!("m{n:04}").into_bytes()].concat();
+        {
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_bloom_filter(10.0, false);
+            table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+            table.set_partition_filters(true);
+            table.set_metadata_block_size(4096);
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_format_version(5);
+            let mut opts = rocksdb::Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            opts.set_block_based_table_factory(&table);
+            opts.set_level_zero_file_num_compaction_trigger(4);
+            opts.set_max_bytes_for_level_base(256 << 20);
+            opts.set_prefix_extractor(rocksdb::SliceTransform::create(
+                "replytime.navigation_prefix",
+                super::cache::navigation_prefix,
+                Some(super::cache::has_navigation_prefix),
+            ));
+            let db = rocksdb::DB::open_cf(&opts, dir.path(), PHYSICAL).unwrap();
+            let state = db.cf_handle(PHYSICAL[STATE]).unwrap();
+            for file in 0..3u32 {
+                for lead in (file..40).step_by(3) {
+                    for n in 0..50 {
+                        let key = [&[Cf::Thread.physical().1][..], &message(lead, n)].concat();
+                        db.put_cf(state, key, b"o").unwrap();
+                    }
+                }
+                db.flush_cf(state).unwrap();
+                if file == 1 {
+                    db.compact_range_cf(state, None::<&[u8]>, None::<&[u8]>);
+                }
+            }
+        }
+        let check = |store: &Store| {
+            let tx = store.begin();
+            for lead in [0, 1, 2, 38, 39] {
+                assert_eq!(
+                    tx.get(Cf::Thread, &message(lead, 7)).unwrap(),
+                    Some(b"o".to_vec())
+                );
+                let keys = tx
+                    .keys_with_prefix(Cf::Thread, &thread(lead), None, 100)
+                    .unwrap();
+                assert_eq!(keys.len(), 50, "lead {lead}");
+            }
+            assert_eq!(tx.get(Cf::Thread, &message(7, 50)).unwrap(), None);
+            assert_eq!(tx.next_key(Cf::Thread, &thread(40), None).unwrap(), None);
+        };
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        check(&store);
+        let state = store.db().cf_handle(PHYSICAL[STATE]).unwrap();
+        store
+            .db()
+            .compact_range_cf(state, None::<&[u8]>, None::<&[u8]>);
+        drop(store);
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        check(&store);
+    }
+
+    /// The state family merges its L0 files into L1 eight at a time: five flushes
+    /// stay five L0 files, with no compaction pending or running (at RocksDB's
+    /// default of four, the fourth flush starts one).
+    #[test]
+    fn state_flushes_wait_for_eight_l0_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let state = store.db().cf_handle(PHYSICAL[STATE]).unwrap();
+        for flush in 0..5u32 {
+            let tx = store.begin();
+            for n in 0..100u32 {
+                tx.put(
+                    Cf::Messages,
+                    format!("m{n:03}").as_bytes(),
+                    &flush.to_be_bytes(),
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+            store.db().flush_cf(state).unwrap();
+        }
+        let property = |name: &str| store.db().property_int_value_cf(state, name).unwrap();
+        assert_eq!(property("rocksdb.num-files-at-level0"), Some(5));
+        assert_eq!(property("rocksdb.compaction-pending"), Some(0));
+        assert_eq!(property("rocksdb.num-running-compactions"), Some(0));
     }
 
     /// The reads that reach RocksDB are counted by family, found or absent (the
