@@ -868,16 +868,25 @@ mod tests {
             db.put_cf(state, &tagged, vec![7u8; 4000]).unwrap();
             db.flush_cf(state).unwrap();
         }
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        let read = |store: &Store| store.begin().get(Cf::Thread, key).unwrap();
-        assert_eq!(read(&store), Some(vec![7u8; 4000]));
+        reads_the_same_across_a_compaction(dir.path(), |store| {
+            let read = store.begin().get(Cf::Thread, key).unwrap();
+            assert_eq!(read, Some(vec![7u8; 4000]));
+        });
+    }
+
+    /// Opens the state at `dir` with today's options and runs `check` on it, then
+    /// again after a full compaction of the state family has rewritten its files
+    /// and the store has been reopened.
+    fn reads_the_same_across_a_compaction(dir: &std::path::Path, check: impl Fn(&Store)) {
+        let store = Store::open(dir, &StoreOptions::default()).unwrap();
+        check(&store);
         let state = store.db().cf_handle(PHYSICAL[STATE]).unwrap();
         store
             .db()
             .compact_range_cf(state, None::<&[u8]>, None::<&[u8]>);
         drop(store);
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        assert_eq!(read(&store), Some(vec![7u8; 4000]));
+        let store = Store::open(dir, &StoreOptions::default()).unwrap();
+        check(&store);
     }
 
     /// A state written with the earlier level options of the `state` family
@@ -947,15 +956,7 @@ mod tests {
             assert_eq!(tx.get(Cf::Thread, &message(7, 50)).unwrap(), None);
             assert_eq!(tx.next_key(Cf::Thread, &thread(40), None).unwrap(), None);
         };
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        check(&store);
-        let state = store.db().cf_handle(PHYSICAL[STATE]).unwrap();
-        store
-            .db()
-            .compact_range_cf(state, None::<&[u8]>, None::<&[u8]>);
-        drop(store);
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        check(&store);
+        reads_the_same_across_a_compaction(dir.path(), check);
     }
 
     /// The state family merges its L0 files into L1 eight at a time: five flushes
