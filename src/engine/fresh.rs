@@ -183,30 +183,30 @@ mod tests {
         }))
     }
 
-    fn inbound(id: &str, sent_at: Option<i64>) -> Change {
-        Change::Insert(Row::Message(MessageRow {
+    /// Message `id` of lead-1's sms thread, inserted.
+    fn message(id: &str, direction: &str, sent_at: Option<i64>) -> MessageRow {
+        MessageRow {
             id: id.into(),
             lead_id: Some("lead-1".into()),
             channel: Some("sms".into()),
-            direction: Some("inbound".into()),
+            direction: Some(direction.into()),
             sent_by: None,
             sent_by_user_id: None,
             ai_draft_id: None,
             sent_at: sent_at.map(Timestamp),
-        }))
+        }
+    }
+
+    fn inbound(id: &str, sent_at: Option<i64>) -> Change {
+        Change::Insert(Row::Message(message(id, "inbound", sent_at)))
     }
 
     /// A setter's reply to `msg-1`: it makes `msg-1` an anchor with a row.
     fn reply(id: &str, sent_at: i64) -> Change {
         Change::Insert(Row::Message(MessageRow {
-            id: id.into(),
-            lead_id: Some("lead-1".into()),
-            channel: Some("sms".into()),
-            direction: Some("outbound".into()),
             sent_by: Some("setter".into()),
             sent_by_user_id: Some("user-1".into()),
-            ai_draft_id: None,
-            sent_at: Some(Timestamp(sent_at)),
+            ..message(id, "outbound", Some(sent_at))
         }))
     }
 

@@ -123,8 +123,8 @@ impl<'a> StoreTxn<'a> {
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let key = tagged(cf, key);
-        if let Some(value) = self.writes.borrow()[cf.physical_index()].get(&key) {
-            return Ok(value.clone());
+        if let Some(value) = self.written(cf, &key) {
+            return Ok(value);
         }
         if cf.physical_index() == STATE {
             return self.committed_get(self.handle(cf), &key);
@@ -138,8 +138,13 @@ impl<'a> StoreTxn<'a> {
     /// What this unit's own writes say of `key`: `Some` when it wrote the key (its
     /// value, `None` for a delete), `None` when only the committed state knows.
     pub(crate) fn own_write(&self, cf: Cf, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.written(cf, &tagged(cf, key))
+    }
+
+    /// [`StoreTxn::own_write`] of a key already tagged with its family.
+    fn written(&self, cf: Cf, tagged: &[u8]) -> Option<Option<Vec<u8>>> {
         self.writes.borrow()[cf.physical_index()]
-            .get(&tagged(cf, key))
+            .get(tagged)
             .cloned()
     }
 
@@ -168,29 +173,31 @@ impl<'a> StoreTxn<'a> {
     /// `verify`, the tests' safety net, [`StoreTxn::check_known_absent`] reads the
     /// committed state anyway.
     pub(crate) fn known_absent(&self, cf: Cf, key: &[u8], verify: bool) -> Result<(), StoreError> {
+        let key = tagged(cf, key);
         if verify {
-            self.check_known_absent(cf, key)?;
+            self.check_known_absent(cf, &key)?;
         }
         if cf.physical_index() == STATE {
-            self.store.cache().note_absent(tagged(cf, key));
+            self.store.cache().note_absent(key);
         }
         Ok(())
     }
 
     /// The safety net of a read skipped as known absent: reads the committed state
     /// (RocksDB itself, past the read cache and its counters) and panics with
-    /// [`crate::fault::KNOWN_ABSENT_FOUND`] if the key is there: the proof was wrong.
-    fn check_known_absent(&self, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
+    /// [`crate::fault::KNOWN_ABSENT_FOUND`] if the key (`tagged` with its family's
+    /// tag byte) is there: the proof was wrong.
+    fn check_known_absent(&self, cf: Cf, tagged: &[u8]) -> Result<(), StoreError> {
         let found = self
             .store
             .db()
-            .get_cf(self.handle(cf), tagged(cf, key))
+            .get_cf(self.handle(cf), tagged)
             .map_err(|e| self.store.err(e))?;
         assert!(
             found.is_none(),
             "{}: {cf:?} {:?} is in the committed state",
             crate::fault::KNOWN_ABSENT_FOUND,
-            String::from_utf8_lossy(key)
+            String::from_utf8_lossy(&tagged[1..])
         );
         Ok(())
     }
