@@ -19,6 +19,13 @@
 //!   generator traffic in the throughput WAL; each size is drained on a database and
 //!   state of its own, and the first and last are compared (cost per change as the
 //!   backlog and the state behind it grow: `300000,3000000` for the 3M figures);
+//! - `REPLYTIME_BENCH_REPEATS` [3]: drains of each backlog smaller than
+//!   1,000,000 changes, each on a database and state of its own from the same
+//!   seed. Such a drain lasts seconds, and its daemon CPU per change moves by up
+//!   to a fifth from one drain to the next on a quiet machine, while a 3M drain
+//!   moves by about 1 %: the table shows the drain with the median daemon CPU per
+//!   change (each drain's figure on a line of its own), and the growth ratios are
+//!   taken against it. Freshness is measured on the last drain's daemon;
 //! - `REPLYTIME_BENCH_RATES` [1000,5000]: freshness rates, row changes per second,
 //!   measured after every backlog size (the first rate right after the drain, then
 //!   every rate once the slot reached the WAL tip), each with the daemon's own
@@ -97,6 +104,7 @@ struct Settings {
     freshness: Duration,
     messages: u64,
     seed_runs: usize,
+    repeats: usize,
     stages: Vec<String>,
     separate_sink: bool,
     leads: LeadPool,
@@ -171,6 +179,7 @@ impl Settings {
             freshness: Duration::from_secs(var("REPLYTIME_BENCH_FRESHNESS_SECONDS", 15)),
             messages: var("REPLYTIME_BENCH_MESSAGES", 1_000_000),
             seed_runs: var("REPLYTIME_BENCH_SEED_RUNS", 3),
+            repeats: var("REPLYTIME_BENCH_REPEATS", 3).max(1),
             stages: list("REPLYTIME_BENCH_STAGES", "throughput,freshness,load"),
             separate_sink: match var("REPLYTIME_BENCH_SINK", "source".to_string()).as_str() {
                 "source" => false,
@@ -189,7 +198,19 @@ impl Settings {
     fn runs(&self, stage: &str) -> bool {
         self.stages.iter().any(|s| s == stage)
     }
+
+    /// Drains of a backlog of `changes` row changes (`REPLYTIME_BENCH_REPEATS`).
+    fn drains(&self, changes: u64) -> usize {
+        if changes < REPEATED_BELOW {
+            self.repeats
+        } else {
+            1
+        }
+    }
 }
+
+/// Backlogs smaller than this are drained `REPLYTIME_BENCH_REPEATS` times.
+const REPEATED_BELOW: u64 = 1_000_000;
 
 /// One line of the results table.
 struct Line {
@@ -238,45 +259,21 @@ async fn bench() {
                 // A clean stop: the daemon logs RocksDB's compaction stats as it closes.
                 done.daemon.stop();
             }
-            let db = fresh_source().await;
-            let sink = if settings.separate_sink {
-                Some(common::fresh_database().await)
-            } else {
-                None
-            };
-            let mut env = env.clone();
-            let metrics_addr = format!("127.0.0.1:{}", support::free_port());
-            env.push(("REPLYTIME_METRICS_ADDR", metrics_addr.as_str()));
-            if let Some(sink) = &sink {
-                env.push(("REPLYTIME_SINK_URL", sink.url.as_str()));
+            let leads = history_config(changes, settings.leads).leads;
+            let mut runs = Vec::new();
+            let mut latest: Option<Drained> = None;
+            for _ in 0..settings.drains(changes) {
+                // Each drain alone on the machine: the one before stops first.
+                if let Some(mut earlier) = latest.take() {
+                    earlier.daemon.stop();
+                }
+                let (figures, done) = drain(&settings, &env, changes).await;
+                runs.push(figures);
+                latest = Some(done);
             }
-            let dir = tempfile::tempdir().expect("state tempdir");
-            let state = dir.path().join("state");
-            // Each backlog its own generator and config, from the same seed.
-            let config = history_config(changes, settings.leads);
-            let leads = config.leads;
-            let mut generator = Generator::new(2024, config);
-            let sink_client = sink.as_ref().map_or(&db.client, |s| &s.client);
-            let (figures, daemon) = throughput::run(
-                &db,
-                sink_client,
-                &state,
-                &mut generator,
-                changes,
-                &env,
-                &metrics_addr,
-            )
-            .await;
+            let mut done = latest.expect("at least one drain");
+            let figures = median_drain(runs, &mut lines);
             per_change_us = Some(throughput_lines(&figures, leads, &mut lines));
-            let mut done = Drained {
-                metrics_addr: metrics_addr.clone(),
-                changes: figures.changes,
-                db,
-                sink,
-                _dir: dir,
-                generator: Some(generator),
-                daemon,
-            };
             // Freshness after every backlog size: what grows with the drain
             // shows against the smallest one, in the same run.
             if settings.runs("freshness") {
@@ -326,6 +323,76 @@ impl Drained {
     fn sink_url(&self) -> &str {
         self.sink.as_ref().map_or(&self.db.url, |s| &s.url)
     }
+}
+
+/// Writes a backlog of `changes` generator row changes into a fresh database and
+/// drains it with `pg_recvlogical` and with a daemon on a fresh state.
+async fn drain(
+    settings: &Settings,
+    env: &[(&str, &str)],
+    changes: u64,
+) -> (throughput::Figures, Drained) {
+    let db = fresh_source().await;
+    let sink = if settings.separate_sink {
+        Some(common::fresh_database().await)
+    } else {
+        None
+    };
+    let mut env = env.to_vec();
+    let metrics_addr = format!("127.0.0.1:{}", support::free_port());
+    env.push(("REPLYTIME_METRICS_ADDR", metrics_addr.as_str()));
+    if let Some(sink) = &sink {
+        env.push(("REPLYTIME_SINK_URL", sink.url.as_str()));
+    }
+    let dir = tempfile::tempdir().expect("state tempdir");
+    let state = dir.path().join("state");
+    // Each backlog (and each drain of it) its own generator, from the same seed.
+    let mut generator = Generator::new(2024, history_config(changes, settings.leads));
+    let sink_client = sink.as_ref().map_or(&db.client, |s| &s.client);
+    let (figures, daemon) = throughput::run(
+        &db,
+        sink_client,
+        &state,
+        &mut generator,
+        changes,
+        &env,
+        &metrics_addr,
+    )
+    .await;
+    let done = Drained {
+        metrics_addr: metrics_addr.clone(),
+        changes: figures.changes,
+        db,
+        sink,
+        _dir: dir,
+        generator: Some(generator),
+        daemon,
+    };
+    (figures, done)
+}
+
+/// The drain with the median daemon CPU per change among `runs` of the same
+/// backlog; with more than one, a line lists every drain's figure.
+fn median_drain(mut runs: Vec<throughput::Figures>, lines: &mut Vec<Line>) -> throughput::Figures {
+    let per_change = |f: &throughput::Figures| f.replytime_daemon_cpu / f.changes as f64 * 1e6;
+    if runs.len() > 1 {
+        lines.push(line(
+            &format!(
+                "daemon CPU per change, {} drains of the same backlog, in order",
+                runs.len()
+            ),
+            runs.iter()
+                .map(|f| format!("{:.1} µs", per_change(f)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            "the median drain stands for this backlog below".into(),
+            String::new(),
+            "",
+        ));
+    }
+    runs.sort_by(|a, b| per_change(a).total_cmp(&per_change(b)));
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
 }
 
 /// Freshness at the first rate right after the drain, then, once the slot's
