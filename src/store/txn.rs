@@ -6,10 +6,8 @@
 //! cost a lookup per key at commit, and its read-your-writes iterators are rebuilt
 //! on every seek. A [`StoreTxn`] keeps its writes in ordered maps (one per physical
 //! column family), reads through them to the database, merges them into forward and
-//! backward key walks, and commits them as one `WriteBatch`. Its total-order
-//! database iterators are created once per transaction and re-seeked; a read of
-//! one navigation prefix that misses the read cache takes a fresh iterator bounded
-//! to that prefix.
+//! backward key walks, and commits them as one `WriteBatch`. The database iterators
+//! it reads through are created once per transaction and re-seeked.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -41,12 +39,16 @@ pub(crate) struct PendingWrites([Writes; PHYSICAL.len()]);
 pub struct StoreTxn<'a> {
     store: &'a Store,
     writes: RefCell<[Writes; PHYSICAL.len()]>,
-    /// One per physical family, in total order.
-    iters: RefCell<[Option<RawIter<'a>>; PHYSICAL.len()]>,
-    /// Read-cache generation when the `state` iterator was created: what it reads
-    /// may be cached only while no commit came after.
-    generation: Cell<u64>,
+    /// One per physical family (total order), then [`PREFIX_SEEK`].
+    iters: RefCell<[Option<RawIter<'a>>; PHYSICAL.len() + 1]>,
+    /// Read-cache generation when each `state` iterator ([`STATE`], [`PREFIX_SEEK`])
+    /// was created: what it reads may be cached only while no commit came after.
+    generations: [Cell<u64>; 2],
 }
+
+/// Index in [`StoreTxn::iters`] of the `state` iterator in prefix mode: its seeks
+/// consult the prefix bloom filters, and it is only valid within one prefix.
+const PREFIX_SEEK: usize = PHYSICAL.len();
 
 /// Which way a walk goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -61,7 +63,7 @@ impl<'a> StoreTxn<'a> {
             store,
             writes: RefCell::new(pending.0),
             iters: RefCell::default(),
-            generation: Cell::default(),
+            generations: Default::default(),
         }
     }
 
@@ -75,7 +77,10 @@ impl<'a> StoreTxn<'a> {
     }
 
     fn handle(&self, cf: Cf) -> &'a ColumnFamily {
-        self.handle_of(cf.physical_index())
+        self.store
+            .db()
+            .cf_handle(PHYSICAL[cf.physical_index()])
+            .expect("every column family is created at open")
     }
 
     /// Writes everything at once (not synced: see [`Store::sync`]).
@@ -242,31 +247,29 @@ impl<'a> StoreTxn<'a> {
         self.put(cf, key, &encode(value))
     }
 
-    /// The total-order database iterator of physical family `index`, created on
-    /// first use.
+    /// The database iterator of physical family `index`, created on first use.
+    /// Index [`PREFIX_SEEK`] is the `state` family's prefix-mode iterator.
     fn iterator<'i>(
         &self,
-        iters: &'i mut [Option<RawIter<'a>>; PHYSICAL.len()],
+        iters: &'i mut [Option<RawIter<'a>>; PHYSICAL.len() + 1],
         index: usize,
     ) -> &'i mut RawIter<'a> {
         iters[index].get_or_insert_with(|| {
-            if index == STATE {
-                self.generation.set(self.store.cache().generation());
+            match index {
+                STATE => self.generations[0].set(self.store.cache().generation()),
+                PREFIX_SEEK => self.generations[1].set(self.store.cache().generation()),
+                _ => {}
             }
-            let mut options = ReadOptions::default();
-            options.set_total_order_seek(true);
-            self.store
+            let physical = if index == PREFIX_SEEK { STATE } else { index };
+            let handle = self
+                .store
                 .db()
-                .raw_iterator_cf_opt(self.handle_of(index), options)
+                .cf_handle(PHYSICAL[physical])
+                .expect("every column family is created at open");
+            let mut options = ReadOptions::default();
+            options.set_total_order_seek(index != PREFIX_SEEK);
+            self.store.db().raw_iterator_cf_opt(handle, options)
         })
-    }
-
-    /// The handle of physical family `index`.
-    fn handle_of(&self, index: usize) -> &'a ColumnFamily {
-        self.store
-            .db()
-            .cf_handle(PHYSICAL[index])
-            .expect("every column family is created at open")
     }
 
     /// Visits the live (key, value) pairs of `cf`'s physical family in key order
@@ -562,8 +565,7 @@ impl<'a> StoreTxn<'a> {
     /// the prefix (or from its start), and a backward look from a key of it, seek
     /// in prefix mode, so the bloom filters skip every file without the prefix
     /// (most prefixes the cache does not know do not exist yet, and a known one
-    /// lives in a few files), on an iterator bounded to the prefix. Only a
-    /// backward look from the end of a prefix the cache knows in part, whose
+    /// lives in a few files). Only a backward look from the prefix's end, whose
     /// target lies outside the prefix, seeks in total order.
     fn committed(&self, prefix: &[u8], look: Look<'_>) -> Result<Option<KeyValue>, StoreError> {
         let unknown = {
@@ -573,36 +575,29 @@ impl<'a> StoreTxn<'a> {
             }
             !cache.has_range(prefix)
         };
-        let in_prefix = match look {
-            Look::From(start) => starts_within(start, prefix),
-            Look::Before(before) => before.starts_with(prefix),
+        let mut iters = self.iters.borrow_mut();
+        let (in_prefix, whole) = match look {
+            // A window from the start is the whole prefix when it is short.
+            Look::From(start) if starts_within(start, prefix) => (true, None),
+            Look::From(_) => (false, self.read_whole(&mut iters, prefix, unknown)?),
+            Look::Before(before) => (
+                before.starts_with(prefix),
+                self.read_whole(&mut iters, prefix, unknown)?,
+            ),
         };
-        // A window from the start is the whole prefix when it is short.
-        let try_whole = unknown && !(in_prefix && matches!(look, Look::From(_)));
-        let mut bounded = None;
-        let mut whole = None;
-        if try_whole {
-            let (it, generation) = bounded.insert(self.prefix_iterator(prefix));
-            whole = read_whole(it, prefix).map(|range| (range, *generation));
-            self.store.count_read(RocksDbRead::PrefixSeek);
-            it.status().map_err(|e| self.store.err(e))?;
-        }
         let (range, generation) = match whole {
             Some(whole) => whole,
-            None if in_prefix => {
-                self.store.count_read(RocksDbRead::PrefixSeek);
-                let (it, generation) = bounded.get_or_insert_with(|| self.prefix_iterator(prefix));
-                let range = read_window(it, prefix, look);
-                it.status().map_err(|e| self.store.err(e))?;
-                (range, *generation)
-            }
             None => {
-                self.store.count_read(RocksDbRead::Seek);
-                let mut iters = self.iters.borrow_mut();
-                let it = self.iterator(&mut iters, STATE);
+                let (read, index, generation) = if in_prefix {
+                    (RocksDbRead::PrefixSeek, PREFIX_SEEK, 1)
+                } else {
+                    (RocksDbRead::Seek, STATE, 0)
+                };
+                self.store.count_read(read);
+                let it = self.iterator(&mut iters, index);
                 let range = read_window(it, prefix, look);
                 it.status().map_err(|e| self.store.err(e))?;
-                (range, self.generation.get())
+                (range, self.generations[generation].get())
             }
         };
         let found = range.find(look);
@@ -612,31 +607,27 @@ impl<'a> StoreTxn<'a> {
         Ok(found)
     }
 
-    /// A `state` iterator in prefix mode bounded to `prefix`, and the read-cache
-    /// generation it reads at. A fresh one per read: RocksDB stops at the
-    /// prefix's end (and start) by the bounds, without reading the data block that
-    /// follows to find the first key past it.
-    fn prefix_iterator(&self, prefix: &[u8]) -> (RawIter<'a>, u64) {
-        let generation = self.store.cache().generation();
-        let mut options = ReadOptions::default();
-        options.set_iterate_lower_bound(prefix.to_vec());
-        options.set_iterate_upper_bound(
-            prefix_successor(prefix).expect("a tagged prefix has a successor"),
-        );
-        let it = self
-            .store
-            .db()
-            .raw_iterator_cf_opt(self.handle_of(STATE), options);
-        (it, generation)
+    /// The whole of `prefix` when `try_it` and it has at most [`LOAD_KEYS`] keys,
+    /// read by a prefix seek, with the generation to cache it at.
+    fn read_whole(
+        &self,
+        iters: &mut [Option<RawIter<'a>>; PHYSICAL.len() + 1],
+        prefix: &[u8],
+        try_it: bool,
+    ) -> Result<Option<(Range, u64)>, StoreError> {
+        if !try_it {
+            return Ok(None);
+        }
+        self.store.count_read(RocksDbRead::PrefixSeek);
+        let it = self.iterator(iters, PREFIX_SEEK);
+        it.seek(prefix);
+        let (entries, exhausted) = read_keys(it, prefix, Direction::Forward);
+        it.status().map_err(|e| self.store.err(e))?;
+        Ok(exhausted.then(|| {
+            let range = Range::new(prefix.to_vec(), None, entries);
+            (range, self.generations[1].get())
+        }))
     }
-}
-
-/// The whole of `prefix` when it has at most [`LOAD_KEYS`] keys, read from the
-/// prefix's start.
-fn read_whole(it: &mut RawIter<'_>, prefix: &[u8]) -> Option<Range> {
-    it.seek(prefix);
-    let (entries, exhausted) = read_keys(it, prefix, Direction::Forward);
-    exhausted.then(|| Range::new(prefix.to_vec(), None, entries))
 }
 
 /// Whether a forward look's start lies inside `prefix` (a prefix-mode seek is only
