@@ -849,6 +849,9 @@ mod tests {
         Discard,
         /// The writes move into a new unit of work (group commit).
         Stage,
+        /// The committed state moves from the memtable into an L0 file: reads
+        /// that miss the cache then merge files through prefix bloom filters.
+        Flush,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -861,6 +864,7 @@ mod tests {
             1 => Just(Op::Commit),
             1 => Just(Op::Discard),
             1 => Just(Op::Stage),
+            1 => Just(Op::Flush),
         ]
     }
 
@@ -934,6 +938,10 @@ mod tests {
                         tx = store.begin();
                     }
                     Op::Stage => tx = store.begin_with(tx.into_pending()),
+                    Op::Flush => {
+                        let state = store.db().cf_handle(PHYSICAL[STATE]).unwrap();
+                        store.db().flush_cf(state).unwrap();
+                    }
                 }
             }
             drop(tx);
