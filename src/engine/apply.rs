@@ -340,9 +340,7 @@ impl Apply<'_, '_> {
                 }
             }
         }
-        let recorded = self
-            .tx
-            .get_record::<JobDelay>(Cf::JobDelay, j.id.as_bytes())?;
+        let recorded = self.row_before_put::<JobDelay>(Cf::JobDelay, &j.id, inserted)?;
         let record_now = match &recorded {
             Some(rec) => is_insert && rec.stamp < self.stamp,
             None => true,

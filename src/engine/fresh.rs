@@ -2,7 +2,8 @@
 //! up the id's stored row (to unindex an old version), and the refresh of an
 //! inbound message looks up its anchor record (to compare the derivation with what
 //! the sink holds). For a new id both are absent, and on a large state each such
-//! get still probes the filters of every L0 file and of L1. Where absence is
+//! get still probes the filters of every L0 file and of L1; so does the read of a
+//! new job's delay record (to keep a newer one). Where absence is
 //! proven, the read of the committed state is skipped; the unit of work's own
 //! writes still answer it ([`StoreTxn::get_known_absent`]).
 //!
@@ -19,7 +20,8 @@
 //! restarted, and G the staged group it joins (one unit of work, committed with
 //! the applied LSN at once). If T inserts row x of `"Message"`, `"AIDraft"` or
 //! `"BackgroundJob"` and G's own writes hold no entry for x, the committed state
-//! holds no row x; and for a message, no anchor record x either.
+//! holds no row x; for a message, no anchor record x either; for a job, no delay
+//! record x either.
 //!
 //! **Why.** Postgres sends an INSERT of x only when the source held no row x just
 //! before it (ids are unique: the daemon checks each table's id column before it
@@ -40,6 +42,15 @@
 //! absent above. Records a chunked transaction left to refresh (in the `dirty`
 //! family) are refreshed before that transaction ends, or by the first transaction
 //! after a restart, before anything is skipped.
+//!
+//! A delay record x is written only with job x (`put_job`), and the stream deletes
+//! it with its job: a record's stamp is the position of the insert that wrote it,
+//! always before a later delete's. A load seeds records of the jobs the sink holds
+//! before it copies the tables, and removes the seeds of jobs the snapshot does not
+//! hold before it ends (`pipeline::kept_delays`); a replay (which may keep a record
+//! past its job's re-applied delete until the later insert comes again) never
+//! skips. So a committed delay record x comes with a committed job x, proven absent
+//! above.
 //!
 //! **Where the claim does not hold, the reads stay:**
 //! - `replay` re-applies inserts onto a state that holds them: its engine has
@@ -62,8 +73,8 @@
 //! - A re-seeded state (a load after a lost slot, or `backfill`) starts empty.
 //! - A quarantined change is applied as a delete, never as an insert; an insert
 //!   carries no unchanged TOAST values.
-//! - Job delay records are not rows of the source (they outlive their job, and a
-//!   load seeds them from the sink): their reads stay.
+//! - Only an INSERT skips: an UPDATE (one that renames a row too) and a DELETE
+//!   read the row, and a job's delay record, as before.
 //!
 //! With [`super::EngineOptions::verify_known_absent`] (the engine, oracle and
 //! pipeline tests) every skipped read is made anyway and panics if it finds its key.
@@ -91,7 +102,8 @@ pub(super) struct Fresh<'t> {
 impl Fresh<'_> {
     /// The row `id` of `cf` before it is inserted: the group's own write of it, or
     /// none (the committed state holds none). A message id that the group had not
-    /// written has no anchor record committed either.
+    /// written has no anchor record committed either, a job id no delay record
+    /// (`cf` is then [`Cf::JobDelay`], read after the job's row).
     pub(super) fn row_before_insert<T: DeserializeOwned>(
         &mut self,
         tx: &StoreTxn<'_>,
@@ -155,7 +167,9 @@ mod tests {
 
     use super::super::EngineOptions;
     use super::*;
-    use crate::change::{Change, LeadRow, MessageRow, Row, Table, Timestamp, TxnMeta};
+    use crate::change::{
+        AI_AUTO_SEND_DELAYED, Change, JobRow, LeadRow, MessageRow, Row, Table, Timestamp, TxnMeta,
+    };
     use crate::row::SinkOp;
     use crate::store::{Store, StoreOptions};
 
@@ -261,6 +275,55 @@ mod tests {
         let read = reads_of_an_insert(EngineOptions::default());
         let skipped = reads_of_an_insert(streamed());
         assert_eq!(skipped + 2, read, "the old row and the anchor record");
+    }
+
+    /// A delayed auto-send job of lead-1 for `msg-1`, inserted.
+    fn job(id: &str) -> Change {
+        Change::Insert(Row::Job(JobRow {
+            id: id.into(),
+            job_type: Some(AI_AUTO_SEND_DELAYED.into()),
+            lead_id: Some("lead-1".into()),
+            message_id: Some("msg-1".into()),
+            draft_id: Some("draft-1".into()),
+            run_at: Some(Timestamp(5_000_000)),
+            started_at: None,
+            finished_at: None,
+            created_at: Some(Timestamp(1_000_000)),
+        }))
+    }
+
+    /// Point reads of transaction 3 (`job`) after a lead and `msg-1`.
+    fn reads_of_a_job_insert(options: EngineOptions, job: Change) -> u64 {
+        let (_dir, store) = open();
+        let mut engine = Engine::new(store.clone(), options);
+        whole(&mut engine, 1, vec![lead()]);
+        whole(&mut engine, 2, vec![inbound("msg-1", Some(1_000))]);
+        let before = point_reads(&store);
+        whole(&mut engine, 3, vec![job]);
+        point_reads(&store) - before
+    }
+
+    #[test]
+    fn an_inserted_job_skips_the_reads_of_its_row_and_its_delay_record() {
+        let read = reads_of_a_job_insert(EngineOptions::default(), job("job-1"));
+        let skipped = reads_of_a_job_insert(streamed(), job("job-1"));
+        assert_eq!(skipped + 2, read, "the old row and the delay record");
+    }
+
+    #[test]
+    fn a_job_inserted_again_in_its_deleting_transaction_records_its_delay_anew() {
+        let (_dir, store) = open();
+        let mut engine = Engine::new(store.clone(), streamed());
+        whole(&mut engine, 1, vec![lead()]);
+        whole(&mut engine, 2, vec![job("job-1")]);
+        let delete = Change::Delete {
+            table: Table::BackgroundJob,
+            id: "job-1".into(),
+        };
+        whole(&mut engine, 3, vec![delete, job("job-1")]);
+        let record = store.begin().get(Cf::JobDelay, b"job-1").unwrap().unwrap();
+        let record: crate::engine::JobDelay = decode(Cf::JobDelay, &record).unwrap();
+        assert_eq!(record.stamp, (meta(3).commit_lsn, 1), "the insert's record");
     }
 
     #[test]
