@@ -580,16 +580,18 @@ impl Store {
 /// that 16 MiB did not have).
 const OTHER_WRITE_BUFFER: usize = 16 << 20;
 
-/// Compression of the state family's levels, L0 first (see `family_options`):
-/// universal compaction writes its merged runs into the last levels.
+/// Compression of the state family's levels, L0 first (see `family_options`).
 const STATE_COMPRESSION: [rocksdb::DBCompressionType; 7] = {
     use rocksdb::DBCompressionType::{Lz4, None};
     [None, None, Lz4, Lz4, Lz4, Lz4, Lz4]
 };
 
-/// Sorted runs of the state family (L0 files and non-empty levels) that start a
-/// compaction (RocksDB's default is 4; see `family_options`).
-const STATE_COMPACTION_TRIGGER: i32 = 8;
+/// L0 files of the state family that start an L0 -> L1 compaction (RocksDB's
+/// default is 4; see `family_options`).
+const STATE_L0_COMPACTION_TRIGGER: i32 = 8;
+
+/// Target size of the state family's L1 (RocksDB's default is 256 MiB).
+const STATE_L1_BYTES: u64 = 512 << 20;
 
 /// RocksDB's cap on all memtables together (`db_write_buffer_size`).
 fn memtable_budget(options: &StoreOptions) -> usize {
@@ -610,29 +612,26 @@ fn family_options(index: usize, table: &BlockBasedOptions, options: &StoreOption
         opts.set_write_buffer_size(OTHER_WRITE_BUFFER);
         return opts;
     }
-    // The state's keys (ids, leads) spread over the whole key space, so every
-    // flush overlaps every older run: the larger the flushes, the fewer merges
-    // per change.
+    // The state's keys (ids, leads) spread over the whole key space, so every L0
+    // file overlaps all of L1 and each L0 compaction rewrites all of L1: the
+    // larger the flushes, the fewer of those rewrites per change.
     opts.set_write_buffer_size(options.write_buffer_bytes);
-    // Flushes (L0) uncompressed: the engine's point reads of recent rows miss
+    // L0 and L1 uncompressed: they are rewritten again and again (each rewrite
+    // compressed and decompressed all of L1), and the engine's point reads miss
     // the block cache there, each miss an LZ4 decompression on the engine's
-    // thread. The merged runs, written rarely and holding the bulk of a large
-    // state, are compressed (universal compaction writes them into the last
-    // levels). Compression is per block in RocksDB: files written with other
-    // settings before stay readable.
+    // thread. Deeper levels, written rarely and holding the bulk of a large
+    // state, stay compressed. Compression is per block in RocksDB: files written
+    // with LZ4 before stay readable, and are rewritten uncompressed by compaction.
     opts.set_compression_per_level(&STATE_COMPRESSION);
-    // Universal (tiered) compaction: since every flush spans the whole key
-    // space, a leveled L0 -> L1 compaction rewrites all of L1 each time. Here
-    // eight sorted runs (flushes and earlier merges) start a compaction, which
-    // merges runs of similar size, and the largest run is rewritten only when
-    // the others add up to twice its size. A 3M drain wrote 95 compaction
-    // bytes per change instead of 171. A read checks every run, as it checked
-    // up to eight L0 files and L1 before (slowdown and stop stay at RocksDB's
-    // 20 and 36 runs). A state written with level compaction opens as is: each
-    // of its levels is one sorted run (`a_state_written_with_the_earlier_level_
-    // options_still_opens`).
-    opts.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
-    opts.set_level_zero_file_num_compaction_trigger(STATE_COMPACTION_TRIGGER);
+    // Fewer, larger L0 -> L1 compactions: each one rewrites all of L1, so
+    // merging eight flushes at a time instead of four halves those rewrites
+    // (slowdown and stop stay at RocksDB's 20 and 36 files). The cost is up to
+    // eight L0 files a read checks; their filters and indexes stay pinned. L1
+    // holds up to 512 MiB before it spills into L2, so a state of a few hundred
+    // MB stays two levels deep (a read checks one filter fewer) and its L1 is
+    // not cut into an L2 that each later L1 compaction then also rewrites.
+    opts.set_level_zero_file_num_compaction_trigger(STATE_L0_COMPACTION_TRIGGER);
+    opts.set_max_bytes_for_level_base(STATE_L1_BYTES);
     // Navigation prefixes (a thread, a draft's sends, ...) go into the bloom
     // filters too: the read cache's misses are mostly prefixes that do not exist
     // yet (a new thread, an inbound without drafts), and a prefix seek then skips
@@ -890,11 +889,10 @@ mod tests {
         check(&store);
     }
 
-    /// A state written with level compaction, as the `state` family had it
-    /// before universal compaction (here RocksDB's level options: L0 compacted at
-    /// four files into an L1 of 256 MiB), opens with today's options and reads
-    /// the same, its files in L0 and L1 found by gets and prefix walks, before and
-    /// after a compaction rewrites them.
+    /// A state written with the earlier level options of the `state` family
+    /// (RocksDB's: L0 compacted at four files into an L1 of 256 MiB) opens with
+    /// today's and reads the same, its files in L0 and L1 found by gets and prefix
+    /// walks, before and after a compaction rewrites them.
     #[test]
     fn a_state_written_with_the_earlier_level_options_still_opens() {
         let dir = tempfile::tempdir().unwrap();
@@ -961,10 +959,15 @@ mod tests {
         reads_the_same_across_a_compaction(dir.path(), check);
     }
 
-    /// Commits and flushes `flushes` versions of the same 100 state keys.
-    fn flush_versions(store: &Store, flushes: u32) {
+    /// The state family merges its L0 files into L1 eight at a time: five flushes
+    /// stay five L0 files, with no compaction pending or running (at RocksDB's
+    /// default of four, the fourth flush starts one).
+    #[test]
+    fn state_flushes_wait_for_eight_l0_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let state = store.db().cf_handle(PHYSICAL[STATE]).unwrap();
-        for flush in 0..flushes {
+        for flush in 0..5u32 {
             let tx = store.begin();
             for n in 0..100u32 {
                 tx.put(
@@ -977,41 +980,10 @@ mod tests {
             tx.commit().unwrap();
             store.db().flush_cf(state).unwrap();
         }
-    }
-
-    /// The state family compacts at eight sorted runs: five flushes stay five L0
-    /// files, with no compaction pending or running (at RocksDB's default of
-    /// four, the fourth flush starts one).
-    #[test]
-    fn state_flushes_wait_for_eight_l0_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        flush_versions(&store, 5);
-        let state = store.db().cf_handle(PHYSICAL[STATE]).unwrap();
         let property = |name: &str| store.db().property_int_value_cf(state, name).unwrap();
         assert_eq!(property("rocksdb.num-files-at-level0"), Some(5));
         assert_eq!(property("rocksdb.compaction-pending"), Some(0));
         assert_eq!(property("rocksdb.num-running-compactions"), Some(0));
-    }
-
-    /// The state family compacts universally: the eighth flush merges the eight
-    /// runs into one in the last level, not into L1 as level compaction does.
-    #[test]
-    fn the_eighth_flush_merges_the_state_into_one_run_in_the_last_level() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        flush_versions(&store, 8);
-        let state = store.db().cf_handle(PHYSICAL[STATE]).unwrap();
-        let property = |name: &str| store.db().property_int_value_cf(state, name).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while property("rocksdb.num-files-at-level0") != Some(0) {
-            assert!(std::time::Instant::now() < deadline, "no compaction");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert_eq!(property("rocksdb.num-files-at-level1"), Some(0));
-        assert_eq!(property("rocksdb.num-files-at-level6"), Some(1));
-        let read = store.begin().get(Cf::Messages, b"m042").unwrap();
-        assert_eq!(read, Some(7u32.to_be_bytes().to_vec()));
     }
 
     /// The reads that reach RocksDB are counted by family, found or absent (the
