@@ -273,6 +273,17 @@ pub(super) struct StateCache {
     counts: ReadCacheCounts,
 }
 
+/// What the read cache holds of one logical family (`StateCache::holdings`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Holding {
+    pub(crate) points: u64,
+    pub(crate) point_bytes: u64,
+    pub(crate) ranges: u64,
+    pub(crate) empty_ranges: u64,
+    pub(crate) range_entries: u64,
+    pub(crate) range_bytes: u64,
+}
+
 /// What the read cache answered since the store opened (`replytime_read_cache_total`).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct ReadCacheCounts {
@@ -363,6 +374,31 @@ impl StateCache {
 
     pub(super) fn counts(&self) -> ReadCacheCounts {
         self.counts
+    }
+
+    /// What the cache holds now, by logical family (index in [`Cf::ALL`]):
+    /// points and their weight, ranges, their entries and their weight, and of
+    /// the ranges those without entries.
+    pub(super) fn holdings(&self) -> Vec<Holding> {
+        let mut by_family = vec![Holding::default(); Cf::ALL.len()];
+        let family = |key: &[u8]| {
+            key.first()
+                .map_or(0, |tag| usize::from(*tag))
+                .min(Cf::ALL.len() - 1)
+        };
+        for (key, value) in self.points.iter() {
+            let held = &mut by_family[family(key)];
+            held.points += 1;
+            held.point_bytes += PointWeight.weight(key, value);
+        }
+        for (prefix, range) in self.ranges.iter() {
+            let held = &mut by_family[family(prefix)];
+            held.ranges += 1;
+            held.empty_ranges += u64::from(range.entries.is_empty());
+            held.range_entries += range.entries.len() as u64;
+            held.range_bytes += RangeWeight.weight(prefix, range);
+        }
+        by_family
     }
 
     pub(super) fn get(&mut self, key: &[u8]) -> Known<Option<Vec<u8>>> {

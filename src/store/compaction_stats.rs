@@ -107,6 +107,25 @@ impl Store {
         }
     }
 
+    /// Logs what the read cache holds at close, by logical family.
+    pub(crate) fn log_read_cache_holdings(&self) {
+        let holdings = self.cache().holdings();
+        for (cf, held) in Cf::ALL.iter().zip(holdings) {
+            if held.points + held.ranges > 0 {
+                tracing::info!(
+                    family = cf.name(),
+                    points = held.points,
+                    point_bytes = held.point_bytes,
+                    ranges = held.ranges,
+                    empty_ranges = held.empty_ranges,
+                    range_entries = held.range_entries,
+                    range_bytes = held.range_bytes,
+                    "read cache holdings"
+                );
+            }
+        }
+    }
+
     /// Logs each family's flush and compaction figures since open, per level
     /// (levels that hold files or did work) and in sum.
     pub(crate) fn log_compaction_stats(&self) {

@@ -255,6 +255,7 @@ impl Drop for Store {
     fn drop(&mut self) {
         if self.failed.get().is_none() {
             self.log_state_reads();
+            self.log_read_cache_holdings();
             self.log_compaction_stats();
             // SAFETY: `db` is dropped exactly once, here, and never used after.
             unsafe { std::mem::ManuallyDrop::drop(&mut self.db) }
