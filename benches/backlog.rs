@@ -30,9 +30,10 @@
 //! `REPLYTIME_SINK_BATCH_OPS`, `REPLYTIME_EVENT_LOG_MAX_BYTES`, ...); the engine
 //! options of the daemon's stream (`fresh_inserts` on, the event log kept).
 //!
-//! Run: `cargo bench --bench backlog` (about 5 minutes on 2 cores with the
-//! defaults, most of it the 3M backlog). Environment variables (defaults in
-//! brackets):
+//! Run: `cargo bench --bench backlog` (4.5–7 minutes on 2 cores with the
+//! defaults, most of it applying the 3M backlog, which takes about its 3.5 min
+//! of CPU on a quiet machine; generating it takes about 13 s, untimed).
+//! Environment variables (defaults in brackets):
 //! - `REPLYTIME_BENCH_CHANGES` [300000,3000000]: backlog sizes, each applied to a
 //!   state of its own; the first is the baseline of the ratios;
 //! - `REPLYTIME_BENCH_REPEATS` [3]: runs of each backlog smaller than 1,000,000
