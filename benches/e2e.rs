@@ -57,6 +57,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "history/mod.rs"]
+mod history;
 #[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -72,7 +74,8 @@ mod throughput;
 
 use std::time::{Duration, Instant};
 
-use replytime::workload::{Generator, HistoryConfig, Locality};
+use history::LeadPool;
+use replytime::workload::Generator;
 
 /// Daemon settings of every stage: production logging (info unless
 /// `REPLYTIME_BENCH_DAEMON_LOG` says otherwise), JSON so the load's own timing can
@@ -108,45 +111,6 @@ struct Settings {
     stages: Vec<String>,
     separate_sink: bool,
     leads: LeadPool,
-}
-
-/// The generator's leads (`REPLYTIME_BENCH_LEADS`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum LeadPool {
-    Arriving,
-    Scaled,
-    Fixed,
-}
-
-/// Leads in conversation at once with arriving leads: the realistic generator's
-/// pool.
-const ACTIVE_LEADS: usize = 2_000;
-/// Of the picks with arriving leads, those that revive an earlier lead or row.
-const REVIVAL: f64 = 0.05;
-
-/// Changes of backlog per lead: per arrival with arriving leads; per lead of the
-/// pool when it is scaled (the realistic generator's 2,000 leads over a
-/// 300,000-change backlog, so that backlog is the same WAL as with a fixed pool).
-const CHANGES_PER_LEAD: u64 = 150;
-
-/// The generator's settings for a backlog of `changes` row changes.
-fn history_config(changes: u64, leads: LeadPool) -> HistoryConfig {
-    let mut config = HistoryConfig::realistic();
-    let arrivals = usize::try_from(changes / CHANGES_PER_LEAD).unwrap_or(usize::MAX);
-    match leads {
-        LeadPool::Arriving => {
-            // Room for the freshness stage's traffic to bring new leads too.
-            config.leads = ACTIVE_LEADS + arrivals + 1_000;
-            config.locality = Some(Locality {
-                active_leads: ACTIVE_LEADS,
-                changes_per_lead: CHANGES_PER_LEAD as usize,
-                revival: REVIVAL,
-            });
-        }
-        LeadPool::Scaled => config.leads = config.leads.max(arrivals),
-        LeadPool::Fixed => {}
-    }
-    config
 }
 
 impl Settings {
@@ -186,12 +150,7 @@ impl Settings {
                 "separate" => true,
                 other => panic!("REPLYTIME_BENCH_SINK={other:?}: source or separate"),
             },
-            leads: match var("REPLYTIME_BENCH_LEADS", "arriving".to_string()).as_str() {
-                "arriving" => LeadPool::Arriving,
-                "scaled" => LeadPool::Scaled,
-                "fixed" => LeadPool::Fixed,
-                other => panic!("REPLYTIME_BENCH_LEADS={other:?}: arriving, scaled or fixed"),
-            },
+            leads: LeadPool::parse(&var("REPLYTIME_BENCH_LEADS", "arriving".to_string())),
         }
     }
 
@@ -259,7 +218,7 @@ async fn bench() {
                 // A clean stop: the daemon logs RocksDB's compaction stats as it closes.
                 done.daemon.stop();
             }
-            let leads = history_config(changes, settings.leads).leads;
+            let leads = history::history_config(changes, settings.leads).leads;
             let mut runs = Vec::new();
             let mut latest: Option<Drained> = None;
             for _ in 0..settings.drains(changes) {
@@ -347,7 +306,7 @@ async fn drain(
     let dir = tempfile::tempdir().expect("state tempdir");
     let state = dir.path().join("state");
     // Each backlog (and each drain of it) its own generator, from the same seed.
-    let mut generator = Generator::new(2024, history_config(changes, settings.leads));
+    let mut generator = history::generator(changes, settings.leads);
     let sink_client = sink.as_ref().map_or(&db.client, |s| &s.client);
     let (figures, daemon) = throughput::run(
         &db,
@@ -921,11 +880,7 @@ fn print_report(
     println!(
         "- settings: {:?} changes ({} lead pool), rates {:?}/s for {} s each, {} messages, {} seed runs; took {:.0} s\n",
         settings.changes,
-        match settings.leads {
-            LeadPool::Arriving => "arriving",
-            LeadPool::Scaled => "scaled",
-            LeadPool::Fixed => "fixed",
-        },
+        settings.leads.name(),
         settings.rates,
         settings.freshness.as_secs(),
         settings.messages,

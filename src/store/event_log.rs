@@ -206,7 +206,8 @@ impl Store {
     /// gate, which the engine's commits and the sink's fsync wait for, so one
     /// 50,000-delete write would hold them back for tens of ms. Returns entries
     /// deleted. Starts after what earlier calls deleted, not over their tombstones.
-    pub(crate) fn trim_event_log(
+    /// Public for the backlog bench, which runs the daemon's retention without it.
+    pub fn trim_event_log(
         &self,
         older_than: Timestamp,
         newest: Lsn,

@@ -20,6 +20,7 @@
 
 mod cache;
 mod compaction_stats;
+mod composition;
 mod event_log;
 mod outbox;
 mod quarantine;
@@ -33,6 +34,7 @@ use rocksdb::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
+pub use composition::{FamilySize, StateComposition};
 pub use event_log::LoggedTxn;
 pub use outbox::OutboxEntry;
 pub use quarantine::QuarantineRecord;
