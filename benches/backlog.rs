@@ -80,6 +80,14 @@ const GROUP_MAX_WAIT: Duration = Duration::from_millis(20);
 const REPEATED_BELOW: u64 = 1_000_000;
 
 fn main() {
+    // `RUST_LOG` shows the store's own logs, e.g. what it read from RocksDB and
+    // what the read cache holds when it closes (`RUST_LOG=replytime::store=info`).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let bench = Bench::from_env();
     let started = Instant::now();
     let mut results: Vec<(Applied, Vec<f64>)> = Vec::new();

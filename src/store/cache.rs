@@ -33,23 +33,15 @@ use quick_cache::unsync::Cache;
 
 use super::Cf;
 
-/// Bytes counted per entry of a range besides its key suffix and value (the
-/// allocator's rounding of the two; their headers are in [`SLOT_BYTES`]).
-const ENTRY_OVERHEAD: u64 = 16;
 /// Bytes counted per cached point besides its key and value: the cache's slot
-/// (two `Vec` headers and its bookkeeping) and the allocator's rounding.
-const POINT_OVERHEAD: u64 = 128;
-/// Bytes counted per cached range besides its keys' copies and its entries: the
-/// cache's slot and the `Range` itself.
-const RANGE_OVERHEAD: u64 = 320;
-/// Bytes of one slot of a range's entries (a suffix and a value, boxed), counted
-/// for every slot allocated. A sorted vector rather than a tree: windows are small
-/// and many, and a tree's nodes (544 bytes for up to 11 entries, allocated whole
-/// even for one) weighed more than the entries they held, so fewer ranges fit.
-const SLOT_BYTES: u64 = std::mem::size_of::<Entry>() as u64;
-
-/// A range's entry: its key after the prefix, and its value.
-type Entry = (Box<[u8]>, Box<[u8]>);
+/// (two boxed slices and its bookkeeping) and the allocator's rounding.
+const POINT_OVERHEAD: u64 = 112;
+/// Bytes counted per cached range besides its bounds' copies, its packed entries
+/// and its slots: the cache's slot, the `Range` itself and the allocator's
+/// rounding.
+const RANGE_OVERHEAD: u64 = 224;
+/// Bytes of one entry's slot in a range, counted for every slot allocated.
+const SLOT_BYTES: u64 = std::mem::size_of::<Slot>() as u64;
 
 /// Keys a range read takes from RocksDB on a miss (a few in unit tests, so that
 /// windows, joins and replacements all happen on small data). Small: a miss is
@@ -105,105 +97,182 @@ pub(super) fn has_navigation_prefix(key: &[u8]) -> bool {
 #[derive(Clone)]
 struct PointWeight;
 
-impl Weighter<Vec<u8>, Option<Vec<u8>>> for PointWeight {
-    fn weight(&self, key: &Vec<u8>, value: &Option<Vec<u8>>) -> u64 {
+/// A cached point: its value, or `None` when the key is absent.
+type Point = Option<Box<[u8]>>;
+
+impl Weighter<Box<[u8]>, Point> for PointWeight {
+    fn weight(&self, key: &Box<[u8]>, value: &Point) -> u64 {
         POINT_OVERHEAD + key.len() as u64 + value.as_ref().map_or(0, |v| v.len() as u64)
     }
 }
 
 /// Every committed key of a prefix in `[lo, hi)`, with its value.
+///
+/// The entries are packed: their key suffixes (the key after the prefix) and
+/// values sit back to back in one buffer, and a sorted vector of 12-byte slots
+/// points into it. Most windows hold a few short keys (a thread position, an id)
+/// with an empty or one-byte value, where a pair of boxed slices per entry cost
+/// 32 bytes of slot and two allocations (rounded up) besides the bytes
+/// themselves: packed, the same memory holds about twice the entries. A range
+/// does not keep its prefix (the cache's key): the methods that need it take it.
 pub(super) struct Range {
-    /// Inclusive; the prefix itself when the interval starts at the prefix's start.
-    lo: Vec<u8>,
-    /// Exclusive; `None` when the interval runs to the prefix's end.
-    hi: Option<Vec<u8>>,
-    /// Length of the navigation prefix every key of the interval (and `lo`)
-    /// starts with.
-    prefix_len: usize,
-    /// (key after the prefix, value), sorted by key: comparisons skip the part
-    /// every key shares.
-    entries: Vec<Entry>,
-    bytes: u64,
+    /// Inclusive lower bound, after the prefix: empty when the interval starts at
+    /// the prefix's start.
+    lo: Box<[u8]>,
+    /// Exclusive upper bound, a whole key; `None` when the interval runs to the
+    /// prefix's end.
+    hi: Option<Box<[u8]>>,
+    /// Each entry's suffix then its value, in the order they came; bytes of
+    /// entries removed or replaced since stay until [`Range::compact`].
+    data: Vec<u8>,
+    /// One slot per entry, sorted by suffix: comparisons skip the part every key
+    /// shares.
+    slots: Vec<Slot>,
+    /// Bytes of `data` that no slot points to.
+    garbage: usize,
+}
+
+/// Where one entry of a range sits in its `data`.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    start: u32,
+    suffix_len: u32,
+    value_len: u32,
+}
+
+impl Slot {
+    fn len(self) -> usize {
+        (self.suffix_len + self.value_len) as usize
+    }
+}
+
+/// `a ++ b` compared with `key`, without joining them.
+fn cmp_joined(a: &[u8], b: &[u8], key: &[u8]) -> std::cmp::Ordering {
+    let shared = a.len().min(key.len());
+    match a[..shared].cmp(&key[..shared]) {
+        std::cmp::Ordering::Equal if key.len() < a.len() => std::cmp::Ordering::Greater,
+        std::cmp::Ordering::Equal => b.cmp(&key[a.len()..]),
+        unequal => unequal,
+    }
 }
 
 impl Range {
     /// `lo` is the prefix itself or a key of it; every entry's key has the prefix.
     pub(super) fn new(lo: Vec<u8>, hi: Option<Vec<u8>>, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
         let prefix_len = range_prefix_len(&lo).unwrap_or(lo.len());
+        let bytes = entries
+            .iter()
+            .map(|(k, v)| k.len() - prefix_len + v.len())
+            .sum();
         let mut range = Range {
-            lo,
-            hi,
-            prefix_len,
-            entries: Vec::with_capacity(entries.len()),
-            bytes: 0,
+            lo: lo[prefix_len..].into(),
+            hi: hi.map(Vec::into_boxed_slice),
+            data: Vec::with_capacity(bytes),
+            slots: Vec::with_capacity(entries.len()),
+            garbage: 0,
         };
-        for (key, value) in entries {
-            let suffix: Box<[u8]> = range.suffix(&key).into();
-            range.bytes += Self::entry_bytes(&suffix, &value);
-            range.entries.push((suffix, value.into_boxed_slice()));
-        }
         // Reads hand their keys over in order; anything else is put in order.
-        if !range.entries.is_sorted_by(|a, b| a.0 < b.0) {
-            let mut entries = std::mem::take(&mut range.entries);
-            range.bytes = 0;
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            for (suffix, value) in entries {
-                range.insert_suffix(suffix, value);
+        let sorted = entries.is_sorted_by(|a, b| a.0 < b.0);
+        for (key, value) in &entries {
+            debug_assert!(
+                key.len() >= prefix_len && key[..prefix_len] == lo[..prefix_len],
+                "a key of the range's prefix"
+            );
+            if sorted {
+                let slot = range.push(&key[prefix_len..], value);
+                range.slots.push(slot);
+            } else {
+                range.insert_suffix(&key[prefix_len..], value);
             }
         }
         range
     }
 
-    fn prefix(&self) -> &[u8] {
-        &self.lo[..self.prefix_len]
+    /// The number of entries.
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
     }
 
-    /// The part of `key` (which has the range's prefix) after the prefix.
-    fn suffix<'k>(&self, key: &'k [u8]) -> &'k [u8] {
-        debug_assert!(
-            key.starts_with(self.prefix()),
-            "a key of the range's prefix"
-        );
-        &key[self.prefix_len..]
+    pub(super) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 
-    fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
-        ENTRY_OVERHEAD + (key.len() + value.len()) as u64
+    fn suffix(&self, slot: Slot) -> &[u8] {
+        let start = slot.start as usize;
+        &self.data[start..start + slot.suffix_len as usize]
+    }
+
+    fn value(&self, slot: Slot) -> &[u8] {
+        let start = (slot.start + slot.suffix_len) as usize;
+        &self.data[start..start + slot.value_len as usize]
+    }
+
+    /// Appends an entry's bytes to `data` and returns its slot.
+    fn push(&mut self, suffix: &[u8], value: &[u8]) -> Slot {
+        let slot = Slot {
+            start: u32::try_from(self.data.len()).expect("a range holds under 4 GiB"),
+            suffix_len: u32::try_from(suffix.len()).expect("a key under 4 GiB"),
+            value_len: u32::try_from(value.len()).expect("a value under 4 GiB"),
+        };
+        self.data.extend_from_slice(suffix);
+        self.data.extend_from_slice(value);
+        slot
+    }
+
+    /// Bytes the range holds besides its slot in the cache.
+    fn heap_bytes(&self) -> u64 {
+        (self.lo.len() + self.hi.as_ref().map_or(0, |hi| hi.len()) + self.data.capacity()) as u64
+            + SLOT_BYTES * self.slots.capacity() as u64
     }
 
     /// Where `suffix` is, or would be inserted.
     fn position(&self, suffix: &[u8]) -> Result<usize, usize> {
-        self.entries
-            .binary_search_by(|(key, _)| (**key).cmp(suffix))
+        self.slots
+            .binary_search_by(|slot| self.suffix(*slot).cmp(suffix))
     }
 
-    fn insert(&mut self, key: &[u8], value: Vec<u8>) {
-        let suffix = self.suffix(key).into();
-        self.insert_suffix(suffix, value.into_boxed_slice());
-    }
-
-    fn insert_suffix(&mut self, suffix: Box<[u8]>, value: Box<[u8]>) {
-        self.bytes += Self::entry_bytes(&suffix, &value);
-        match self.position(&suffix) {
+    /// Inserts or replaces the entry of `suffix`.
+    fn insert_suffix(&mut self, suffix: &[u8], value: &[u8]) {
+        let at = self.position(suffix);
+        let slot = self.push(suffix, value);
+        match at {
             Ok(at) => {
-                let old = std::mem::replace(&mut self.entries[at].1, value);
-                self.bytes -= Self::entry_bytes(&suffix, &old);
+                self.garbage += self.slots[at].len();
+                self.slots[at] = slot;
+                self.compact();
             }
-            Err(at) => self.entries.insert(at, (suffix, value)),
+            Err(at) => self.slots.insert(at, slot),
         }
     }
 
-    fn remove(&mut self, key: &[u8]) {
-        let suffix = self.suffix(key);
+    /// Removes the entry of `suffix`, if there is one.
+    fn remove_suffix(&mut self, suffix: &[u8]) {
         if let Ok(at) = self.position(suffix) {
-            let (suffix, old) = self.entries.remove(at);
-            self.bytes -= Self::entry_bytes(&suffix, &old);
+            self.garbage += self.slots.remove(at).len();
+            self.compact();
         }
     }
 
-    /// The entry `look` wants (the interval must cover it), with its whole key.
-    pub(super) fn find(&self, look: Look<'_>) -> Option<(Vec<u8>, Vec<u8>)> {
-        let prefix = self.prefix();
+    /// Repacks `data` once most of it is garbage (each byte is moved at most
+    /// about once per byte written, so a write costs amortized O(its length)).
+    fn compact(&mut self) {
+        if self.garbage < 64 || self.garbage * 2 < self.data.len() {
+            return;
+        }
+        let mut data = Vec::with_capacity(self.data.len() - self.garbage);
+        for slot in &mut self.slots {
+            let start = slot.start as usize;
+            let new_start = u32::try_from(data.len()).expect("a range holds under 4 GiB");
+            data.extend_from_slice(&self.data[start..start + slot.len()]);
+            slot.start = new_start;
+        }
+        self.data = data;
+        self.garbage = 0;
+    }
+
+    /// The entry `look` wants (the interval must cover it), with its whole key;
+    /// `prefix` is the range's.
+    pub(super) fn find(&self, prefix: &[u8], look: Look<'_>) -> Option<(Vec<u8>, Vec<u8>)> {
         // A bound outside the prefix lies before all of its keys or past them.
         let outside = |bound: &[u8]| !bound.starts_with(prefix);
         // Index of the first entry at or after a suffix (`Ok`: equal to it).
@@ -224,7 +293,7 @@ impl Range {
                     },
                     Bound::Unbounded => 0,
                 };
-                self.entries.get(first)
+                self.slots.get(first).copied()
             }
             Look::Before(before) => {
                 let end = if !outside(before) {
@@ -232,21 +301,41 @@ impl Range {
                 } else if before < prefix {
                     return None;
                 } else {
-                    self.entries.len()
+                    self.slots.len()
                 };
-                end.checked_sub(1).map(|last| &self.entries[last])
+                end.checked_sub(1).map(|last| self.slots[last])
             }
         };
-        found.map(|(suffix, value)| ([prefix, suffix].concat(), value.to_vec()))
+        found.map(|slot| {
+            (
+                [prefix, self.suffix(slot)].concat(),
+                self.value(slot).to_vec(),
+            )
+        })
     }
 
-    fn covers(&self, key: &[u8]) -> bool {
-        self.lo.as_slice() <= key && self.hi.as_ref().is_none_or(|hi| key < hi.as_slice())
+    /// Whether the interval starts at or before `key` (of any prefix).
+    fn starts_at_or_before(&self, prefix: &[u8], key: &[u8]) -> bool {
+        cmp_joined(prefix, &self.lo, key).is_le()
     }
 
-    /// Whether `other` overlaps or touches this interval (their union is one).
-    fn touches(&self, other: &Range) -> bool {
-        let below = |hi: &Option<Vec<u8>>, lo: &Vec<u8>| hi.as_ref().is_some_and(|hi| hi < lo);
+    /// Whether the interval starts at the prefix's start.
+    fn starts_at_prefix(&self) -> bool {
+        self.lo.is_empty()
+    }
+
+    /// Whether the interval covers `key`, a key of the prefix `prefix_len` long.
+    fn covers(&self, key: &[u8], prefix_len: usize) -> bool {
+        *self.lo <= key[prefix_len..] && self.hi.as_ref().is_none_or(|hi| key < &hi[..])
+    }
+
+    /// Whether `other` (of the same prefix) overlaps or touches this interval
+    /// (their union is one).
+    fn touches(&self, prefix: &[u8], other: &Range) -> bool {
+        let below = |hi: &Option<Box<[u8]>>, lo: &[u8]| {
+            hi.as_ref()
+                .is_some_and(|hi| cmp_joined(prefix, lo, hi).is_gt())
+        };
         !below(&self.hi, &other.lo) && !below(&other.hi, &self.lo)
     }
 }
@@ -254,16 +343,15 @@ impl Range {
 #[derive(Clone)]
 struct RangeWeight;
 
-impl Weighter<Vec<u8>, Range> for RangeWeight {
-    fn weight(&self, prefix: &Vec<u8>, range: &Range) -> u64 {
-        let keys = prefix.len() + range.lo.len() + range.hi.as_ref().map_or(0, Vec::len);
-        RANGE_OVERHEAD + keys as u64 + range.bytes + SLOT_BYTES * range.entries.capacity() as u64
+impl Weighter<Box<[u8]>, Range> for RangeWeight {
+    fn weight(&self, prefix: &Box<[u8]>, range: &Range) -> u64 {
+        RANGE_OVERHEAD + prefix.len() as u64 + range.heap_bytes()
     }
 }
 
 pub(super) struct StateCache {
-    points: Cache<Vec<u8>, Option<Vec<u8>>, PointWeight>,
-    ranges: Cache<Vec<u8>, Range, RangeWeight>,
+    points: Cache<Box<[u8]>, Point, PointWeight>,
+    ranges: Cache<Box<[u8]>, Range, RangeWeight>,
     /// Commits to the `state` family applied so far: fills read before the last
     /// one are dropped.
     generation: u64,
@@ -394,15 +482,18 @@ impl StateCache {
         for (prefix, range) in self.ranges.iter() {
             let held = &mut by_family[family(prefix)];
             held.ranges += 1;
-            held.empty_ranges += u64::from(range.entries.is_empty());
-            held.range_entries += range.entries.len() as u64;
+            held.empty_ranges += u64::from(range.is_empty());
+            held.range_entries += range.len() as u64;
             held.range_bytes += RangeWeight.weight(prefix, range);
         }
         by_family
     }
 
     pub(super) fn get(&mut self, key: &[u8]) -> Known<Option<Vec<u8>>> {
-        let found = self.points.get(key).cloned();
+        let found = self
+            .points
+            .get(key)
+            .map(|value| value.as_deref().map(<[u8]>::to_vec));
         match found {
             Some(_) => self.counts.point_hits += 1,
             None => self.counts.point_misses += 1,
@@ -417,7 +508,8 @@ impl StateCache {
             return;
         }
         if generation == self.generation {
-            self.points.insert(key, value);
+            self.points
+                .insert(key.into_boxed_slice(), value.map(Vec::into_boxed_slice));
         } else {
             self.counts.fills_dropped += 1;
         }
@@ -428,7 +520,7 @@ impl StateCache {
     /// one; the commit that writes the key passes its value through.
     pub(super) fn note_absent(&mut self, key: Vec<u8>) {
         if self.fill_points {
-            self.points.insert(key, None);
+            self.points.insert(key.into_boxed_slice(), None);
         }
     }
 
@@ -453,18 +545,18 @@ impl StateCache {
         // and whether "nothing found" means the prefix has nothing there.
         let (covered, to_the_edge) = match look {
             Look::From(Bound::Included(from) | Bound::Excluded(from)) => {
-                (range.lo.as_slice() <= from, range.hi.is_none())
+                (range.starts_at_or_before(prefix, from), range.hi.is_none())
             }
-            Look::From(Bound::Unbounded) => (range.lo.as_slice() == prefix, range.hi.is_none()),
+            Look::From(Bound::Unbounded) => (range.starts_at_prefix(), range.hi.is_none()),
             Look::Before(before) => (
-                range.hi.as_ref().is_none_or(|hi| before <= hi.as_slice()),
-                range.lo.as_slice() == prefix,
+                range.hi.as_ref().is_none_or(|hi| before <= &hi[..]),
+                range.starts_at_prefix(),
             ),
         };
         if !covered {
             return None;
         }
-        match range.find(look) {
+        match range.find(prefix, look) {
             Some(found) => Some(Some(found)),
             None if to_the_edge => Some(None),
             None => None,
@@ -480,32 +572,28 @@ impl StateCache {
     /// Keeps an interval read from RocksDB at `generation`: joined to the cached
     /// one when they touch and stay small, else in its place.
     pub(super) fn fill_range(&mut self, generation: u64, prefix: Vec<u8>, new: Range) {
-        count_by_family(
-            &mut self.counts.ranges_by_family,
-            &prefix,
-            new.entries.is_empty(),
-        );
+        count_by_family(&mut self.counts.ranges_by_family, &prefix, new.is_empty());
         if generation != self.generation {
             self.counts.fills_dropped += 1;
             return;
         }
-        if let Some(mut old) = self.ranges.peek_mut(&prefix)
-            && old.touches(&new)
-            && old.entries.len() + new.entries.len() <= RANGE_MAX_KEYS
+        if let Some(mut old) = self.ranges.peek_mut(prefix.as_slice())
+            && old.touches(&prefix, &new)
+            && old.len() + new.len() <= RANGE_MAX_KEYS
         {
             if new.lo < old.lo {
-                old.lo = new.lo;
+                old.lo = new.lo.clone();
             }
-            old.hi = match (old.hi.take(), new.hi) {
+            old.hi = match (old.hi.take(), new.hi.clone()) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 _ => None,
             };
-            for (suffix, value) in new.entries {
-                old.insert_suffix(suffix, value);
+            for slot in &new.slots {
+                old.insert_suffix(new.suffix(*slot), new.value(*slot));
             }
             return;
         }
-        self.ranges.insert(prefix, new);
+        self.ranges.insert(prefix.into_boxed_slice(), new);
     }
 
     /// Passes committed writes through: cached keys take their new value, and
@@ -517,17 +605,17 @@ impl StateCache {
         self.generation += 1;
         for (key, value) in writes {
             if let Some(mut cached) = self.points.peek_mut(key.as_slice()) {
-                *cached = value.clone();
+                *cached = value.as_deref().map(Box::from);
             }
             let Some(len) = range_prefix_len(key) else {
                 continue;
             };
             if let Some(mut range) = self.ranges.peek_mut(&key[..len])
-                && range.covers(key)
+                && range.covers(key, len)
             {
                 match value {
-                    Some(value) => range.insert(key, value.clone()),
-                    None => range.remove(key),
+                    Some(value) => range.insert_suffix(&key[len..], value),
+                    None => range.remove_suffix(&key[len..]),
                 }
             }
         }

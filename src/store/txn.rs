@@ -600,7 +600,7 @@ impl<'a> StoreTxn<'a> {
                 (range, self.generations[generation].get())
             }
         };
-        let found = range.find(look);
+        let found = range.find(prefix, look);
         self.store
             .cache()
             .fill_range(generation, prefix.to_vec(), range);
