@@ -158,6 +158,16 @@ fn reads(a: &Applied) -> Vec<(&'static str, f64, bool)> {
             hit_rate(r, "block_cache_data_hit", "block_cache_data_miss"),
             true,
         ),
+        (
+            "block cache index hits",
+            hit_rate(r, "block_cache_index_hit", "block_cache_index_miss"),
+            true,
+        ),
+        (
+            "block cache filter hits",
+            hit_rate(r, "block_cache_filter_hit", "block_cache_filter_miss"),
+            true,
+        ),
         ("gets found in L0", per_change("get_l0_hit"), false),
         ("in L1", per_change("get_l1_hit"), false),
         ("in L2+", per_change("get_l2_and_up_hit"), false),
