@@ -611,7 +611,7 @@ impl StateCache {
 
     /// Keeps an interval read from RocksDB at `generation`: joined to the cached
     /// one when they touch and stay small, else in its place.
-    pub(super) fn fill_range(&mut self, generation: u64, prefix: Vec<u8>, new: Range) {
+    pub(super) fn fill_range(&mut self, generation: u64, prefix: Vec<u8>, mut new: Range) {
         count_by_family(&mut self.counts.ranges_by_family, &prefix, new.is_empty());
         if generation != self.generation {
             self.counts.fills_dropped += 1;
@@ -622,9 +622,9 @@ impl StateCache {
             && old.len() + new.len() <= RANGE_MAX_KEYS
         {
             if new.lo < old.lo {
-                old.lo = new.lo.clone();
+                old.lo = std::mem::take(&mut new.lo);
             }
-            old.hi = match (old.hi.take(), new.hi.clone()) {
+            old.hi = match (old.hi.take(), new.hi.take()) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 _ => None,
             };
