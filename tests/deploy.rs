@@ -642,8 +642,47 @@ fn target_dir() -> PathBuf {
 /// of the repository), and its `RUN … cargo build …` run there as written, with a
 /// hard-linked copy of this build's target directory so that only what changed is
 /// compiled. A file the build needs and the Dockerfile does not copy fails it.
+/// Built with `--build-arg ROCKSDB=debian`, the library this build links: the
+/// image's default (the bundled RocksDB) is checked by the ignored test below.
 #[test]
 fn dockerfile_builds_from_exactly_its_copy_lines() {
+    dockerfile_builder_stage("debian");
+}
+
+/// The image's default build, RocksDB compiled from the crate's sources: about 14
+/// minutes on 2 cores, so not in `make test` (run it with `--ignored` when the
+/// Dockerfile or the rocksdb crate changes).
+#[test]
+#[ignore]
+fn dockerfile_builds_the_bundled_rocksdb() {
+    dockerfile_builder_stage("bundled");
+}
+
+/// The image builds RocksDB from the crate's sources unless told otherwise, with
+/// the flag that keeps its CPU counters off `cpuid`.
+#[test]
+fn dockerfile_defaults_to_the_bundled_rocksdb() {
+    let instructions = dockerfile_instructions(&read("deploy/Dockerfile"));
+    assert!(
+        instructions.iter().any(|i| i == "ARG ROCKSDB=bundled"),
+        "the builder's ARG ROCKSDB defaults to bundled"
+    );
+    let build = instructions
+        .iter()
+        .find(|i| i.contains("cargo build"))
+        .expect("a RUN with cargo build");
+    for needed in [
+        "ROCKSDB_COMPILE=1",
+        "-DROCKSDB_SCHED_GETCPU_PRESENT",
+        "features=bundled-rocksdb",
+    ] {
+        assert!(build.contains(needed), "the bundled build sets {needed}");
+    }
+}
+
+/// Runs the builder stage as [`dockerfile_builds_from_exactly_its_copy_lines`]
+/// says, with the build argument `ROCKSDB` set to `rocksdb`.
+fn dockerfile_builder_stage(rocksdb: &str) {
     let instructions = dockerfile_instructions(&read("deploy/Dockerfile"));
     let mut stage = String::new();
     let mut workdir = String::from("/");
@@ -725,7 +764,7 @@ fn dockerfile_builds_from_exactly_its_copy_lines() {
         .copied()
         .filter(|step| !step.starts_with("install "))
         .collect();
-    let target = target_dir().join("dockerfile-check");
+    let target = target_dir().join(format!("dockerfile-check-{rocksdb}"));
     let _ = std::fs::remove_dir_all(&target);
     std::fs::create_dir_all(&target).unwrap();
     common::run(
@@ -740,6 +779,7 @@ fn dockerfile_builds_from_exactly_its_copy_lines() {
         .arg(steps.join(" && "))
         .current_dir(&context)
         .env("CARGO_TARGET_DIR", &target)
+        .env("ROCKSDB", rocksdb)
         .stdin(Stdio::null())
         .output()
         .expect("run the Dockerfile's build");
