@@ -680,6 +680,39 @@ fn dockerfile_defaults_to_the_bundled_rocksdb() {
     }
 }
 
+/// `make release`, the build for VMs, compiles RocksDB the way the image does: the
+/// Makefile's `BUNDLED` settings and the `release` recipe carry the three settings
+/// the Dockerfile's bundled build sets (checked above).
+#[test]
+fn make_release_builds_the_bundled_rocksdb_as_the_image_does() {
+    let makefile = read("Makefile");
+    let line = |start: &str| {
+        makefile
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("the Makefile has a line starting with {start:?}"))
+    };
+    let bundled = line("BUNDLED = ");
+    for needed in [
+        "ROCKSDB_COMPILE=1",
+        "CXXFLAGS=-DROCKSDB_SCHED_GETCPU_PRESENT",
+    ] {
+        assert!(
+            bundled.contains(needed),
+            "the Makefile's BUNDLED sets {needed}"
+        );
+    }
+    let recipe = makefile
+        .split("\nrelease:\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .expect("a release target with a recipe");
+    assert!(
+        recipe.contains("$(BUNDLED)") && recipe.contains("--features bundled-rocksdb"),
+        "make release builds with $(BUNDLED) and the bundled-rocksdb feature: {recipe}"
+    );
+}
+
 /// Runs the builder stage as [`dockerfile_builds_from_exactly_its_copy_lines`]
 /// says, with the build argument `ROCKSDB` set to `rocksdb`.
 fn dockerfile_builder_stage(rocksdb: &str) {
