@@ -46,6 +46,9 @@
 //!   touch is all of it and outgrows any cache; `fixed` keeps 2,000 leads at
 //!   every size, so each lead's history grows with the backlog (a lead moving to
 //!   another client relabels ever more anchors);
+//! - `REPLYTIME_BENCH_REVIVAL` [0.05]: the share of picks of arriving leads that
+//!   revive an earlier lead or row; 0 keeps every change within the leads in
+//!   conversation, so the state a change touches is the same at every size;
 //! - `REPLYTIME_BENCH_SINK` [source]: `separate` puts the sink in a database of
 //!   its own in the same cluster (`REPLYTIME_SINK_URL`) for the throughput and
 //!   freshness stages: logical decoding skips another database's WAL records
@@ -878,9 +881,9 @@ fn print_report(
     }
     println!("- load average at end: {}", machine::load_average());
     println!(
-        "- settings: {:?} changes ({} lead pool), rates {:?}/s for {} s each, {} messages, {} seed runs; took {:.0} s\n",
+        "- settings: {:?} changes ({}), rates {:?}/s for {} s each, {} messages, {} seed runs; took {:.0} s\n",
         settings.changes,
-        settings.leads.name(),
+        settings.leads.describe(),
         settings.rates,
         settings.freshness.as_secs(),
         settings.messages,

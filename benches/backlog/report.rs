@@ -20,9 +20,9 @@ pub fn print(
         println!("- {key}: {value}");
     }
     println!(
-        "- settings: {:?} changes ({} lead pool); read cache {} MiB, block cache {} MiB, chunk_changes {}, sink_batch_ops {}; took {:.0} s",
+        "- settings: {:?} changes ({}); read cache {} MiB, block cache {} MiB, chunk_changes {}, sink_batch_ops {}; took {:.0} s",
         bench.changes,
-        bench.leads.name(),
+        bench.leads.describe(),
         s.read_cache_bytes >> 20,
         s.block_cache_bytes >> 20,
         s.chunk_changes,
@@ -44,6 +44,7 @@ pub fn print(
         );
     }
     cpu_table(results);
+    tenths_table(results);
     reads_table(results);
     work_table(results);
     if let Some(composition) = composition {
@@ -102,6 +103,22 @@ fn cpu_table(results: &[(Applied, Vec<f64>)]) {
             ratio(l[2], b[2]),
             ratio(l[3], b[3])
         );
+    }
+}
+
+fn tenths_table(results: &[(Applied, Vec<f64>)]) {
+    println!("\n### The applying thread's CPU per change, by tenth of the drain\n");
+    let tenths = results
+        .iter()
+        .map(|(a, _)| a.tenths.len())
+        .max()
+        .unwrap_or(0);
+    let header: Vec<String> = (1..=tenths).map(|t| t.to_string()).collect();
+    println!("| backlog | {} |", header.join(" | "));
+    println!("|---|{}", "---|".repeat(tenths));
+    for (a, _) in results {
+        let cells: Vec<String> = a.tenths.iter().map(|us| format!("{us:.1}")).collect();
+        println!("| {} | {} |", a.changes, cells.join(" | "));
     }
 }
 

@@ -28,6 +28,15 @@ impl LeadPool {
         }
     }
 
+    /// The pool as the benches' reports name it, with the share of revivals of
+    /// arriving leads.
+    pub fn describe(self) -> String {
+        match self {
+            LeadPool::Arriving => format!("arriving lead pool, revivals {} %", revival() * 100.0),
+            other => format!("{} lead pool", other.name()),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             LeadPool::Arriving => "arriving",
@@ -40,8 +49,25 @@ impl LeadPool {
 /// Leads in conversation at once with arriving leads: the realistic generator's
 /// pool.
 pub const ACTIVE_LEADS: usize = 2_000;
-/// Of the picks with arriving leads, those that revive an earlier lead or row.
+/// Of the picks with arriving leads, those that revive an earlier lead or row
+/// (`REPLYTIME_BENCH_REVIVAL` overrides it: 0 keeps every change within the
+/// leads in conversation, so the state a change touches is the same at every
+/// backlog size).
 pub const REVIVAL: f64 = 0.05;
+
+/// The share of revivals: `REPLYTIME_BENCH_REVIVAL`, else [`REVIVAL`].
+pub fn revival() -> f64 {
+    match std::env::var("REPLYTIME_BENCH_REVIVAL") {
+        Err(_) => REVIVAL,
+        Ok(value) => value
+            .parse()
+            .ok()
+            .filter(|share: &f64| (0.0..=1.0).contains(share))
+            .unwrap_or_else(|| {
+                panic!("REPLYTIME_BENCH_REVIVAL={value:?}: a share from 0 to 1, e.g. 0.05")
+            }),
+    }
+}
 
 /// Changes of backlog per lead: per arrival with arriving leads; per lead of the
 /// pool when it is scaled (the realistic generator's 2,000 leads over a
@@ -59,7 +85,7 @@ pub fn history_config(changes: u64, leads: LeadPool) -> HistoryConfig {
             config.locality = Some(Locality {
                 active_leads: ACTIVE_LEADS,
                 changes_per_lead: CHANGES_PER_LEAD as usize,
-                revival: REVIVAL,
+                revival: revival(),
             });
         }
         LeadPool::Scaled => config.leads = config.leads.max(arrivals),
