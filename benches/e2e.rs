@@ -10,6 +10,10 @@
 //!                                       initial load, peak RSS and RocksDB size
 //! ```
 //!
+//! Each drain also prints the daemon's CPU per change in each tenth of the
+//! backlog's WAL, sampled as the daemon applies it (its `replytime_lsn` gauge read
+//! every 200 ms): whether the cost climbs with the state as the drain goes on.
+//!
 //! Run: `cargo bench --bench e2e` (about 10 minutes on 2 cores with the defaults).
 //! The machine and versions are printed with the results; compare ratios within a
 //! run, not absolute figures across machines.
@@ -497,6 +501,25 @@ fn throughput_lines(f: &throughput::Figures, leads: usize, lines: &mut Vec<Line>
         ),
         pct(ours / recv),
         "≥ 50 %",
+    ));
+    let stretches: Vec<String> = f
+        .tenths
+        .iter()
+        .map(|t| {
+            let tenths = if t.to == t.from + 1 {
+                format!("{}", t.to)
+            } else {
+                format!("{}–{}", t.from + 1, t.to)
+            };
+            format!("{tenths}: {:.1}", t.us_per_change)
+        })
+        .collect();
+    lines.push(line(
+        "  daemon CPU per change (µs) by tenth of the backlog's WAL, as the daemon applied it (the first with start-up, the last with the sink's last writes)",
+        stretches.join(", "),
+        String::new(),
+        String::new(),
+        "",
     ));
     lines.push(line(
         "  RocksDB flush and compaction threads: CPU in the drain; 5.5 s after it",

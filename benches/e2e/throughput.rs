@@ -25,6 +25,11 @@ use crate::common;
 use crate::machine;
 use crate::support::{Daemon, confirmed_lsn, current_lsn, slot_for, wait_streaming};
 
+/// How often the drain reads the daemon's applied position for [`WalTenths`]:
+/// each read renders its `/metrics` page, which should not weigh on what is
+/// measured.
+const TENTHS_EVERY: Duration = Duration::from_millis(200);
+
 /// Source transactions per `batch_execute` round trip (each its own transaction).
 const TXNS_PER_ROUND_TRIP: usize = 100;
 
@@ -49,6 +54,76 @@ pub struct Figures {
     pub drain_wal_bytes: u64,
     /// The daemon's counters at the end of the drain.
     pub counters: DaemonCounters,
+    /// The daemon's CPU per change along the drain, by the share of the backlog's
+    /// WAL it had applied (see [`WalTenths`]).
+    pub tenths: Vec<Stretch>,
+}
+
+/// The daemon's CPU per change while the slot's confirmed position went from
+/// `from` to `to` (shares of the backlog's WAL, in tenths).
+#[derive(Clone, Copy, Debug)]
+pub struct Stretch {
+    pub from: u32,
+    pub to: u32,
+    pub us_per_change: f64,
+}
+
+/// Samples the daemon's CPU each time the position it has applied (its
+/// `replytime_lsn{kind="applied"}`, read every [`TENTHS_EVERY`]) passes another
+/// tenth of the backlog's WAL. A step over several tenths between two samples
+/// makes one stretch of them; the first stretch includes the daemon's start-up,
+/// the last one the sink's writes after the last change was applied. Changes are
+/// taken as spread evenly over the WAL, as the generator writes them.
+struct WalTenths {
+    start: Lsn,
+    end: Lsn,
+    changes: u64,
+    /// Tenths confirmed so far, and the daemon's CPU seconds when they were.
+    at: (u32, f64),
+    stretches: Vec<Stretch>,
+}
+
+impl WalTenths {
+    fn new(start: Lsn, end: Lsn, changes: u64) -> WalTenths {
+        WalTenths {
+            start,
+            end,
+            changes,
+            at: (0, 0.0),
+            stretches: Vec::with_capacity(10),
+        }
+    }
+
+    /// The daemon has applied up to `applied`; `cpu` reads its CPU seconds.
+    fn reached(&mut self, applied: Lsn, cpu: impl FnOnce() -> Option<f64>) {
+        let span = self.end.saturating_bytes_since(self.start).max(1);
+        let done = applied.saturating_bytes_since(self.start).min(span);
+        let tenths = u32::try_from(done * 10 / span).unwrap_or(10);
+        if tenths > self.at.0
+            && let Some(cpu) = cpu()
+        {
+            self.close(tenths, cpu);
+        }
+    }
+
+    fn close(&mut self, tenths: u32, cpu: f64) {
+        let changes = self.changes as f64 * f64::from(tenths - self.at.0) / 10.0;
+        self.stretches.push(Stretch {
+            from: self.at.0,
+            to: tenths,
+            us_per_change: (cpu - self.at.1) / changes * 1e6,
+        });
+        self.at = (tenths, cpu);
+    }
+
+    /// The stretches, the last one closed at the end of the drain (`cpu`: the
+    /// daemon's CPU seconds then).
+    fn finish(mut self, cpu: f64) -> Vec<Stretch> {
+        if self.at.0 < 10 && cpu.is_finite() {
+            self.close(10, cpu);
+        }
+        self.stretches
+    }
 }
 
 /// Counters read from the daemon's `/metrics` when the drain ended.
@@ -169,18 +244,8 @@ pub const READS: [(&str, &str); 23] = [
 impl DaemonCounters {
     /// Scrapes `http://addr/metrics`; zeros when the daemon does not answer.
     pub fn scrape(addr: &str) -> DaemonCounters {
-        use std::io::{Read, Write};
-        let mut text = String::new();
-        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-            let _ = stream.read_to_string(&mut text);
-        }
-        let value = |series: &str| -> f64 {
-            text.lines()
-                .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-                .unwrap_or(0.0)
-        };
+        let text = metrics_text(addr);
+        let value = |series: &str| series_value(&text, series).unwrap_or(0.0);
         DaemonCounters {
             derived: value("replytime_anchors_refreshed_total{how=\"derived\"}"),
             relabelled: value("replytime_anchors_refreshed_total{how=\"relabelled\"}"),
@@ -192,6 +257,33 @@ impl DaemonCounters {
             reads: READS.map(|(label, series)| (label, value(series))),
         }
     }
+}
+
+/// The daemon's `/metrics` page; empty when it does not answer.
+fn metrics_text(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let _ = stream.read_to_string(&mut text);
+    }
+    text
+}
+
+/// The value of one series (name and labels, as printed) of a `/metrics` page.
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// The WAL position the daemon has applied to its state (`replytime_lsn{kind="applied"}`).
+fn applied_lsn(metrics_addr: &str) -> Option<Lsn> {
+    let lsn = series_value(
+        &metrics_text(metrics_addr),
+        "replytime_lsn{kind=\"applied\"}",
+    )?;
+    Some(Lsn(lsn as u64))
 }
 
 /// What the sink table saw, from `pg_stat_user_tables` (flushed by the server at
@@ -265,10 +357,18 @@ pub async fn run(
 
     let started = Instant::now();
     let daemon = Daemon::spawn(&db.url, state, daemon_env);
+    let mut tenths = WalTenths::new(start, end, changes);
+    let mut sampled = Instant::now();
     let mut walsender_cpu = 0.0;
     loop {
         if let Some(cpu) = walsender_cpu_of(&db.client, &slot).await {
             walsender_cpu = cpu;
+        }
+        if sampled.elapsed() >= TENTHS_EVERY {
+            sampled = Instant::now();
+            if let Some(applied) = applied_lsn(metrics_addr) {
+                tenths.reached(applied, || machine::cpu_seconds(daemon.child.id()));
+            }
         }
         if confirmed_lsn(&db.client, &slot)
             .await
@@ -315,6 +415,7 @@ pub async fn run(
         replytime_sink_session_cpu: sink_session_cpu,
         drain_wal_bytes: drained_at.saturating_bytes_since(end),
         counters,
+        tenths: tenths.finish(replytime_daemon_cpu),
     };
     (figures, daemon)
 }
