@@ -299,13 +299,7 @@ struct Histograms(Vec<Vec<(f64, f64)>>);
 
 impl Histograms {
     fn scrape(addr: &str) -> Histograms {
-        use std::io::{Read, Write};
-        let mut text = String::new();
-        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-            let _ = stream.read_to_string(&mut text);
-        }
+        let text = crate::throughput::metrics_text(addr);
         Histograms(
             HISTOGRAMS
                 .iter()

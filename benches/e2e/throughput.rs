@@ -260,7 +260,7 @@ impl DaemonCounters {
 }
 
 /// The daemon's `/metrics` page; empty when it does not answer.
-fn metrics_text(addr: &str) -> String {
+pub fn metrics_text(addr: &str) -> String {
     use std::io::{Read, Write};
     let mut text = String::new();
     if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
