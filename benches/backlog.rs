@@ -53,6 +53,8 @@ mod consumer;
 mod history;
 #[path = "backlog/report.rs"]
 mod report;
+#[path = "tenths/mod.rs"]
+mod tenths;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -66,6 +68,7 @@ use replytime::config::{Overrides, Settings};
 use replytime::engine::{Engine, EngineOptions};
 use replytime::lsn::Lsn;
 use replytime::store::{ReadCounts, Store, StoreOptions};
+use tenths::{Stretch, Tenths};
 
 /// The daemon's allocator (src/main.rs): RocksDB's allocations go through it too.
 #[global_allocator]
@@ -239,9 +242,9 @@ struct Applied {
     /// CPU seconds: the applying thread, the outbox consumer and retention
     /// thread, the whole process (RocksDB's threads are the rest).
     apply_cpu: f64,
-    /// The applying thread's CPU per change (µs) in each tenth of the drain, by
-    /// changes: whether the cost grows with the state as it grows, or steps.
-    tenths: Vec<f64>,
+    /// The applying thread's CPU per change along the drain, by tenth of the
+    /// changes applied (a transaction counts in the tenth it starts in).
+    tenths: Vec<Stretch>,
     consumer_cpu: f64,
     process_cpu: f64,
     /// State commits (groups and chunks) the engine made.
@@ -279,10 +282,11 @@ fn apply(bench: &Bench, backlog: Backlog) -> (Applied, StoreInDir) {
     let mut committed = Committed::default();
 
     let (wall, thread, process) = (Instant::now(), cpu::thread(), cpu::process());
-    let mut tenths = Tenths::new(changes, thread);
+    let (mut tenths, mut applied) = (Tenths::new(changes, changes, thread), 0);
     let mut staged_since: Option<Instant> = None;
     for txn in backlog.txns {
-        tenths.passed(txn.changes.len() as u64);
+        tenths.reached(applied, || Some(cpu::thread()));
+        applied += txn.changes.len() as u64;
         for change in txn.changes {
             let chunk = engine.apply(txn.meta.commit_lsn, [change]).expect("apply");
             if let Some((last, _)) = chunk {
@@ -306,7 +310,7 @@ fn apply(bench: &Bench, backlog: Backlog) -> (Applied, StoreInDir) {
         committed.record(&mut engine, &consumer, last.end_lsn);
     }
     let apply_cpu = cpu::thread() - thread;
-    let tenths = tenths.finish();
+    let tenths = tenths.finish(cpu::thread());
     // The consumer delivers the rest of the outbox, as the sink task would.
     let consumed = consumer.finish();
     let (wall_seconds, process_cpu) = (wall.elapsed().as_secs_f64(), cpu::process() - process);
@@ -329,49 +333,6 @@ fn apply(bench: &Bench, backlog: Backlog) -> (Applied, StoreInDir) {
         reads: store.read_counts(),
     };
     (figures, StoreInDir { store, _dir: dir })
-}
-
-/// The applying thread's CPU per tenth of a drain (a transaction falls in the
-/// tenth it starts in).
-struct Tenths {
-    size: u64,
-    applied: u64,
-    start: (u64, f64),
-    per_change_us: Vec<f64>,
-}
-
-impl Tenths {
-    fn new(changes: u64, thread_cpu: f64) -> Tenths {
-        Tenths {
-            size: changes.div_ceil(10).max(1),
-            applied: 0,
-            start: (0, thread_cpu),
-            per_change_us: Vec::with_capacity(10),
-        }
-    }
-
-    /// Before a transaction of `changes` changes: closes the tenth it ends, if any.
-    fn passed(&mut self, changes: u64) {
-        if self.applied >= self.start.0 + self.size {
-            self.close();
-        }
-        self.applied += changes;
-    }
-
-    fn close(&mut self) {
-        let now = cpu::thread();
-        let changes = self.applied - self.start.0;
-        if changes > 0 {
-            self.per_change_us
-                .push((now - self.start.1) / changes as f64 * 1e6);
-        }
-        self.start = (self.applied, now);
-    }
-
-    fn finish(mut self) -> Vec<f64> {
-        self.close();
-        self.per_change_us
-    }
 }
 
 /// A store and the temporary directory it lives in (removed after it closes).

@@ -76,6 +76,8 @@ mod freshness;
 mod load;
 #[path = "e2e/machine.rs"]
 mod machine;
+#[path = "tenths/mod.rs"]
+mod tenths;
 #[path = "e2e/throughput.rs"]
 mod throughput;
 

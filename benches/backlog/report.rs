@@ -108,16 +108,16 @@ fn cpu_table(results: &[(Applied, Vec<f64>)]) {
 
 fn tenths_table(results: &[(Applied, Vec<f64>)]) {
     println!("\n### The applying thread's CPU per change, by tenth of the drain\n");
-    let tenths = results
-        .iter()
-        .map(|(a, _)| a.tenths.len())
-        .max()
-        .unwrap_or(0);
-    let header: Vec<String> = (1..=tenths).map(|t| t.to_string()).collect();
+    let header: Vec<String> = (1..=10).map(|t| t.to_string()).collect();
     println!("| backlog | {} |", header.join(" | "));
-    println!("|---|{}", "---|".repeat(tenths));
+    println!("|---|{}", "---|".repeat(10));
     for (a, _) in results {
-        let cells: Vec<String> = a.tenths.iter().map(|us| format!("{us:.1}")).collect();
+        // A stretch over several tenths fills each of them.
+        let cells: Vec<String> = a
+            .tenths
+            .iter()
+            .flat_map(|t| (t.from..t.to).map(move |_| format!("{:.1}", t.us_per_change)))
+            .collect();
         println!("| {} | {} |", a.changes, cells.join(" | "));
     }
 }

@@ -24,8 +24,9 @@ use replytime::workload::sql::transaction_to_sql;
 use crate::common;
 use crate::machine;
 use crate::support::{Daemon, confirmed_lsn, current_lsn, slot_for, wait_streaming};
+use crate::tenths::{Stretch, Tenths};
 
-/// How often the drain reads the daemon's applied position for [`WalTenths`]:
+/// How often the drain reads the daemon's applied position for its tenths:
 /// each read renders its `/metrics` page, which should not weigh on what is
 /// measured.
 const TENTHS_EVERY: Duration = Duration::from_millis(200);
@@ -55,75 +56,10 @@ pub struct Figures {
     /// The daemon's counters at the end of the drain.
     pub counters: DaemonCounters,
     /// The daemon's CPU per change along the drain, by the share of the backlog's
-    /// WAL it had applied (see [`WalTenths`]).
+    /// WAL it had applied (its `replytime_lsn{kind="applied"}`, read every
+    /// [`TENTHS_EVERY`]). The first stretch includes the daemon's start-up, the
+    /// last one the sink's writes after the last change was applied.
     pub tenths: Vec<Stretch>,
-}
-
-/// The daemon's CPU per change while the slot's confirmed position went from
-/// `from` to `to` (shares of the backlog's WAL, in tenths).
-#[derive(Clone, Copy, Debug)]
-pub struct Stretch {
-    pub from: u32,
-    pub to: u32,
-    pub us_per_change: f64,
-}
-
-/// Samples the daemon's CPU each time the position it has applied (its
-/// `replytime_lsn{kind="applied"}`, read every [`TENTHS_EVERY`]) passes another
-/// tenth of the backlog's WAL. A step over several tenths between two samples
-/// makes one stretch of them; the first stretch includes the daemon's start-up,
-/// the last one the sink's writes after the last change was applied. Changes are
-/// taken as spread evenly over the WAL, as the generator writes them.
-struct WalTenths {
-    start: Lsn,
-    end: Lsn,
-    changes: u64,
-    /// Tenths confirmed so far, and the daemon's CPU seconds when they were.
-    at: (u32, f64),
-    stretches: Vec<Stretch>,
-}
-
-impl WalTenths {
-    fn new(start: Lsn, end: Lsn, changes: u64) -> WalTenths {
-        WalTenths {
-            start,
-            end,
-            changes,
-            at: (0, 0.0),
-            stretches: Vec::with_capacity(10),
-        }
-    }
-
-    /// The daemon has applied up to `applied`; `cpu` reads its CPU seconds.
-    fn reached(&mut self, applied: Lsn, cpu: impl FnOnce() -> Option<f64>) {
-        let span = self.end.saturating_bytes_since(self.start).max(1);
-        let done = applied.saturating_bytes_since(self.start).min(span);
-        let tenths = u32::try_from(done * 10 / span).unwrap_or(10);
-        if tenths > self.at.0
-            && let Some(cpu) = cpu()
-        {
-            self.close(tenths, cpu);
-        }
-    }
-
-    fn close(&mut self, tenths: u32, cpu: f64) {
-        let changes = self.changes as f64 * f64::from(tenths - self.at.0) / 10.0;
-        self.stretches.push(Stretch {
-            from: self.at.0,
-            to: tenths,
-            us_per_change: (cpu - self.at.1) / changes * 1e6,
-        });
-        self.at = (tenths, cpu);
-    }
-
-    /// The stretches, the last one closed at the end of the drain (`cpu`: the
-    /// daemon's CPU seconds then).
-    fn finish(mut self, cpu: f64) -> Vec<Stretch> {
-        if self.at.0 < 10 && cpu.is_finite() {
-            self.close(10, cpu);
-        }
-        self.stretches
-    }
 }
 
 /// Counters read from the daemon's `/metrics` when the drain ended.
@@ -357,7 +293,7 @@ pub async fn run(
 
     let started = Instant::now();
     let daemon = Daemon::spawn(&db.url, state, daemon_env);
-    let mut tenths = WalTenths::new(start, end, changes);
+    let mut tenths = Tenths::new(end.saturating_bytes_since(start), changes, 0.0);
     let mut sampled = Instant::now();
     let mut walsender_cpu = 0.0;
     loop {
@@ -367,7 +303,9 @@ pub async fn run(
         if sampled.elapsed() >= TENTHS_EVERY {
             sampled = Instant::now();
             if let Some(applied) = applied_lsn(metrics_addr) {
-                tenths.reached(applied, || machine::cpu_seconds(daemon.child.id()));
+                tenths.reached(applied.saturating_bytes_since(start), || {
+                    machine::cpu_seconds(daemon.child.id())
+                });
             }
         }
         if confirmed_lsn(&db.client, &slot)
