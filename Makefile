@@ -1,14 +1,14 @@
 # Entry points for developers and CI (.ci/run runs `make test`).
 
-.PHONY: deps test fmt-check clippy cargo-test demo release bench-bundled
+.PHONY: deps test fmt-check clippy cargo-test drills demo release bench-bundled
 
 # System packages (PostgreSQL 15, librocksdb-dev, libclang-dev, promtool, ...).
 deps:
 	./scripts/install-deps.sh
 
-# Everything CI checks: formatting, lints, and every test target.
+# Everything CI checks: formatting, lints, every test target, then the fault drills.
 test: deps
-	$(MAKE) fmt-check clippy cargo-test
+	$(MAKE) fmt-check clippy cargo-test drills
 
 fmt-check:
 	cargo fmt --check
@@ -18,6 +18,11 @@ clippy:
 
 cargo-test:
 	cargo test --release --lib --bins --tests
+
+# The fault drills (tests/drills.rs, ignored by cargo-test): one at a time, about
+# 3 minutes, on the build cargo-test made.
+drills:
+	./scripts/drills.sh
 
 # The main job on a throwaway local Postgres with a simulated CRM workload.
 demo:

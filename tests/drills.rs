@@ -4,9 +4,10 @@
 //! state's disk full. Each ends with the sink equal to the batch oracle, or with a
 //! clear error and no LSN confirmed past what replytime holds durably.
 //!
-//! Slow and disruptive (one restarts the shared cluster), so `#[ignore]`d and run
-//! one at a time: `scripts/drills.sh`, i.e.
-//! `cargo test --release --test drills -- --ignored --nocapture`.
+//! Slow and disruptive (one restarts the shared cluster), so `#[ignore]`d by
+//! `cargo test` and run one at a time after it, as the last step of `make test`:
+//! `scripts/drills.sh` (`make drills`), i.e.
+//! `cargo test --release --test drills -- --ignored --nocapture --test-threads=1`.
 //! `REPLYTIME_DRILL_SINK_DOWN_SECONDS` (default 60) shortens the sink outage.
 //!
 //! ```text
@@ -33,6 +34,10 @@ use replytime::workload::{Generator, HistoryConfig};
 use support::*;
 
 const CONVERGE: Duration = Duration::from_secs(180);
+
+/// What `replytime run` logs when a definite error stops its pipeline while the
+/// process stays up (src/commands/run.rs).
+const DEFINITE_ERROR: &str = "definite error: the pipeline stopped";
 
 /// The drills share one cluster and one of them restarts it: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -483,25 +488,39 @@ async fn drill_disk_full_on_the_state_directory() {
         (used + (512 << 10)) >> 10,
         used >> 10
     );
+    // A full disk is a definite error (SPEC 5): the pipeline stops and the
+    // process stays up, reporting it on /metrics and /readyz, until it is stopped.
     let started = Instant::now();
-    let status = loop {
+    loop {
         if let Some(status) = daemon.exited() {
-            break status;
+            panic!(
+                "the daemon exited ({status}) on a full disk instead of staying up to report it:\n{}",
+                daemon.log_text()
+            );
+        }
+        if daemon.log_text().contains(DEFINITE_ERROR) {
+            break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(300),
-            "the daemon kept running on a full disk for 5 min:\n{}",
+            "the daemon kept streaming on a full disk for 5 min:\n{}",
             daemon.log_text()
         );
         write_history(&db.client, &transactions(&mut generator, 200)).await;
-    };
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_running(&mut daemon);
+    let status = daemon.stop();
     let log = daemon.log_text();
     let last_lines: Vec<&str> = log.lines().rev().take(3).collect();
     eprintln!(
-        "daemon stopped ({status}) after {:.1} s; last log lines: {last_lines:#?}",
+        "pipeline stopped after {:.1} s, daemon stopped with {status}; last log lines: {last_lines:#?}",
         started.elapsed().as_secs_f64()
     );
-    assert!(!status.success());
+    assert!(
+        !status.success(),
+        "a daemon stopped after a definite error exits non-zero"
+    );
 
     // Room again: the durable state must cover what the slot confirmed.
     mount.resize(256 << 20);
