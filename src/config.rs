@@ -94,7 +94,7 @@ keys::settings! {
     load_batch_rows: usize = 10_000,
         env "REPLYTIME_LOAD_BATCH_ROWS", flag None, Plain, parse keys::usize;
     /// RocksDB block cache (16 MiB: the same memory does more as read cache, see
-    /// the README's "Where the reads go").
+    /// benches/README.md, "Where the reads go").
     block_cache_bytes: usize = 16 << 20,
         env "REPLYTIME_BLOCK_CACHE_BYTES", flag None, Plain, parse keys::usize;
     /// Read cache of the derivation state in front of RocksDB (hot threads,

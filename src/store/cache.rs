@@ -432,7 +432,7 @@ pub(super) type Known<T> = Option<T>;
 /// Share of the read cache's bytes for points, in percent. With ranges packed
 /// (a thread's window of 23 positions weighs about 1.3 KB), point reads are the
 /// larger part of the misses at 3M: 60 % of the bytes for points cut the gets
-/// reaching RocksDB more than the seeks they add (README, "Packed ranges").
+/// reaching RocksDB more than the seeks they add (benches/README.md, "Packed ranges").
 const POINT_SHARE: u64 = 60;
 
 /// Share of each cache's weight in S3-FIFO's main ("hot") queue; the rest is its
@@ -444,7 +444,7 @@ const POINT_SHARE: u64 = 60;
 /// under way that is thousands of changes later, after 3 % of the cache has turned
 /// over: at 3M changes, once the cache is full, most of them were gone by then
 /// (point hits 83 %, gets per change 0.57 against 0.13 at 300k). A fifth of the
-/// cache keeps them (point hits 96 %, gets 0.15; README, "Probation").
+/// cache keeps them (point hits 96 %, gets 0.15; benches/README.md, "Probation").
 const HOT_SHARE: f64 = 0.8;
 
 /// A cache of `weight` for entries weighing about `typical` each.
