@@ -7,4 +7,9 @@
 # time. Extra arguments go to the test binary (e.g. a drill's name).
 set -eu
 cd "$(dirname "$0")/.."
-exec cargo test --release --test drills -- --ignored --nocapture --test-threads=1 "$@"
+# The same targets as `make test`'s cargo-test, so that the drills reuse its build:
+# `--test drills` alone resolves some dependencies' features differently and
+# recompiles them. The filter then runs the drills alone (`drill_`, or the names
+# given); the other test binaries run nothing.
+[ $# -gt 0 ] || set -- drill_
+exec cargo test --release --lib --bins --tests -- --ignored --nocapture --test-threads=1 "$@"
