@@ -640,8 +640,10 @@ fn target_dir() -> PathBuf {
 
 /// The builder stage's context assembled from exactly its COPY lines (nothing else
 /// of the repository), and its `RUN … cargo build …` run there as written, with a
-/// hard-linked copy of this build's target directory so that only what changed is
-/// compiled. A file the build needs and the Dockerfile does not copy fails it.
+/// copy of this build's target directory so that only what changed is compiled.
+/// A copy, not hard links: cargo rewrites its fingerprints in place, so a build
+/// in hard-linked files left this build's own stale, and the next `cargo test`
+/// (the drills' step of `make test`) recompiled the crates the context moves. A file the build needs and the Dockerfile does not copy fails it.
 /// Built with `--build-arg ROCKSDB=debian`, the library this build links: the
 /// image's default (the bundled RocksDB) is checked by the ignored test below.
 #[test]
@@ -802,10 +804,10 @@ fn dockerfile_builder_stage(rocksdb: &str) {
     std::fs::create_dir_all(&target).unwrap();
     common::run(
         Command::new("cp")
-            .arg("-al")
+            .args(["-a", "--reflink=auto"])
             .arg(target_dir().join("release"))
             .arg(target.join("release")),
-        "hard-link the target directory",
+        "copy the target directory",
     );
     let out = Command::new("sh")
         .arg("-ec")
