@@ -508,7 +508,7 @@ async fn drill_disk_full_on_the_state_directory() {
         );
         write_history(&db.client, &transactions(&mut generator, 200)).await;
     }
-    std::thread::sleep(Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_running(&mut daemon);
     let status = daemon.stop();
     let log = daemon.log_text();
