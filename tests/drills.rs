@@ -54,18 +54,26 @@ fn transactions(generator: &mut Generator, n: usize) -> Vec<Vec<replytime::chang
 }
 
 /// A transaction that certainly makes an anchor (so it leaves work for the sink).
-async fn write_anchor(client: &tokio_postgres::Client, id: &str) {
+/// Writes a lead, an inbound message and its reply in one transaction, and
+/// returns the WAL insert position after its rows and before its commit record.
+/// A slot may be confirmed up to that point while the sink lacks the anchor: an
+/// idle keepalive may carry a `wal_end` that the walwriter flushed in the middle
+/// of the transaction, and Postgres re-sends every transaction whose commit lies
+/// past the confirmed position.
+async fn write_anchor(client: &tokio_postgres::Client, id: &str) -> Lsn {
     client
         .batch_execute(&format!(
             r#"BEGIN;
             INSERT INTO "Lead" (id, "clientId") VALUES ('{id}', 'drill');
             INSERT INTO "Message" (id, "leadId", channel, direction, "sentBy", "sentByUserId", "sentAt") VALUES
                 ('{id}', '{id}', 'sms', 'inbound', NULL, NULL, now()),
-                ('{id}-reply', '{id}', 'sms', 'outbound', 'setter', 'u', now() + interval '1 s');
-            COMMIT;"#
+                ('{id}-reply', '{id}', 'sms', 'outbound', 'setter', 'u', now() + interval '1 s');"#
         ))
         .await
         .unwrap();
+    let before_commit = current_lsn(client).await;
+    client.batch_execute("COMMIT").await.unwrap();
+    before_commit
 }
 
 async fn wait_confirmed(client: &tokio_postgres::Client, slot: &str, target: Lsn) {
@@ -370,8 +378,7 @@ async fn drill_sink_unavailable() {
 
     let outage = sink_down_for();
     proxy.down();
-    let before_pending = current_lsn(&db.client).await;
-    write_anchor(&db.client, "drill-sink-down").await;
+    let before_pending = write_anchor(&db.client, "drill-sink-down").await;
     let started = Instant::now();
     let mut checks = 0;
     while started.elapsed() < outage {
