@@ -643,7 +643,8 @@ fn target_dir() -> PathBuf {
 /// copy of this build's target directory so that only what changed is compiled.
 /// A copy, not hard links: cargo rewrites its fingerprints in place, so a build
 /// in hard-linked files left this build's own stale, and the next `cargo test`
-/// (the drills' step of `make test`) recompiled the crates the context moves. A file the build needs and the Dockerfile does not copy fails it.
+/// (the drills' step of `make test`) recompiled the crates the context moves.
+/// A file the build needs and the Dockerfile does not copy fails it.
 /// Built with `--build-arg ROCKSDB=debian`, the library this build links: the
 /// image's default (the bundled RocksDB) is checked by the ignored test below.
 #[test]

@@ -378,7 +378,7 @@ async fn drill_sink_unavailable() {
 
     let outage = sink_down_for();
     proxy.down();
-    let before_pending = write_anchor(&db.client, "drill-sink-down").await;
+    let before_anchor_commit = write_anchor(&db.client, "drill-sink-down").await;
     let started = Instant::now();
     let mut checks = 0;
     while started.elapsed() < outage {
@@ -386,16 +386,16 @@ async fn drill_sink_unavailable() {
         let confirmed = confirmed_lsn(&db.client, &slot).await.unwrap();
         let progress = sink_progress(&db.client, &slot).await;
         assert!(
-            confirmed <= before_pending,
-            "confirmed {confirmed} passed work committed after {before_pending} while the sink was down (sink progress {progress:?})"
+            confirmed <= before_anchor_commit,
+            "confirmed {confirmed} passed work committed after {before_anchor_commit} while the sink was down (sink progress {progress:?})"
         );
-        assert!(progress.is_none_or(|p| p <= before_pending));
+        assert!(progress.is_none_or(|p| p <= before_anchor_commit));
         checks += 1;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert_running(&mut daemon);
     eprintln!(
-        "sink down {:?}: {checks} checks, confirmed stayed ≤ {before_pending}",
+        "sink down {:?}: {checks} checks, confirmed stayed ≤ {before_anchor_commit}",
         outage
     );
     proxy.up();
