@@ -1,12 +1,14 @@
 //! Event log retention, off the streaming loop.
 //!
-//! One trim deletes up to about 50,000 logged transactions in one RocksDB write
+//! One trim steps over up to about a million logged entries, raises the log's
+//! floor past the expired ones, syncs it and drops the files below it
 //! (`Store::trim_event_log`). Once a long drain has pushed the log past its WAL
-//! span (`event_log_max_bytes`), every trim has that much to do until the log is
-//! back inside it, and a trim took 150–280 ms: run on the streaming loop, it held
-//! every transaction committed meanwhile back by as much. It runs on a blocking
-//! thread instead, at most one at a time; the loop only starts it and reads how
-//! the last one went.
+//! span (`event_log_max_bytes`), every trim has that much to read until the log
+//! is back inside it; when trims still deleted entry by entry, one took
+//! 150–280 ms, and run on the streaming loop it held every transaction
+//! committed meanwhile back by as much. It runs on a blocking thread instead,
+//! at most one at a time; the loop only starts it and reads how the last one
+//! went.
 //!
 //! ```text
 //!  streaming loop ── every slot check ──▶ trim running? ── yes ─▶ nothing
@@ -15,7 +17,7 @@
 //!                   report the last trim, start the next (blocking thread)
 //! ```
 //!
-//! A trim only deletes transactions older than what the engine appends, so it
+//! A trim only drops transactions older than what the engine appends, so it
 //! never touches what the loop writes meanwhile.
 
 use std::sync::Arc;

@@ -22,7 +22,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Cf, Store, StoreError, StoreTxn, decode};
+use super::{Cf, Store, StoreError, StoreTxn, decode, meta};
 use crate::change::{Change, Timestamp, TxnMeta};
 use crate::lsn::Lsn;
 
@@ -32,6 +32,16 @@ use crate::lsn::Lsn;
 pub(super) const CHANGES_PER_READ: usize = 100_000;
 #[cfg(test)]
 pub(crate) const CHANGES_PER_READ: usize = 8;
+
+/// Entries one [`Store::trim_event_log`] steps over at most. A trim reads them
+/// and writes one key, so it can keep up with a drain: the retention runs every
+/// 5 s, and a drain of 21,000 changes/s appends about 17,000 entries/s (a
+/// chunk and a meta entry per transaction). At 50,000 a 10M-change drain left
+/// the log twice the size its retention allows.
+#[cfg(not(test))]
+const TRIM_BUDGET: u64 = 1_000_000;
+#[cfg(test)]
+const TRIM_BUDGET: u64 = 50_000;
 
 /// Change number of a transaction's meta entry.
 const META_SEQ: u32 = u32::MAX;
@@ -134,6 +144,7 @@ impl Store {
         let mut pieces = Vec::new();
         let mut pieces_lsn = None;
         let mut read = 0;
+        let from = from.max(self.event_log_floor());
         let mut start = from.to_be_bytes().to_vec();
         start.extend_from_slice(&0u32.to_be_bytes());
         let mut after: Option<Vec<u8>> = None;
@@ -179,7 +190,11 @@ impl Store {
     /// Commit LSN of the first logged transaction committed at or after `time`.
     pub(crate) fn first_logged_at(&self, time: Timestamp) -> Result<Option<Lsn>, StoreError> {
         let tx = self.begin();
-        let mut after: Option<Vec<u8>> = None;
+        // Keys from the floor on: `after` is exclusive, so start after the last
+        // key below it.
+        let floor = self.event_log_floor();
+        let mut after: Option<Vec<u8>> =
+            (floor > Lsn::ZERO).then(|| event_key(Lsn(floor.0 - 1), META_SEQ).to_vec());
         loop {
             let keys = tx.keys_with_prefix(Cf::EventLog, &[], after.as_deref(), 4096)?;
             let Some(last) = keys.last().cloned() else {
@@ -198,14 +213,25 @@ impl Store {
         }
     }
 
-    /// Deletes whole logged transactions, oldest first, while they were committed
+    /// Commit LSN below which the event log is trimmed.
+    pub(crate) fn event_log_floor(&self) -> Lsn {
+        Lsn(self.event_log_floor.load(Ordering::SeqCst))
+    }
+
+    /// Trims whole logged transactions, oldest first, while they were committed
     /// before `older_than` or lie more than `max_wal_bytes` of WAL behind `newest`
     /// (the log holds only the decoded columns of published changes, so the WAL
-    /// span it covers bounds its size). Deletes at most about 50,000 entries per
-    /// call, committed about 5,000 at a time: a commit holds the store's write
-    /// gate, which the engine's commits and the sink's fsync wait for, so one
-    /// 50,000-delete write would hold them back for tens of ms. Returns entries
-    /// deleted. Starts after what earlier calls deleted, not over their tombstones.
+    /// span it covers bounds its size). Steps over at most about [`TRIM_BUDGET`]
+    /// entries per call. Returns the entries trimmed.
+    ///
+    /// A trim writes no tombstones: it raises the log's floor
+    /// ([`meta::EVENT_LOG_FLOOR`]), below which no read looks, and then drops the
+    /// SST files that lie wholly below it. Tombstones at the head of the log,
+    /// flushed beside the appends at its tail, made every flushed file span the
+    /// whole log, so each L0 -> L1 compaction rewrote all of it; without them
+    /// the log's files follow its key order and compactions hardly rewrite it.
+    /// Entries below the floor in a file that also holds newer ones stay on disk
+    /// until that file is dropped or compacted (at most a file's worth).
     /// Public for the backlog bench, which runs the daemon's retention without it.
     pub fn trim_event_log(
         &self,
@@ -213,37 +239,42 @@ impl Store {
         newest: Lsn,
         max_wal_bytes: u64,
     ) -> Result<u64, StoreError> {
-        const CALL_BUDGET: u64 = 50_000;
-        const COMMIT_BUDGET: u64 = 5_000;
-        let mut deleted = 0;
-        while deleted < CALL_BUDGET {
-            let chunk =
-                self.trim_event_log_once(older_than, newest, max_wal_bytes, COMMIT_BUDGET)?;
-            deleted += chunk;
-            if chunk < COMMIT_BUDGET {
-                break;
-            }
+        let before = self.event_log_floor();
+        let trimmed = self.raise_event_log_floor(older_than, newest, max_wal_bytes, TRIM_BUDGET)?;
+        let floor = self.event_log_floor();
+        if floor > before {
+            // The files go only once the floor that hides them is durable: a
+            // crash must never leave a log whose head lost part of a transaction
+            // that its persisted floor still shows.
+            self.sync()?;
+            let (physical, tag) = Cf::EventLog.physical();
+            let handle = self.db().cf_handle(physical).expect("column family exists");
+            let last_below = event_key(Lsn(floor.0 - 1), META_SEQ);
+            self.db()
+                .delete_file_in_range_cf(handle, vec![tag], [&[tag][..], &last_below].concat())
+                .map_err(|e| self.err(e))?;
         }
-        Ok(deleted)
+        Ok(trimmed)
     }
 
-    /// One commit of [`Store::trim_event_log`]: whole transactions, until about
-    /// `budget` entries are deleted or the next transaction is kept.
-    fn trim_event_log_once(
+    /// Raises the floor past the expired transactions from the current floor
+    /// on, stepping over about `budget` entries at most, and persists it.
+    /// Returns the entries now below it.
+    fn raise_event_log_floor(
         &self,
         older_than: Timestamp,
         newest: Lsn,
         max_wal_bytes: u64,
         budget: u64,
     ) -> Result<u64, StoreError> {
-        let floor = Lsn(self.event_log_floor.load(Ordering::SeqCst));
+        let floor = self.event_log_floor();
         let mut start = floor.to_be_bytes().to_vec();
         start.extend_from_slice(&0u32.to_be_bytes());
         let tx = self.begin();
-        let mut pending: Vec<Vec<u8>> = Vec::new();
-        let mut deleted = 0u64;
+        let mut pending = 0u64;
+        let mut trimmed = 0u64;
         let mut new_floor = floor;
-        'pages: while deleted < budget {
+        'pages: while trimmed < budget {
             let page = tx.scan(Cf::EventLog, &start, 1024)?;
             let Some((last, _)) = page.last() else {
                 break;
@@ -251,27 +282,28 @@ impl Store {
             start = last.clone();
             start.push(0);
             for (key, value) in page {
-                let meta = is_meta(&key).then(|| decode::<TxnMeta>(Cf::EventLog, &value));
-                pending.push(key);
-                let Some(meta) = meta else { continue };
-                let meta = meta?;
-                let lsn = lsn_of(pending.last().expect("just pushed"));
+                pending += 1;
+                if !is_meta(&key) {
+                    continue;
+                }
+                let meta = decode::<TxnMeta>(Cf::EventLog, &value)?;
+                let lsn = lsn_of(&key);
                 let expired = meta.commit_time < older_than
                     || newest.saturating_bytes_since(lsn) > max_wal_bytes;
                 if !expired {
                     break 'pages;
                 }
-                for k in pending.drain(..) {
-                    tx.delete(Cf::EventLog, &k)?;
-                    deleted += 1;
-                }
+                trimmed += std::mem::take(&mut pending);
                 new_floor = Lsn(lsn.0 + 1);
             }
         }
-        tx.commit()?;
-        self.event_log_floor
-            .fetch_max(new_floor.0, Ordering::SeqCst);
-        Ok(deleted)
+        if new_floor > floor {
+            tx.put_record(Cf::Meta, meta::EVENT_LOG_FLOOR, &new_floor)?;
+            tx.commit()?;
+            self.event_log_floor
+                .fetch_max(new_floor.0, Ordering::SeqCst);
+        }
+        Ok(trimmed)
     }
 }
 
@@ -437,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn a_long_trim_commits_in_parts_and_stops_at_its_budget() {
+    fn a_long_trim_stops_at_its_budget() {
         let (_dir, store) = open();
         // 30,000 one-change transactions: 60,000 entries, all expired.
         for i in 1..=30_000u64 {
@@ -452,5 +484,135 @@ mod tests {
             .unwrap();
         assert_eq!(first + second, 60_000);
         assert!(store.logged_transactions(Lsn(0), 10).unwrap().is_empty());
+    }
+
+    /// `n` one-change transactions from LSN `first` on, 100 apart, committed at t=1,
+    /// flushed to an SST file of their own.
+    fn log_file(store: &Store, first: u64, n: u64) {
+        for i in 0..n {
+            log(store, first + i * 100, 1);
+        }
+        store.db().flush_cf(event_log_family(store)).unwrap();
+    }
+
+    fn event_log_family(store: &Store) -> &rocksdb::ColumnFamily {
+        store.db().cf_handle(Cf::EventLog.physical().0).unwrap()
+    }
+
+    fn event_log_files(store: &Store) -> Vec<rocksdb::LiveFile> {
+        let name = Cf::EventLog.physical().0;
+        let files = store.db().live_files().unwrap();
+        files
+            .into_iter()
+            .filter(|f| f.column_family_name == name)
+            .collect()
+    }
+
+    #[test]
+    fn a_trim_writes_no_tombstones_and_drops_the_files_below_the_floor() {
+        let (_dir, store) = open();
+        // Three files of 100 transactions each, moved out of L0 (a trim drops
+        // files of L1 and below).
+        log_file(&store, 100, 100);
+        log_file(&store, 145_000, 100);
+        log_file(&store, 200_000, 100);
+        store
+            .db()
+            .compact_range_cf(event_log_family(&store), None::<&[u8]>, None::<&[u8]>);
+        let files = event_log_files(&store);
+        assert!(
+            files.len() >= 2 && files.iter().all(|f| f.level > 0),
+            "{files:?}"
+        );
+        assert!(
+            files
+                .iter()
+                .any(|f| lsn_of(&f.end_key.as_ref().unwrap()[1..]) < Lsn(150_000))
+        );
+        // Everything below LSN 150,000 goes: the first file and half the second.
+        let trimmed = store
+            .trim_event_log(Timestamp(0), Lsn(250_000), 100_000)
+            .unwrap();
+        assert_eq!(trimmed, 2 * 150);
+        let property = |name: &str| {
+            store
+                .db()
+                .property_int_value_cf(event_log_family(&store), name)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(property("rocksdb.num-deletes-active-mem-table"), 0);
+        assert_eq!(property("rocksdb.num-entries-active-mem-table"), 0);
+        let oldest = store.logged_transactions(Lsn(0), 1).unwrap();
+        assert_eq!(oldest[0].meta.commit_lsn, Lsn(150_000));
+        // No file left holds only trimmed entries.
+        for file in event_log_files(&store) {
+            let largest = file.end_key.clone().unwrap();
+            assert!(lsn_of(&largest[1..]) >= Lsn(150_000), "{file:?}");
+        }
+        // Every transaction above the floor reads back (in reads of a few each).
+        let mut count = 0;
+        let mut next = Lsn(0);
+        loop {
+            let txns = store.logged_transactions(next, 1_000).unwrap();
+            let Some(last) = txns.last() else { break };
+            next = Lsn(last.meta.commit_lsn.0 + 1);
+            count += txns.len();
+        }
+        assert_eq!(count, 150);
+    }
+
+    #[test]
+    fn the_floor_outlives_a_restart_and_hides_what_is_still_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            for i in 1..=10u64 {
+                log(&store, i * 100, i as i64 * 1_000);
+            }
+            // Still in the memtable (and the WAL): nothing to drop, all hidden.
+            assert_eq!(
+                store
+                    .trim_event_log(Timestamp(5_500), Lsn(1_000), u64::MAX)
+                    .unwrap(),
+                10
+            );
+        }
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let lsns = |from: u64| -> Vec<Lsn> {
+            store
+                .logged_transactions(Lsn(from), 100)
+                .unwrap()
+                .iter()
+                .map(|t| t.meta.commit_lsn)
+                .collect()
+        };
+        assert_eq!(lsns(0), [600, 700, 800, 900, 1_000].map(Lsn));
+        assert_eq!(lsns(300), lsns(0));
+        assert_eq!(lsns(800), [800, 900, 1_000].map(Lsn));
+        assert_eq!(store.first_logged_at(Timestamp(0)).unwrap(), Some(Lsn(600)));
+        assert_eq!(
+            store.first_logged_at(Timestamp(7_000)).unwrap(),
+            Some(Lsn(700))
+        );
+        drop(store);
+        let summary = super::super::StateSummary::read(dir.path()).unwrap();
+        assert_eq!(summary.oldest_event_lsn, Some(Lsn(600)));
+    }
+
+    #[test]
+    fn clearing_the_log_starts_it_over_below_the_old_floor() {
+        let (_dir, store) = open();
+        for i in 1..=5u64 {
+            log(&store, i * 100, 1);
+        }
+        store.trim_event_log(Timestamp(2), Lsn(500), 0).unwrap();
+        assert!(store.logged_transactions(Lsn(0), 10).unwrap().is_empty());
+        // An initial load clears the log; another source's LSNs may be lower.
+        store.clear(&[Cf::EventLog]).unwrap();
+        log(&store, 50, 1);
+        let logged = store.logged_transactions(Lsn(0), 10).unwrap();
+        assert_eq!(logged.len(), 1);
+        assert_eq!(logged[0].meta.commit_lsn, Lsn(50));
     }
 }

@@ -166,6 +166,8 @@ pub(crate) mod meta {
     /// The replication slot this state created (`pipeline::ownership::SlotOwner`),
     /// written and synced before the slot is created.
     pub(crate) const SLOT_OWNER: &[u8] = b"slot_owner";
+    /// Commit LSN below which the event log was trimmed (`store::event_log`).
+    pub(crate) const EVENT_LOG_FLOOR: &[u8] = b"event_log_floor";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,7 +239,9 @@ pub struct Store {
     /// First outbox sequence number that may still exist: reads seek here instead
     /// of stepping over the tombstones of removed entries.
     outbox_head: AtomicU64,
-    /// Commit LSNs below this were trimmed from the event log (seeks start here).
+    /// Commit LSNs below this were trimmed from the event log: its entries there
+    /// are gone or going, and every read of the log starts here. Persisted in
+    /// [`meta::EVENT_LOG_FLOOR`].
     event_log_floor: AtomicU64,
     /// The first RocksDB error: after one, RocksDB is not asked to sync or commit
     /// again (a failed WAL write, e.g. on a full disk, leaves it in a state where
@@ -347,6 +351,10 @@ impl Store {
             rocksdb_reads: Default::default(),
         };
         store.check_version()?;
+        let floor = store
+            .get_meta::<Lsn>(meta::EVENT_LOG_FLOOR)?
+            .unwrap_or(Lsn::ZERO);
+        store.event_log_floor.store(floor.0, Ordering::SeqCst);
         let next = store.last_outbox_seq()?.map_or(0, |s| s + 1);
         store.next_outbox_seq.store(next, Ordering::SeqCst);
         let head = store.first_outbox_seq()?.unwrap_or(next);
@@ -765,6 +773,12 @@ impl Store {
                 let next = self.next_outbox_seq.load(Ordering::SeqCst);
                 self.outbox_head.store(next, Ordering::SeqCst);
             }
+            if *cf == Cf::EventLog {
+                // Every entry is gone, those below the floor too: a log started
+                // over (another source's LSNs may be lower) is read from its start.
+                self.put_meta(meta::EVENT_LOG_FLOOR, &Lsn::ZERO)?;
+                self.event_log_floor.store(0, Ordering::SeqCst);
+            }
         }
         Ok(())
     }
@@ -811,11 +825,25 @@ impl StateSummary {
             .map(|(k, _)| k[1..].to_vec())
         };
         let count = |c: Cf| keys(c).count() as u64;
-        let oldest_event = keys(Cf::EventLog).next().filter(|k| k.len() >= 8).map(|k| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&k[..8]);
-            Lsn(u64::from_be_bytes(b))
-        });
+        // The log's entries start at its floor (those below are trimmed).
+        let floor: Lsn = get(meta::EVENT_LOG_FLOOR)
+            .and_then(|b| postcard::from_bytes(&b).ok())
+            .unwrap_or(Lsn::ZERO);
+        let event_tag = Cf::EventLog.physical().1;
+        let from = [&[event_tag][..], &floor.to_be_bytes()].concat();
+        let oldest_event = db
+            .iterator_cf(
+                cf(Cf::EventLog),
+                rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+            )
+            .filter_map(Result::ok)
+            .next()
+            .filter(|(k, _)| k.first() == Some(&event_tag) && k.len() >= 9)
+            .map(|(k, _)| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&k[1..9]);
+                Lsn(u64::from_be_bytes(b))
+            });
         let size = dir_size(path);
         Ok(StateSummary {
             applied_lsn: get(meta::APPLIED_LSN)
