@@ -121,7 +121,8 @@ pub struct LoggedTxn {
     pub changes: Vec<Change>,
 }
 
-fn lsn_of(key: &[u8]) -> Lsn {
+/// Commit LSN of an event log key (without its family tag).
+pub(super) fn lsn_of(key: &[u8]) -> Lsn {
     let mut b = [0u8; 8];
     b.copy_from_slice(&key[..8]);
     Lsn(u64::from_be_bytes(b))

@@ -839,11 +839,7 @@ impl StateSummary {
             .filter_map(Result::ok)
             .next()
             .filter(|(k, _)| k.first() == Some(&event_tag) && k.len() >= 9)
-            .map(|(k, _)| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&k[1..9]);
-                Lsn(u64::from_be_bytes(b))
-            });
+            .map(|(k, _)| event_log::lsn_of(&k[1..]));
         let size = dir_size(path);
         Ok(StateSummary {
             applied_lsn: get(meta::APPLIED_LSN)
